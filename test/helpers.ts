@@ -1,0 +1,261 @@
+/**
+ * test/helpers.ts — small tools the test files share.
+ *
+ *   startTestServer()   a registry in this process on ephemeral ports, with its log captured
+ *   LineClient          a real TCP connection that speaks raw lines and reads raw lines back
+ *   sendDatagram()      one UDP datagram, optionally waiting for an answer
+ *   spawnScript()       a real child process of server.ts or client.ts, under the runtime the
+ *                       tests run in (tsx on Node, or Deno), with helpers to read its output
+ *
+ * Nothing here fakes the network: everything goes through loopback sockets.
+ */
+
+import { Buffer } from 'node:buffer';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+import { startServer } from '../server.ts';
+import type { RunningServer, ServerOptions } from '../server.ts';
+
+/** The repository root, found from this file's own URL (no __dirname in ESM). */
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+/** True when the suite runs under Deno rather than Node. */
+export const UNDER_DENO = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `condition` until it holds or `timeoutMs` passes; then fails with `what`. */
+export async function waitUntil(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+export type TestServer = RunningServer & { logLines: string[] };
+
+/** A registry on 127.0.0.1 with ephemeral ports; its event log is kept in `logLines`. */
+export async function startTestServer(options: ServerOptions = {}): Promise<TestServer> {
+  const logLines: string[] = [];
+  const server = await startServer({
+    host: '127.0.0.1',
+    tcpPort: 0,
+    udpPort: 0,
+    log: (line) => logLines.push(line),
+    ...options,
+  });
+  return Object.assign(server, { logLines });
+}
+
+/** A TCP client that writes raw text and reads whole lines, as `nc` would. */
+export class LineClient {
+  readonly socket: net.Socket;
+  /** Lines received and not yet taken by readLine(). */
+  private received: string[] = [];
+  private partial = '';
+  private waiters: Array<() => void> = [];
+  closed = false;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.setEncoding('utf8');
+    socket.on('data', (text: string) => {
+      const pieces = (this.partial + text).split('\n');
+      this.partial = pieces.pop() ?? '';
+      this.received.push(...pieces);
+      this.wake();
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+  }
+
+  static connect(port: number, host = '127.0.0.1'): Promise<LineClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, host, () => resolve(new LineClient(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Writes text exactly as given (add "\n" yourself, or use request()). */
+  write(text: string | Uint8Array): void {
+    this.socket.write(text);
+  }
+
+  /** Resolves with the next line, or rejects after timeoutMs or if the connection closes first. */
+  async readLine(timeoutMs = 2000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.received.length === 0) {
+      if (this.closed) throw new Error('connection closed before a line arrived');
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no line within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return this.received.shift()!;
+  }
+
+  /** Sends one object as a line and parses the one-line answer. */
+  async request(message: unknown, timeoutMs = 2000): Promise<Record<string, unknown>> {
+    this.write(JSON.stringify(message) + '\n');
+    return JSON.parse(await this.readLine(timeoutMs));
+  }
+
+  /** Resolves once the server has closed the connection (or after timeoutMs, rejecting). */
+  async waitClosed(timeoutMs = 2000): Promise<void> {
+    await waitUntil(() => this.closed, timeoutMs, 'the connection to close');
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Sends one datagram; if `replyWithinMs` is given, resolves with the answer or null if none. */
+export function sendDatagram(port: number, payload: string | Uint8Array, replyWithinMs?: number): Promise<string | null> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket('udp4');
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const finish = (answer: string | null) => {
+      if (timer) clearTimeout(timer);
+      socket.close();
+      resolve(answer);
+    };
+    socket.on('message', (bytes) => finish(Buffer.from(bytes).toString('utf8')));
+    socket.send(typeof payload === 'string' ? Buffer.from(payload) : payload, port, '127.0.0.1', (error) => {
+      if (error) {
+        socket.close();
+        reject(error);
+      } else if (replyWithinMs === undefined) {
+        finish(null);
+      } else {
+        timer = setTimeout(() => finish(null), replyWithinMs);
+      }
+    });
+  });
+}
+
+/** Registers and logs in through a fresh connection; returns the logged_in answer's token. */
+export async function registerAndLogin(port: number, username: string, password = 'secret', chatPort = 7000): Promise<string> {
+  const client = await LineClient.connect(port);
+  try {
+    const registered = await client.request({ type: 'register', username, password });
+    if (registered.type !== 'registered') throw new Error(`register failed: ${JSON.stringify(registered)}`);
+    const loggedIn = await client.request({ type: 'login', username, password, chatPort });
+    if (loggedIn.type !== 'logged_in') throw new Error(`login failed: ${JSON.stringify(loggedIn)}`);
+    return loggedIn.token as string;
+  } finally {
+    client.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+/** A running server.ts or client.ts, with everything it printed collected. */
+export class ScriptProcess {
+  readonly child: ChildProcess;
+  /** All of stdout so far. */
+  stdout = '';
+  /** All of stderr so far. */
+  stderr = '';
+  exitCode: number | null = null;
+  exited: Promise<number | null>;
+  /** How much of stdout earlier waitFor() calls have consumed. */
+  private consumed = 0;
+
+  constructor(child: ChildProcess) {
+    this.child = child;
+    child.stdout!.setEncoding('utf8');
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.on('data', (text: string) => (this.stdout += text));
+    child.stderr!.on('data', (text: string) => (this.stderr += text));
+    child.stdin!.on('error', () => {});
+    this.exited = new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        this.exitCode = code ?? (signal ? 128 : null);
+        resolve(this.exitCode);
+      });
+    });
+  }
+
+  /** Types one line into the program's standard input. */
+  type(line: string): void {
+    this.child.stdin!.write(line + '\n');
+  }
+
+  /** Closes standard input (what Ctrl-D does at a terminal). */
+  endInput(): void {
+    this.child.stdin!.end();
+  }
+
+  /** Waits until stdout, after what earlier waits consumed, matches; consumes up to the match.
+   * Returns the match. Fails with the recent output in the message, to make failures readable. */
+  async waitFor(pattern: RegExp | string, timeoutMs = 5000): Promise<RegExpExecArray> {
+    const regex = typeof pattern === 'string' ? new RegExp(escapeRegExp(pattern)) : pattern;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const match = regex.exec(this.stdout.slice(this.consumed));
+      if (match) {
+        this.consumed += match.index + match[0].length;
+        return match;
+      }
+      if (Date.now() > deadline || this.exitCode !== null) {
+        throw new Error(
+          `expected ${regex} within ${timeoutMs} ms; ${this.exitCode !== null ? `process exited ${this.exitCode}; ` : ''}` +
+            `unread stdout:\n${this.stdout.slice(this.consumed).slice(-2000)}\nstderr:\n${this.stderr.slice(-2000)}`,
+        );
+      }
+      await sleep(10);
+    }
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): void {
+    if (this.exitCode === null) this.child.kill(signal);
+  }
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** Starts `script` (relative to the repository root) under the runtime running the tests:
+ * `deno run -A` under Deno, `node --import tsx` under Node. */
+export function spawnScript(script: string, args: string[] = [], env: Record<string, string> = {}): ScriptProcess {
+  const runtimeArgs = UNDER_DENO ? ['run', '-A', script] : ['--import', 'tsx', script];
+  const child = spawn(process.execPath, [...runtimeArgs, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: '1', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  return new ScriptProcess(child);
+}
+
+/** Starts server.ts on ephemeral ports and waits for its "start" line; returns the process and
+ * the ports it printed. */
+export async function spawnServer(args: string[] = [], env: Record<string, string> = {}): Promise<{ server: ScriptProcess; tcpPort: number; udpPort: number }> {
+  const server = spawnScript('server.ts', ['--host', '127.0.0.1', '--tcp-port', '0', '--udp-port', '0', ...args], env);
+  const match = await server.waitFor(/start tcp=[^ ]*:(\d+) udp=[^ ]*:(\d+)/, 15_000);
+  return { server, tcpPort: Number(match[1]), udpPort: Number(match[2]) };
+}
