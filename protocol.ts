@@ -396,16 +396,21 @@ export function checkTicket(
   ownName: string,
   now: number = Date.now(),
 ): TicketCheck {
+  // Buffer.from(…, 'hex' | 'base64url') skips characters it does not understand, so each part is
+  // checked strictly first: otherwise "<signature>x" would pass as the signature.
   const parts = ticket.split('.');
-  if (parts.length !== 5 || parts[0] !== 'v1' || !/^\d{1,15}$/.test(parts[3])) return 'forged';
+  if (parts.length !== 5 || parts[0] !== 'v1' || !/^\d{1,15}$/.test(parts[3]) || !/^[0-9a-f]{64}$/.test(parts[4])) {
+    return 'forged';
+  }
   const caller = Buffer.from(parts[1], 'base64url').toString('utf8');
   const callee = Buffer.from(parts[2], 'base64url').toString('utf8');
+  if (base64url(caller) !== parts[1] || base64url(callee) !== parts[2]) return 'forged';
   const expiresAt = Number(parts[3]);
   const expected = Buffer.from(ticketSignature(ownToken, caller, callee, expiresAt), 'hex');
   const given = Buffer.from(parts[4], 'hex');
   // timingSafeEqual: comparing byte by byte and stopping at the first difference would tell an
   // attacker, through timing, how many leading bytes of a guess were right.
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return 'forged';
+  if (!timingSafeEqual(given, expected)) return 'forged';
   if (normaliseUsername(caller) !== normaliseUsername(claimedCaller)) return 'wrong_caller';
   if (normaliseUsername(callee) !== normaliseUsername(ownName)) return 'wrong_callee';
   if (now > expiresAt) return 'expired';

@@ -822,21 +822,23 @@ async function main(): Promise<void> {
     process.exit(2);
   }
 
-  let server: RunningServer;
+  // Ctrl-C or a service manager's stop: close listeners and storage cleanly, then exit 0. The
+  // handlers go in before start-up, so a signal that arrives while we start is handled too.
+  let server: RunningServer | undefined;
+  const shutDown = (signal: string) => {
+    if (server === undefined) process.exit(0);
+    logEvent(server.registry, 'stop', `signal=${signal}`);
+    server.close().then(() => process.exit(0));
+  };
+  process.on('SIGINT', () => shutDown('SIGINT'));
+  process.on('SIGTERM', () => shutDown('SIGTERM'));
+
   try {
     server = await startServer(options);
   } catch (error) {
     console.error(`error: ${errorText(error)}`);
     process.exit(1);
   }
-
-  // Ctrl-C or a service manager's stop: close listeners and storage cleanly, then exit 0.
-  const shutDown = (signal: string) => {
-    logEvent(server.registry, 'stop', `signal=${signal}`);
-    server.close().then(() => process.exit(0));
-  };
-  process.on('SIGINT', () => shutDown('SIGINT'));
-  process.on('SIGTERM', () => shutDown('SIGTERM'));
 }
 
 /** True when this file was started directly (tsx server.ts, deno run server.ts), not imported. */

@@ -231,8 +231,16 @@ export class ScriptProcess {
     }
   }
 
+  /** Sends a signal. Through process.kill rather than child.kill: Deno's child_process reports
+   * any child it signalled itself as killed by that signal, hiding the exit code it really had. */
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
-    if (this.exitCode === null) this.child.kill(signal);
+    if (this.exitCode === null && this.child.pid !== undefined) {
+      try {
+        process.kill(this.child.pid, signal);
+      } catch {
+        // already gone
+      }
+    }
   }
 }
 
