@@ -79,6 +79,9 @@ export type ServerOptions = {
   maxFailedLoginsPerAddress?: number;
   /** How long the wait lasts, and how long failures are remembered. */
   loginCooldownMs?: number;
+  /** Entries kept in each login-throttle table; the oldest is forgotten when a new one needs
+   * room. Default MAX_THROTTLE_ENTRIES (tests lower it to see the bound hold). */
+  maxThrottleEntries?: number;
   /** Where event lines go. Default: stdout. */
   log?: (line: string) => void;
 };
@@ -101,6 +104,7 @@ function resolveSettings(options: ServerOptions): Settings {
     maxFailedLoginsPerUser: options.maxFailedLoginsPerUser ?? 5,
     maxFailedLoginsPerAddress: options.maxFailedLoginsPerAddress ?? 20,
     loginCooldownMs: options.loginCooldownMs ?? 30_000,
+    maxThrottleEntries: options.maxThrottleEntries ?? MAX_THROTTLE_ENTRIES,
   };
 }
 
@@ -398,10 +402,10 @@ function throttleWaitMs(registry: Registry, name: string, address: string, now: 
   return Math.max(0, (byUser?.blockedUntil ?? 0) - now, (byAddress?.blockedUntil ?? 0) - now);
 }
 
-function countFailure(table: Map<string, FailureCount>, key: string, limit: number, now: number, cooldownMs: number): void {
+function countFailure(table: Map<string, FailureCount>, key: string, limit: number, now: number, cooldownMs: number, maxEntries: number): void {
   let entry = failureEntry(table, key, now, cooldownMs);
   if (entry === undefined) {
-    if (table.size >= MAX_THROTTLE_ENTRIES) table.delete(table.keys().next().value as string);
+    if (table.size >= maxEntries) table.delete(table.keys().next().value as string);
     entry = { failures: 0, firstFailureAt: now, blockedUntil: 0 };
     table.set(key, entry);
   }
@@ -411,8 +415,8 @@ function countFailure(table: Map<string, FailureCount>, key: string, limit: numb
 
 function recordLoginFailure(registry: Registry, name: string, address: string, now: number): void {
   const s = registry.settings;
-  countFailure(registry.failuresByUser, name, s.maxFailedLoginsPerUser, now, s.loginCooldownMs);
-  countFailure(registry.failuresByAddress, address, s.maxFailedLoginsPerAddress, now, s.loginCooldownMs);
+  countFailure(registry.failuresByUser, name, s.maxFailedLoginsPerUser, now, s.loginCooldownMs, s.maxThrottleEntries);
+  countFailure(registry.failuresByAddress, address, s.maxFailedLoginsPerAddress, now, s.loginCooldownMs, s.maxThrottleEntries);
 }
 
 // ============================================================================================
@@ -614,7 +618,7 @@ function acceptConnection(registry: Registry, socket: net.Socket): void {
 
 function receive(registry: Registry, connection: Connection, chunk: Uint8Array): void {
   const { lines, tooLong } = connection.splitter.push(chunk);
-  connection.queue.push(...lines);
+  for (const line of lines) connection.queue.push(line);
   if (tooLong) {
     connection.queue.push(TOO_LONG);
     connection.hangingUp = true;
@@ -692,8 +696,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const udp = dgram.createSocket(settings.host.includes(':') ? 'udp6' : 'udp4');
   udp.on('message', (bytes, sender) => handleDatagram(registry, udp, bytes, sender));
   try {
-    await listenTcp(tcp, settings.tcpPort, settings.host);
-    await bindUdp(udp, settings.udpPort, settings.host);
+    await listening(tcp, 'TCP', settings.tcpPort, (done) => tcp.listen(settings.tcpPort, settings.host, done));
+    await listening(udp, 'UDP', settings.udpPort, (done) => udp.bind(settings.udpPort, settings.host, done));
   } catch (error) {
     tcp.close();
     udp.close();
@@ -732,25 +736,16 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   };
 }
 
-function listenTcp(tcp: net.Server, port: number, host: string): Promise<void> {
+/** Starts listening (TCP) or binding (UDP) and resolves once it worked. A port already taken
+ * becomes a PortInUseError naming the flag that picks another. */
+function listening(socket: net.Server | dgram.Socket, protocol: 'TCP' | 'UDP', port: number, start: (done: () => void) => void): Promise<void> {
   return new Promise((resolve, reject) => {
-    tcp.once('error', (error: NodeJS.ErrnoException) => {
+    socket.once('error', (error: NodeJS.ErrnoException) => {
       reject(error.code === 'EADDRINUSE'
-        ? new PortInUseError(`TCP port ${port} is already in use; choose another with --tcp-port`)
+        ? new PortInUseError(`${protocol} port ${port} is already in use; choose another with --${protocol.toLowerCase()}-port`)
         : error);
     });
-    tcp.listen(port, host, () => resolve());
-  });
-}
-
-function bindUdp(udp: dgram.Socket, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    udp.once('error', (error: NodeJS.ErrnoException) => {
-      reject(error.code === 'EADDRINUSE'
-        ? new PortInUseError(`UDP port ${port} is already in use; choose another with --udp-port`)
-        : error);
-    });
-    udp.bind(port, host, () => resolve());
+    start(resolve);
   });
 }
 
