@@ -51,6 +51,13 @@ export function normaliseUsername(username: string): string {
   return username.toLowerCase();
 }
 
+/** An address as people write it. A server listening on IPv6 sees IPv4 clients as IPv4-mapped
+ * addresses ("::ffff:10.0.0.7"); we write those as plain IPv4 ("10.0.0.7"). */
+export function plainAddress(address: string | undefined): string {
+  if (address === undefined) return 'unknown';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
 // ============================================================================================
 // Message types
 // ============================================================================================

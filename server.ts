@@ -41,7 +41,7 @@ import type { Collection, MongoClient } from 'mongodb';
 import {
   DEFAULT_HEARTBEAT_MS, DEFAULT_TCP_PORT, DEFAULT_TIMEOUT_MS, DEFAULT_UDP_PORT, LineSplitter,
   MAX_DATAGRAM_BYTES, TICKET_TTL_MS, USERNAME_PATTERN, decodeDatagram, decodeRequest,
-  encodeDatagram, encodeLine, makeTicket, normaliseUsername,
+  encodeDatagram, encodeLine, makeTicket, normaliseUsername, plainAddress,
 } from './protocol.ts';
 import type {
   ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest, RegisterRequest, Reply,
@@ -109,7 +109,9 @@ function resolveSettings(options: ServerOptions): Settings {
 }
 
 /** Requests read ahead of their answers on one connection before we stop reading from it. A
- * client that pipelines thousands of requests is slowed down instead of filling our memory. */
+ * client that pipelines thousands of requests is slowed down instead of filling our memory.
+ * (The queue can briefly hold more: every line of the one read that crossed the mark, at most
+ * one socket read — 64 KiB — of them.) */
 const MAX_QUEUED_REQUESTS = 64;
 /** Entries in each login-throttle table; the oldest is forgotten when a new one needs room. */
 const MAX_THROTTLE_ENTRIES = 10_000;
@@ -371,12 +373,6 @@ export function sweepExpiredSessions(registry: Registry, now: number): number {
   return removed;
 }
 
-/** Written as plain IPv4 when the socket reports an IPv4-mapped IPv6 address (::ffff:1.2.3.4). */
-function plainAddress(address: string | undefined): string {
-  if (address === undefined) return 'unknown';
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-}
-
 // ============================================================================================
 // Login throttling
 // ============================================================================================
@@ -477,15 +473,18 @@ async function handleLogin(registry: Registry, request: LoginRequest, connection
     return errorReply('too_many_attempts', `too many failed logins; try again in ${seconds} s`);
   }
 
-  let user: StoredUser | null;
-  try {
-    user = await registry.store.findUser(name);
-  } catch (error) {
-    return storageFailed(registry, 'login', error);
-  }
   // Hash even when the user does not exist, so both failures take the same time.
   const decoy: StoredUser = { name, displayName: username, passwordHash: '00'.repeat(SCRYPT_KEY_BYTES), salt: registry.decoySalt.toString('hex') };
-  const matches = await passwordMatches(user ?? decoy, password);
+  let user: StoredUser | null;
+  let matches: boolean;
+  try {
+    user = await registry.store.findUser(name);
+    matches = await passwordMatches(user ?? decoy, password);
+  } catch (error) {
+    // The store failed, or handed back a damaged record (a hash of the wrong length makes
+    // timingSafeEqual throw): either way the accounts cannot be trusted right now.
+    return storageFailed(registry, 'login', error);
+  }
   if (user === null || !matches) {
     recordLoginFailure(registry, name, address, performance.now());
     logEvent(registry, 'login_failed', `user=${username} from=${remote}`);
@@ -652,11 +651,19 @@ function serveQueue(registry: Registry, connection: Connection): void {
     const answer = answerLine(registry, connection, line);
     if (answer instanceof Promise) {
       connection.busy = true;
-      answer.then((reply) => {
-        connection.busy = false;
-        if (!socket.destroyed) socket.write(encodeLine(reply));
-        serveQueue(registry, connection);
-      });
+      answer.then(
+        (reply) => {
+          connection.busy = false;
+          if (!socket.destroyed) socket.write(encodeLine(reply));
+          serveQueue(registry, connection);
+        },
+        (error) => {
+          // Handlers turn every expected failure into an answer, so this is a bug. Log it and
+          // drop this one connection; the server and everyone else carry on.
+          logEvent(registry, 'internal_error', `from=${connection.remote} error=${JSON.stringify(errorText(error))}`);
+          socket.destroy();
+        },
+      );
       return;
     }
     socket.write(encodeLine(answer));

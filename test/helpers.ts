@@ -267,3 +267,106 @@ export async function spawnServer(args: string[] = [], env: Record<string, strin
   const match = await server.waitFor(/start tcp=[^ ]*:(\d+) udp=[^ ]*:(\d+)/, 15_000);
   return { server, tcpPort: Number(match[1]), udpPort: Number(match[2]) };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Added for the hardening suite (abuse and fault tests)
+// ---------------------------------------------------------------------------------------------
+
+/** Runs a snippet of ES-module JavaScript in a separate process under the tests' runtime
+ * (`node --input-type=module -e` or `deno eval`), so load can come from outside the process
+ * under test. Pass inputs through `env`. */
+export function spawnEval(code: string, env: Record<string, string> = {}): ScriptProcess {
+  const runtimeArgs = UNDER_DENO ? ['eval', code] : ['--input-type=module', '-e', code];
+  const child = spawn(process.execPath, runtimeArgs, {
+    cwd: ROOT,
+    env: { ...process.env, NO_COLOR: '1', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  return new ScriptProcess(child);
+}
+
+/** A local TCP port with nothing listening on it (bound once to learn a free number, then
+ * closed), for "the other side is unreachable" tests. */
+export function closedPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** This process's memory, in MiB, for printing. */
+export function memoryMiB(): { rss: number; heapUsed: number } {
+  const usage = process.memoryUsage();
+  return { rss: Math.round(usage.rss / 2 ** 20), heapUsed: Math.round(usage.heapUsed / 2 ** 20) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal clients (client.ts), driven through their standard input
+// ---------------------------------------------------------------------------------------------
+
+/** How long a freshly spawned process may take to print its first prompt. Generous: starting
+ * tsx or Deno on a busy machine can take several seconds. */
+export const STARTUP_MS = 20_000;
+
+/** Starts client.ts pointed at a registry; waits for the Login screen's username prompt. */
+export async function spawnClient(tcpPort: number, udpPort: number, args: string[] = []): Promise<ScriptProcess> {
+  const client = spawnScript('client.ts', ['--tcp-port', String(tcpPort), '--udp-port', String(udpPort), ...args]);
+  await client.waitFor('username', STARTUP_MS);
+  return client;
+}
+
+/** From the Login screen: registers `username` through the Register screen and comes back to
+ * Login (the username prompt has been consumed). */
+export async function registerThroughScreens(client: ScriptProcess, username: string, password = 'secret'): Promise<void> {
+  client.type('/register');
+  await client.waitFor(/Register — new username/);
+  client.type(username);
+  await client.waitFor('password');
+  client.type(password);
+  await client.waitFor(`Registered ${username}`);
+  await client.waitFor('username');
+}
+
+/** From the Login screen (username prompt consumed): logs in; resolves with the chat port the
+ * client says peers reach it on, once the Search prompt shows. */
+export async function loginThroughScreens(client: ScriptProcess, username: string, password = 'secret'): Promise<number> {
+  client.type(username);
+  await client.waitFor('password');
+  client.type(password);
+  const match = await client.waitFor(new RegExp(`Logged in as ${escapeRegExp(username)}\\. Peers reach you on port (\\d+)`));
+  await client.waitFor(`${username}> `);
+  return Number(match[1]);
+}
+
+/** A new client, registered and logged in as `username`, sitting at its Search prompt. */
+export async function spawnLoggedInClient(
+  tcpPort: number, udpPort: number, username: string, args: string[] = [],
+): Promise<{ client: ScriptProcess; chatPort: number }> {
+  const client = await spawnClient(tcpPort, udpPort, args);
+  await registerThroughScreens(client, username);
+  const chatPort = await loginThroughScreens(client, username);
+  return { client, chatPort };
+}
+
+/** `caller` asks `calleeName` to chat and `callee` accepts; both end up on the Chat screen. */
+export async function startChat(caller: ScriptProcess, callerName: string, callee: ScriptProcess, calleeName: string): Promise<void> {
+  caller.type(calleeName);
+  await callee.waitFor(`${callerName} wants to chat`);
+  await callee.waitFor(/\(y\/n\)/);
+  callee.type('y');
+  await caller.waitFor(`${calleeName} accepted`);
+  await callee.waitFor(`You are chatting with ${callerName}`);
+}
+
+/** Stops whatever processes are still running (for finally blocks). */
+export async function stopAll(...processes: Array<ScriptProcess | undefined>): Promise<void> {
+  await Promise.all(processes.map(async (child) => {
+    if (child === undefined || child.exitCode !== null) return;
+    child.kill('SIGKILL');
+    await child.exited;
+  }));
+}

@@ -1,0 +1,305 @@
+/**
+ * test/client.test.ts — the terminal client end to end: a real registry process and real client
+ * processes, driven through their standard input exactly as a person (or a script) would.
+ *
+ *   test ──stdin──▶ client.ts (alice) ◀── TCP, peer to peer ──▶ client.ts (bob) ◀──stdin── test
+ *        ◀─stdout──        │                                          │        ──stdout──▶
+ *                          └──────────── TCP + UDP ──▶ server.ts ◀────┘
+ *
+ * Each test starts its own registry on ephemeral ports, so tests never share state.
+ * The client's own defences against misbehaving peers are in client-defences.test.ts.
+ */
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import {
+  LineClient, loginThroughScreens, registerAndLogin, registerThroughScreens, spawnClient,
+  spawnLoggedInClient, spawnServer, startChat, stopAll,
+} from './helpers.ts';
+import type { ScriptProcess } from './helpers.ts';
+
+/** Asks the registry who is online, with the token of an observer session. */
+async function onlineUsers(tcpPort: number, token: string): Promise<string[]> {
+  const connection = await LineClient.connect(tcpPort);
+  try {
+    const answer = await connection.request({ type: 'list', token });
+    assert.equal(answer.type, 'online');
+    return answer.users as string[];
+  } finally {
+    connection.close();
+  }
+}
+
+test('register and log in through the screens, with the failures in between', async () => {
+  const { server, tcpPort, udpPort } = await spawnServer();
+  let client: ScriptProcess | undefined;
+  try {
+    client = await spawnClient(tcpPort, udpPort);
+    await registerThroughScreens(client, 'Alice', 'pw1');
+
+    // Register again: the name is taken (ignoring case), then invalid; /login goes back.
+    client.type('/register');
+    await client.waitFor('new username');
+    client.type('alice');
+    await client.waitFor('password');
+    client.type('other');
+    await client.waitFor('Registration failed: the username alice is already taken');
+    await client.waitFor('new username'); // asked again
+    client.type('no spaces allowed');
+    await client.waitFor('password');
+    client.type('x');
+    await client.waitFor(/Registration failed: a username is 1 to 32 characters/);
+    await client.waitFor('new username');
+    client.type('/login');
+    await client.waitFor('Login — username');
+
+    // Wrong password: the reason, then the username prompt again.
+    client.type('Alice');
+    await client.waitFor('password');
+    client.type('wrong');
+    await client.waitFor('Login failed: wrong username or password');
+    await client.waitFor('username');
+
+    // The right one: the Search prompt shows who we are.
+    await loginThroughScreens(client, 'Alice', 'pw1');
+    await server.waitFor(/ login user=Alice /);
+    client.type('/list');
+    await client.waitFor('Online (1): Alice');
+    client.type('/help');
+    await client.waitFor('/search NAME');
+    client.type('Alice');
+    await client.waitFor('That is you.');
+
+    client.type('/quit');
+    assert.equal(await client.exited, 0);
+    await server.waitFor(/ logout user=Alice /);
+    // From a pipe: no colour or cursor escape codes, ever.
+    assert.ok(!client.stdout.includes('\x1b'), 'stdout contains an escape code');
+  } finally {
+    await stopAll(client, server);
+  }
+});
+
+test('search, accept, messages both ways, /back, history, then a decline', async () => {
+  const { server, tcpPort, udpPort } = await spawnServer();
+  const historyDir = mkdtempSync(path.join(tmpdir(), 'p2p-chat-history-'));
+  let alice: ScriptProcess | undefined;
+  let bob: ScriptProcess | undefined;
+  try {
+    [{ client: alice }, { client: bob }] = await Promise.all([
+      spawnLoggedInClient(tcpPort, udpPort, 'alice', ['--history', historyDir]),
+      spawnLoggedInClient(tcpPort, udpPort, 'bob', ['--trace']),
+    ]);
+
+    alice.type('/search bob');
+    await alice.waitFor('Waiting for bob');
+    await bob.waitFor('alice wants to chat');
+    await bob.waitFor('Accept alice? (y/n)');
+    bob.type('yes');
+    await alice.waitFor('bob accepted');
+    await bob.waitFor('You are chatting with alice');
+
+    alice.type('hello bob');
+    await bob.waitFor(/\[\d\d:\d\d:\d\d\] alice: hello bob/);
+    bob.type('hi alice, ünïcödé too');
+    await alice.waitFor(/\[\d\d:\d\d:\d\d\] bob: hi alice, ünïcödé too/);
+    // --trace shows the peer protocol itself, with direction.
+    assert.match(bob.stdout, /← peer alice \{"type":"msg","text":"hello bob","at":\d+\}/);
+    assert.match(bob.stdout, /→ peer alice \{"type":"chat_accept"\}/);
+
+    bob.type('/back');
+    await bob.waitFor('You left the chat with alice');
+    await alice.waitFor('bob left the chat');
+    await alice.waitFor('alice> ');
+    await bob.waitFor('bob> ');
+
+    const history = readFileSync(path.join(historyDir, 'alice', 'bob.log'), 'utf8');
+    assert.match(history, /^\d{4}-\d\d-\d\dT[\d:.]+Z alice: hello bob\n.*Z bob: hi alice, ünïcödé too\n$/);
+
+    // The other way round, and this time the answer is no.
+    bob.type('alice');
+    await alice.waitFor('bob wants to chat');
+    await alice.waitFor('(y/n)');
+    alice.type('n');
+    await bob.waitFor('alice declined your request');
+    await alice.waitFor('Declined bob');
+    // Both are back on Search and the registry still answers them.
+    bob.type('/list');
+    await bob.waitFor('Online (2): alice, bob');
+  } finally {
+    await stopAll(alice, bob, server);
+    rmSync(historyDir, { recursive: true, force: true });
+  }
+});
+
+test('busy: a third caller is declined without bothering anyone; /quit says bye', async () => {
+  const { server, tcpPort, udpPort } = await spawnServer();
+  let alice: ScriptProcess | undefined;
+  let bob: ScriptProcess | undefined;
+  let carol: ScriptProcess | undefined;
+  try {
+    [{ client: alice }, { client: bob }, { client: carol }] = await Promise.all([
+      spawnLoggedInClient(tcpPort, udpPort, 'alice'),
+      spawnLoggedInClient(tcpPort, udpPort, 'bob'),
+      spawnLoggedInClient(tcpPort, udpPort, 'carol'),
+    ]);
+    await startChat(alice, 'alice', bob, 'bob');
+
+    carol.type('bob');
+    await carol.waitFor('bob is busy');
+    carol.type('alice');
+    await carol.waitFor('alice is busy');
+    assert.ok(!bob.stdout.includes('carol'), `bob was bothered:\n${bob.stdout}`);
+    assert.ok(!alice.stdout.includes('carol'), `alice was bothered:\n${alice.stdout}`);
+
+    // The chat is unaffected.
+    alice.type('still here?');
+    await bob.waitFor('alice: still here?');
+
+    alice.type('/quit');
+    await bob.waitFor('alice left the chat');
+    assert.equal(await alice.exited, 0);
+    await server.waitFor(/ logout user=alice /);
+  } finally {
+    await stopAll(alice, bob, carol, server);
+  }
+});
+
+test('a forged or borrowed ticket is refused with bad_ticket, a real one is not', async () => {
+  const { server, tcpPort, udpPort } = await spawnServer(['--timeout-ms', '60000']);
+  let bob: ScriptProcess | undefined;
+  const connections: LineClient[] = [];
+  try {
+    const started = await spawnLoggedInClient(tcpPort, udpPort, 'bob');
+    bob = started.client;
+    // mallory is a real user with a real session, talking raw protocol.
+    const malloryToken = await registerAndLogin(tcpPort, 'mallory');
+    const registry = await LineClient.connect(tcpPort);
+    connections.push(registry);
+    const found = await registry.request({ type: 'search', token: malloryToken, username: 'bob' });
+    assert.equal(found.type, 'found');
+    const realTicket = found.ticket as string;
+
+    async function knock(from: string, ticket: string): Promise<Record<string, unknown>> {
+      const peer = await LineClient.connect(started.chatPort);
+      connections.push(peer);
+      return peer.request({ type: 'chat_request', from, ticket }, 5000);
+    }
+
+    // 1. Made up from nothing.
+    assert.deepEqual(await knock('mallory', 'v1.bWFsbG9yeQ.Ym9i.99999999999999.00ff'), { type: 'chat_decline', reason: 'bad_ticket' });
+    await bob.waitFor(/Warning: refused a chat request claiming to come from "mallory".*\(forged\)/);
+    // 2. mallory's real ticket, used to pretend to be alice.
+    assert.deepEqual(await knock('alice', realTicket), { type: 'chat_decline', reason: 'bad_ticket' });
+    await bob.waitFor(/Warning: refused a chat request claiming to come from "alice".*\(wrong caller\)/);
+    // 3. mallory's real ticket with its expiry pushed back: the signature no longer matches.
+    const parts = realTicket.split('.');
+    parts[3] = String(Number(parts[3]) + 3_600_000);
+    assert.deepEqual(await knock('mallory', parts.join('.')), { type: 'chat_decline', reason: 'bad_ticket' });
+    await bob.waitFor(/Warning: refused .*"mallory".*\(forged\)/);
+    assert.ok(!bob.stdout.includes('wants to chat'), 'a bad ticket reached the user');
+
+    // 4. The real ticket, honestly used: bob is asked. (So the refusals above were not blanket.)
+    const honest = await LineClient.connect(started.chatPort);
+    connections.push(honest);
+    honest.write(JSON.stringify({ type: 'chat_request', from: 'mallory', ticket: realTicket }) + '\n');
+    await bob.waitFor('mallory wants to chat');
+    honest.write('{"type":"bye"}\n');
+    await bob.waitFor('mallory gave up asking');
+
+    // bob is still perfectly usable.
+    bob.type('/list');
+    await bob.waitFor(/Online \(2\): bob, mallory/);
+  } finally {
+    for (const connection of connections) connection.close();
+    await stopAll(bob, server);
+  }
+});
+
+test('the chat keeps working after the registry process is killed', async () => {
+  const { server, tcpPort, udpPort } = await spawnServer();
+  let alice: ScriptProcess | undefined;
+  let bob: ScriptProcess | undefined;
+  try {
+    [{ client: alice }, { client: bob }] = await Promise.all([
+      spawnLoggedInClient(tcpPort, udpPort, 'alice'),
+      spawnLoggedInClient(tcpPort, udpPort, 'bob'),
+    ]);
+    await startChat(alice, 'alice', bob, 'bob');
+
+    server.kill('SIGKILL');
+    await server.exited;
+
+    // Proof that messages go peer to peer: nobody is left in the middle to carry them.
+    alice.type('is the registry gone?');
+    await bob.waitFor('alice: is the registry gone?');
+    bob.type('yes, and we are still talking');
+    await alice.waitFor('bob: yes, and we are still talking');
+
+    alice.type('/back');
+    await bob.waitFor('alice left the chat');
+    await bob.waitFor('bob> ');
+    // The registry is needed again: bob is told plainly and sent to Login.
+    bob.type('alice');
+    await bob.waitFor(/cannot reach the registry at 127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
+    await bob.waitFor('Login — username');
+  } finally {
+    await stopAll(alice, bob, server);
+  }
+});
+
+test('/logout and end of input make the registry drop the user at once', async () => {
+  // A timeout of a minute: if the users vanish from the list within seconds, only their logout
+  // can explain it, not the sweeper.
+  const { server, tcpPort, udpPort } = await spawnServer(['--timeout-ms', '60000']);
+  let alice: ScriptProcess | undefined;
+  let bob: ScriptProcess | undefined;
+  try {
+    [{ client: alice }, { client: bob }] = await Promise.all([
+      spawnLoggedInClient(tcpPort, udpPort, 'alice'),
+      spawnLoggedInClient(tcpPort, udpPort, 'bob'),
+    ]);
+    const observer = await registerAndLogin(tcpPort, 'observer');
+    assert.deepEqual(await onlineUsers(tcpPort, observer), ['alice', 'bob', 'observer']);
+
+    alice.type('/logout');
+    await alice.waitFor('Logged out.');
+    await alice.waitFor('Login — username');
+    await server.waitFor(/ logout user=alice /, 2000);
+    assert.deepEqual(await onlineUsers(tcpPort, observer), ['bob', 'observer']);
+    // Logged out is not gone: alice can log in again.
+    await loginThroughScreens(alice, 'alice');
+
+    const startedAt = Date.now();
+    bob.endInput(); // Ctrl-D
+    assert.equal(await bob.exited, 0);
+    await server.waitFor(/ logout user=bob /, 2000);
+    assert.ok(Date.now() - startedAt < 5000);
+    assert.deepEqual(await onlineUsers(tcpPort, observer), ['alice', 'observer']);
+  } finally {
+    await stopAll(alice, bob, server);
+  }
+});
+
+test('session_unknown (the registry restarted) sends the client back to Login', async () => {
+  const first = await spawnServer(['--heartbeat-ms', '100']);
+  let second: ScriptProcess | undefined;
+  let alice: ScriptProcess | undefined;
+  try {
+    ({ client: alice } = await spawnLoggedInClient(first.tcpPort, first.udpPort, 'alice'));
+    first.server.kill('SIGTERM');
+    await first.server.exited;
+    // The same ports, a fresh memory: every session (and account) is forgotten.
+    ({ server: second } = await spawnServer(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]));
+    await alice.waitFor('the registry no longer knows this session — did it restart?', 10_000);
+    await alice.waitFor('Login — username');
+    // And the client is usable against the new registry.
+    await registerThroughScreens(alice, 'alice');
+    await loginThroughScreens(alice, 'alice');
+  } finally {
+    await stopAll(alice, first.server, second);
+  }
+});
