@@ -41,19 +41,18 @@
  */
 
 import { Buffer } from 'node:buffer';
-import { appendFileSync, mkdirSync, realpathSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import path from 'node:path';
 import process from 'node:process';
 import readline from 'node:readline';
 import { Writable } from 'node:stream';
-import { pathToFileURL } from 'node:url';
 import { parseArgs, styleText } from 'node:util';
 import {
   DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, LineSplitter, MAX_LINE_BYTES, USERNAME_PATTERN, checkTicket,
   decodeDatagram, decodePeerMessage, decodeReply, encodeDatagram, encodeLine, normaliseUsername,
-  plainAddress,
+  isMainModule, numberFlag, plainAddress, UsageError,
 } from './protocol.ts';
 import type { ChatRequest, DeclineReason, PeerMessage, Reply, Request } from './protocol.ts';
 
@@ -1166,17 +1165,6 @@ Timeouts (mostly for tests; milliseconds):
 Environment:
   NO_COLOR               set to turn colour off`;
 
-class UsageError extends Error {}
-
-/** Parses a whole number flag, or explains what is wrong with it. */
-function numberFlag(flag: string, value: string | undefined, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
-    throw new UsageError(`--${flag} needs a whole number from ${min} to ${max}, not "${value}"`);
-  }
-  return parsed;
-}
 
 /** Turns the command line into settings; null means --help was printed. */
 function parseCommandLine(args: string[]): ClientSettings | null {
@@ -1272,17 +1260,4 @@ async function main(): Promise<void> {
   showLoginScreen(client);
 }
 
-/** True when this file was started directly (tsx client.ts, deno run client.ts), not imported. */
-function isMainModule(): boolean {
-  const denoMain = (import.meta as { main?: boolean }).main;
-  if (denoMain !== undefined) return denoMain;
-  const entry = process.argv[1];
-  if (!entry) return false;
-  try {
-    return pathToFileURL(realpathSync(entry)).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isMainModule()) await main();
+if (isMainModule(import.meta)) await main();

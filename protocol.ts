@@ -19,10 +19,14 @@
  *   - the validating decoder: bytes → typed message, or a typed error, and never an exception
  *   - the line splitter that cuts a TCP byte stream into lines, with a length limit
  *   - tickets: how the registry vouches for a caller to the peer being called
+ *   - two small command-line helpers that server.ts and client.ts share
  */
 
 import { Buffer } from 'node:buffer';
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { realpathSync } from 'node:fs';
+import process from 'node:process';
+import { pathToFileURL } from 'node:url';
 
 // ============================================================================================
 // Defaults and limits
@@ -422,4 +426,36 @@ export function checkTicket(
   if (normaliseUsername(callee) !== normaliseUsername(ownName)) return 'wrong_callee';
   if (now > expiresAt) return 'expired';
   return 'valid';
+}
+
+// ============================================================================================
+// Shared by the two programs' command lines
+// ============================================================================================
+
+/** A mistake on the command line: printed with a pointer to --help, exit code 2. */
+export class UsageError extends Error {}
+
+/** Parses a whole-number flag, or explains what is wrong with it. */
+export function numberFlag(flag: string, value: string | undefined, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
+    throw new UsageError(`--${flag} needs a whole number from ${min} to ${max}, not "${value}"`);
+  }
+  return parsed;
+}
+
+/** True when the module whose `import.meta` is passed was started directly (`tsx server.ts`,
+ * `deno run server.ts`) rather than imported by a test or a benchmark. Deno says so itself with
+ * import.meta.main; on Node we compare the module's URL with the script Node was asked to run. */
+export function isMainModule(meta: ImportMeta): boolean {
+  const denoMain = (meta as { main?: boolean }).main;
+  if (denoMain !== undefined) return denoMain;
+  const entry = process.argv[1];
+  if (!entry) return false;
+  try {
+    return pathToFileURL(realpathSync(entry)).href === meta.url;
+  } catch {
+    return false;
+  }
 }

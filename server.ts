@@ -31,17 +31,15 @@
 import { Buffer } from 'node:buffer';
 import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import dgram from 'node:dgram';
-import { realpathSync } from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Collection, MongoClient } from 'mongodb';
 import {
   DEFAULT_HEARTBEAT_MS, DEFAULT_TCP_PORT, DEFAULT_TIMEOUT_MS, DEFAULT_UDP_PORT, LineSplitter,
   MAX_DATAGRAM_BYTES, TICKET_TTL_MS, USERNAME_PATTERN, decodeDatagram, decodeRequest,
-  encodeDatagram, encodeLine, makeTicket, normaliseUsername, plainAddress,
+  encodeDatagram, encodeLine, isMainModule, makeTicket, normaliseUsername, numberFlag, plainAddress,
 } from './protocol.ts';
 import type {
   ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest, RegisterRequest, Reply,
@@ -778,17 +776,6 @@ Environment:
   MONGODB_URI            keep accounts in MongoDB (e.g. mongodb://localhost:27017/p2p_chat);
                          without it, accounts are kept in memory`;
 
-/** Parses a whole number flag, or explains what is wrong with it. */
-function numberFlag(flag: string, value: string | undefined, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback;
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
-    throw new UsageError(`--${flag} needs a whole number from ${min} to ${max}, not "${value}"`);
-  }
-  return parsed;
-}
-
-class UsageError extends Error {}
 
 async function main(): Promise<void> {
   let options: ServerOptions;
@@ -843,17 +830,4 @@ async function main(): Promise<void> {
   }
 }
 
-/** True when this file was started directly (tsx server.ts, deno run server.ts), not imported. */
-function isMainModule(): boolean {
-  const denoMain = (import.meta as { main?: boolean }).main;
-  if (denoMain !== undefined) return denoMain;
-  const entry = process.argv[1];
-  if (!entry) return false;
-  try {
-    return pathToFileURL(realpathSync(entry)).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isMainModule()) await main();
+if (isMainModule(import.meta)) await main();
