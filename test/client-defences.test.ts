@@ -16,9 +16,8 @@ import net from 'node:net';
 import { test } from 'node:test';
 import { MAX_LINE_BYTES } from '../protocol.ts';
 import {
-  LineClient, closedPort, registerAndLogin, spawnLoggedInClient, spawnServer, startChat, stopAll, waitUntil,
+  LineClient, SpawnedProcesses, closedPort, registerAndLogin, startChat, waitUntil,
 } from './helpers.ts';
-import type { ScriptProcess } from './helpers.ts';
 
 /** A TCP server that plays a peer: records each line it receives and, if `answer` is given,
  * writes it back after the first line. */
@@ -51,14 +50,13 @@ async function fakePeer(answer?: string): Promise<{ port: number; lines: string[
 }
 
 test('incoming connections that send silence, garbage or a huge line are dropped; the client stays usable', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer();
-  let bob: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   const connections: LineClient[] = [];
   try {
-    const started = await spawnLoggedInClient(tcpPort, udpPort, 'bob', ['--greeting-timeout-ms', '300']);
-    bob = started.client;
+    const { tcpPort, udpPort } = await spawned.server();
+    const { client: bob, chatPort } = await spawned.loggedInClient(tcpPort, udpPort, 'bob', ['--greeting-timeout-ms', '300']);
     const connect = async () => {
-      const connection = await LineClient.connect(started.chatPort);
+      const connection = await LineClient.connect(chatPort);
       connections.push(connection);
       return connection;
     };
@@ -94,23 +92,22 @@ test('incoming connections that send silence, garbage or a huge line are dropped
     await bob.waitFor('Online (1): bob');
   } finally {
     for (const connection of connections) connection.close();
-    await stopAll(bob, server);
+    await spawned.stopAll();
   }
 });
 
 test('garbage in the middle of a chat drops the peer with a message', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer(['--timeout-ms', '60000']);
-  let bob: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   let mallory: LineClient | undefined;
   try {
-    const started = await spawnLoggedInClient(tcpPort, udpPort, 'bob');
-    bob = started.client;
+    const { tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
+    const { client: bob, chatPort } = await spawned.loggedInClient(tcpPort, udpPort, 'bob');
     const token = await registerAndLogin(tcpPort, 'mallory');
     const registry = await LineClient.connect(tcpPort);
     const found = await registry.request({ type: 'search', token, username: 'bob' });
     registry.close();
 
-    mallory = await LineClient.connect(started.chatPort);
+    mallory = await LineClient.connect(chatPort);
     mallory.write(JSON.stringify({ type: 'chat_request', from: 'mallory', ticket: found.ticket }) + '\n');
     await bob.waitFor('mallory wants to chat');
     bob.type('y');
@@ -125,17 +122,17 @@ test('garbage in the middle of a chat drops the peer with a message', async () =
     await bob.waitFor('Online (2): bob, mallory');
   } finally {
     mallory?.close();
-    await stopAll(bob, server);
+    await spawned.stopAll();
   }
 });
 
 test('calls the network never answers time out; /cancel gives up; unreachable and garbage answers are reported', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer(['--timeout-ms', '60000']);
-  let alice: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   const ghost = await fakePeer(); // reads, never answers
   const babbler = await fakePeer('this is not json\n');
   try {
-    ({ client: alice } = await spawnLoggedInClient(tcpPort, udpPort, 'alice', ['--answer-timeout-ms', '1500']));
+    const { tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
+    const { client: alice } = await spawned.loggedInClient(tcpPort, udpPort, 'alice', ['--answer-timeout-ms', '1500']);
     // Users whose "clients" are the fakes above (or nothing at all, on a port nobody listens on).
     const nobodysPort = await closedPort();
     await Promise.all([
@@ -175,19 +172,16 @@ test('calls the network never answers time out; /cancel gives up; unreachable an
   } finally {
     ghost.close();
     babbler.close();
-    await stopAll(alice, server);
+    await spawned.stopAll();
   }
 });
 
 test('an incoming request nobody answers is declined with "timeout"', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer();
-  let alice: ScriptProcess | undefined;
-  let bob: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   try {
-    [{ client: alice }, { client: bob }] = await Promise.all([
-      spawnLoggedInClient(tcpPort, udpPort, 'alice'),
-      spawnLoggedInClient(tcpPort, udpPort, 'bob', ['--decide-timeout-ms', '400']),
-    ]);
+    const { tcpPort, udpPort } = await spawned.server();
+    const [alice, bob] = await spawned.loggedInClients(tcpPort, udpPort,
+      'alice', { username: 'bob', args: ['--decide-timeout-ms', '400'] });
     alice.type('bob');
     await bob.waitFor('alice wants to chat');
     await bob.waitFor("No answer within 400 ms: declined alice's request automatically.");
@@ -197,6 +191,6 @@ test('an incoming request nobody answers is declined with "timeout"', async () =
     alice.type('second time lucky');
     await bob.waitFor('alice: second time lucky');
   } finally {
-    await stopAll(alice, bob, server);
+    await spawned.stopAll();
   }
 });

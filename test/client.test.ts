@@ -16,10 +16,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import {
-  LineClient, loginThroughScreens, registerAndLogin, registerThroughScreens, spawnClient,
-  spawnLoggedInClient, spawnServer, startChat, stopAll,
+  LineClient, SpawnedProcesses, loginThroughScreens, registerAndLogin, registerThroughScreens, startChat,
 } from './helpers.ts';
-import type { ScriptProcess } from './helpers.ts';
 
 /** Asks the registry who is online, with the token of an observer session. */
 async function onlineUsers(tcpPort: number, token: string): Promise<string[]> {
@@ -34,10 +32,10 @@ async function onlineUsers(tcpPort: number, token: string): Promise<string[]> {
 }
 
 test('register and log in through the screens, with the failures in between', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer();
-  let client: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   try {
-    client = await spawnClient(tcpPort, udpPort);
+    const { server, tcpPort, udpPort } = await spawned.server();
+    const client = await spawned.client(tcpPort, udpPort);
     await registerThroughScreens(client, 'Alice', 'pw1');
 
     // Register again: the name is taken (ignoring case), then invalid; /login goes back.
@@ -79,20 +77,18 @@ test('register and log in through the screens, with the failures in between', as
     // From a pipe: no colour or cursor escape codes, ever.
     assert.ok(!client.stdout.includes('\x1b'), 'stdout contains an escape code');
   } finally {
-    await stopAll(client, server);
+    await spawned.stopAll();
   }
 });
 
 test('search, accept, messages both ways, /back, history, then a decline', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer();
+  const spawned = new SpawnedProcesses();
   const historyDir = mkdtempSync(path.join(tmpdir(), 'p2p-chat-history-'));
-  let alice: ScriptProcess | undefined;
-  let bob: ScriptProcess | undefined;
   try {
-    [{ client: alice }, { client: bob }] = await Promise.all([
-      spawnLoggedInClient(tcpPort, udpPort, 'alice', ['--history', historyDir]),
-      spawnLoggedInClient(tcpPort, udpPort, 'bob', ['--trace']),
-    ]);
+    const { tcpPort, udpPort } = await spawned.server();
+    const [alice, bob] = await spawned.loggedInClients(tcpPort, udpPort,
+      { username: 'alice', args: ['--history', historyDir] },
+      { username: 'bob', args: ['--trace'] });
 
     alice.type('/search bob');
     await alice.waitFor('Waiting for bob');
@@ -130,22 +126,16 @@ test('search, accept, messages both ways, /back, history, then a decline', async
     bob.type('/list');
     await bob.waitFor('Online (2): alice, bob');
   } finally {
-    await stopAll(alice, bob, server);
+    await spawned.stopAll();
     rmSync(historyDir, { recursive: true, force: true });
   }
 });
 
 test('busy: a third caller is declined without bothering anyone; /quit says bye', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer();
-  let alice: ScriptProcess | undefined;
-  let bob: ScriptProcess | undefined;
-  let carol: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   try {
-    [{ client: alice }, { client: bob }, { client: carol }] = await Promise.all([
-      spawnLoggedInClient(tcpPort, udpPort, 'alice'),
-      spawnLoggedInClient(tcpPort, udpPort, 'bob'),
-      spawnLoggedInClient(tcpPort, udpPort, 'carol'),
-    ]);
+    const { server, tcpPort, udpPort } = await spawned.server();
+    const [alice, bob, carol] = await spawned.loggedInClients(tcpPort, udpPort, 'alice', 'bob', 'carol');
     await startChat(alice, 'alice', bob, 'bob');
 
     carol.type('bob');
@@ -164,17 +154,16 @@ test('busy: a third caller is declined without bothering anyone; /quit says bye'
     assert.equal(await alice.exited, 0);
     await server.waitFor(/ logout user=alice /);
   } finally {
-    await stopAll(alice, bob, carol, server);
+    await spawned.stopAll();
   }
 });
 
 test('a forged or borrowed ticket is refused with bad_ticket, a real one is not', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer(['--timeout-ms', '60000']);
-  let bob: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   const connections: LineClient[] = [];
   try {
-    const started = await spawnLoggedInClient(tcpPort, udpPort, 'bob');
-    bob = started.client;
+    const { tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
+    const { client: bob, chatPort } = await spawned.loggedInClient(tcpPort, udpPort, 'bob');
     // mallory is a real user with a real session, talking raw protocol.
     const malloryToken = await registerAndLogin(tcpPort, 'mallory');
     const registry = await LineClient.connect(tcpPort);
@@ -184,7 +173,7 @@ test('a forged or borrowed ticket is refused with bad_ticket, a real one is not'
     const realTicket = found.ticket as string;
 
     async function knock(from: string, ticket: string): Promise<Record<string, unknown>> {
-      const peer = await LineClient.connect(started.chatPort);
+      const peer = await LineClient.connect(chatPort);
       connections.push(peer);
       return peer.request({ type: 'chat_request', from, ticket }, 5000);
     }
@@ -203,7 +192,7 @@ test('a forged or borrowed ticket is refused with bad_ticket, a real one is not'
     assert.ok(!bob.stdout.includes('wants to chat'), 'a bad ticket reached the user');
 
     // 4. The real ticket, honestly used: bob is asked. (So the refusals above were not blanket.)
-    const honest = await LineClient.connect(started.chatPort);
+    const honest = await LineClient.connect(chatPort);
     connections.push(honest);
     honest.write(JSON.stringify({ type: 'chat_request', from: 'mallory', ticket: realTicket }) + '\n');
     await bob.waitFor('mallory wants to chat');
@@ -215,53 +204,20 @@ test('a forged or borrowed ticket is refused with bad_ticket, a real one is not'
     await bob.waitFor(/Online \(2\): bob, mallory/);
   } finally {
     for (const connection of connections) connection.close();
-    await stopAll(bob, server);
+    await spawned.stopAll();
   }
 });
 
-test('the chat keeps working after the registry process is killed', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer();
-  let alice: ScriptProcess | undefined;
-  let bob: ScriptProcess | undefined;
-  try {
-    [{ client: alice }, { client: bob }] = await Promise.all([
-      spawnLoggedInClient(tcpPort, udpPort, 'alice'),
-      spawnLoggedInClient(tcpPort, udpPort, 'bob'),
-    ]);
-    await startChat(alice, 'alice', bob, 'bob');
-
-    server.kill('SIGKILL');
-    await server.exited;
-
-    // Proof that messages go peer to peer: nobody is left in the middle to carry them.
-    alice.type('is the registry gone?');
-    await bob.waitFor('alice: is the registry gone?');
-    bob.type('yes, and we are still talking');
-    await alice.waitFor('bob: yes, and we are still talking');
-
-    alice.type('/back');
-    await bob.waitFor('alice left the chat');
-    await bob.waitFor('bob> ');
-    // The registry is needed again: bob is told plainly and sent to Login.
-    bob.type('alice');
-    await bob.waitFor(/cannot reach the registry at 127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
-    await bob.waitFor('Login — username');
-  } finally {
-    await stopAll(alice, bob, server);
-  }
-});
+// "The chat keeps working after the registry process is killed" (the proof that messages go
+// peer to peer) is in faults.test.ts, with the other faults.
 
 test('/logout and end of input make the registry drop the user at once', async () => {
   // A timeout of a minute: if the users vanish from the list within seconds, only their logout
   // can explain it, not the sweeper.
-  const { server, tcpPort, udpPort } = await spawnServer(['--timeout-ms', '60000']);
-  let alice: ScriptProcess | undefined;
-  let bob: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   try {
-    [{ client: alice }, { client: bob }] = await Promise.all([
-      spawnLoggedInClient(tcpPort, udpPort, 'alice'),
-      spawnLoggedInClient(tcpPort, udpPort, 'bob'),
-    ]);
+    const { server, tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
+    const [alice, bob] = await spawned.loggedInClients(tcpPort, udpPort, 'alice', 'bob');
     const observer = await registerAndLogin(tcpPort, 'observer');
     assert.deepEqual(await onlineUsers(tcpPort, observer), ['alice', 'bob', 'observer']);
 
@@ -280,26 +236,25 @@ test('/logout and end of input make the registry drop the user at once', async (
     assert.ok(Date.now() - startedAt < 5000);
     assert.deepEqual(await onlineUsers(tcpPort, observer), ['alice', 'observer']);
   } finally {
-    await stopAll(alice, bob, server);
+    await spawned.stopAll();
   }
 });
 
 test('session_unknown (the registry restarted) sends the client back to Login', async () => {
-  const first = await spawnServer(['--heartbeat-ms', '100']);
-  let second: ScriptProcess | undefined;
-  let alice: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   try {
-    ({ client: alice } = await spawnLoggedInClient(first.tcpPort, first.udpPort, 'alice'));
+    const first = await spawned.server(['--heartbeat-ms', '100']);
+    const { client: alice } = await spawned.loggedInClient(first.tcpPort, first.udpPort, 'alice');
     first.server.kill('SIGTERM');
     await first.server.exited;
     // The same ports, a fresh memory: every session (and account) is forgotten.
-    ({ server: second } = await spawnServer(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]));
+    await spawned.server(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]);
     await alice.waitFor('the registry no longer knows this session — did it restart?', 10_000);
     await alice.waitFor('Login — username');
     // And the client is usable against the new registry.
     await registerThroughScreens(alice, 'alice');
     await loginThroughScreens(alice, 'alice');
   } finally {
-    await stopAll(alice, first.server, second);
+    await spawned.stopAll();
   }
 });

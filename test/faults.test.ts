@@ -27,10 +27,9 @@ import process from 'node:process';
 import { test } from 'node:test';
 import { startServer } from '../server.ts';
 import {
-  LineClient, closedPort, registerAndLogin, sendDatagram, sleep, spawnLoggedInClient, spawnScript,
-  spawnServer, startChat, stopAll, waitUntil,
+  LineClient, SpawnedProcesses, closedPort, registerAndLogin, sendDatagram, sleep, spawnScript, startChat,
+  waitUntil,
 } from './helpers.ts';
-import type { ScriptProcess } from './helpers.ts';
 
 function since(start: number): number {
   return Math.round(performance.now() - start);
@@ -103,11 +102,11 @@ test('faults: startServer({ mongodbUri }) at a closed port rejects quickly, nami
 test('faults: a client killed with SIGKILL is dropped by the registry within timeoutMs + 1 s', async () => {
   const timeoutMs = 1500;
   const heartbeatMs = 300;
-  const { server, tcpPort, udpPort } = await spawnServer(['--timeout-ms', String(timeoutMs), '--heartbeat-ms', String(heartbeatMs)]);
-  let alice: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   let stopObserver = () => {};
   try {
-    ({ client: alice } = await spawnLoggedInClient(tcpPort, udpPort, 'alice'));
+    const { server, tcpPort, udpPort } = await spawned.server(['--timeout-ms', String(timeoutMs), '--heartbeat-ms', String(heartbeatMs)]);
+    const { client: alice } = await spawned.loggedInClient(tcpPort, udpPort, 'alice');
     const observer = await registerAndLogin(tcpPort, 'observer');
     stopObserver = keepAlive(udpPort, 'observer', observer, heartbeatMs);
     // Precondition: alice's heartbeats keep her online well past the timeout.
@@ -131,19 +130,15 @@ test('faults: a client killed with SIGKILL is dropped by the registry within tim
     assert.deepEqual(await onlineUsers(tcpPort, observer), ['observer']);
   } finally {
     stopObserver();
-    await stopAll(alice, server);
+    await spawned.stopAll();
   }
 });
 
 test('faults: a peer killed mid-chat → the other side prints "NAME left the chat" within 1 s and stays usable', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer();
-  let alice: ScriptProcess | undefined;
-  let bob: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   try {
-    [{ client: alice }, { client: bob }] = await Promise.all([
-      spawnLoggedInClient(tcpPort, udpPort, 'alice'),
-      spawnLoggedInClient(tcpPort, udpPort, 'bob'),
-    ]);
+    const { tcpPort, udpPort } = await spawned.server();
+    const [alice, bob] = await spawned.loggedInClients(tcpPort, udpPort, 'alice', 'bob');
     await startChat(alice, 'alice', bob, 'bob');
     bob.type('about to vanish');
     await alice.waitFor('bob: about to vanish');
@@ -159,19 +154,15 @@ test('faults: a peer killed mid-chat → the other side prints "NAME left the ch
     alice.type('/list');
     await alice.waitFor(/Online \(\d\): alice/);
   } finally {
-    await stopAll(alice, bob, server);
+    await spawned.stopAll();
   }
 });
 
 test('faults: the registry killed mid-chat → the chat goes on; /list and /logout then say the registry is gone', async () => {
-  const { server, tcpPort, udpPort } = await spawnServer();
-  let alice: ScriptProcess | undefined;
-  let bob: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   try {
-    [{ client: alice }, { client: bob }] = await Promise.all([
-      spawnLoggedInClient(tcpPort, udpPort, 'alice'),
-      spawnLoggedInClient(tcpPort, udpPort, 'bob'),
-    ]);
+    const { server, tcpPort, udpPort } = await spawned.server();
+    const [alice, bob] = await spawned.loggedInClients(tcpPort, udpPort, 'alice', 'bob');
     await startChat(alice, 'alice', bob, 'bob');
     server.kill('SIGKILL');
     await server.exited;
@@ -200,15 +191,15 @@ test('faults: the registry killed mid-chat → the chat goes on; /list and /logo
     await bob.waitFor('Login — username');
     console.log(`faults: registry killed; chat went on for 3 exchanges; /list told alice in ${listMs} ms, /logout told bob in ${logoutMs} ms`);
   } finally {
-    await stopAll(alice, bob, server);
+    await spawned.stopAll();
   }
 });
 
 test('faults: a frozen registry (SIGSTOP) is a timeout for the client, not a hang', { skip: process.platform === 'win32' }, async () => {
-  const { server, tcpPort, udpPort } = await spawnServer();
-  let alice: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
+  const { server, tcpPort, udpPort } = await spawned.server(); // outside try: finally thaws it
   try {
-    ({ client: alice } = await spawnLoggedInClient(tcpPort, udpPort, 'alice', ['--registry-timeout-ms', '800']));
+    const { client: alice } = await spawned.loggedInClient(tcpPort, udpPort, 'alice', ['--registry-timeout-ms', '800']);
     server.kill('SIGSTOP'); // the kernel still accepts connections; nobody answers them
     const started = performance.now();
     alice.type('/list');
@@ -219,25 +210,20 @@ test('faults: a frozen registry (SIGSTOP) is a timeout for the client, not a han
     assert.ok(noticedMs >= 700, 'it waited for the timeout');
   } finally {
     server.kill('SIGCONT');
-    await stopAll(alice, server);
+    await spawned.stopAll();
   }
 });
 
 test('faults: the registry restarted on the same ports → every client learns within one heartbeat and returns to Login', async () => {
   const heartbeatMs = 500;
-  const first = await spawnServer(['--heartbeat-ms', String(heartbeatMs)]);
-  let second: ScriptProcess | undefined;
-  let alice: ScriptProcess | undefined;
-  let bob: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   try {
-    [{ client: alice }, { client: bob }] = await Promise.all([
-      spawnLoggedInClient(first.tcpPort, first.udpPort, 'alice'),
-      spawnLoggedInClient(first.tcpPort, first.udpPort, 'bob'),
-    ]);
+    const first = await spawned.server(['--heartbeat-ms', String(heartbeatMs)]);
+    const [alice, bob] = await spawned.loggedInClients(first.tcpPort, first.udpPort, 'alice', 'bob');
     first.server.kill('SIGKILL');
     await first.server.exited;
     await sleep(heartbeatMs * 2); // hellos go unanswered meanwhile: nothing to learn from silence
-    ({ server: second } = await spawnServer(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]));
+    await spawned.server(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]); // the restarted registry
     const restartedAt = performance.now();
     const noticed = await Promise.all([alice, bob].map(async (client) => {
       await client.waitFor('the registry no longer knows this session — did it restart? Please log in again.', heartbeatMs + 5000);
@@ -248,25 +234,20 @@ test('faults: the registry restarted on the same ports → every client learns w
     console.log(`faults: registry restarted → clients back at Login after ${noticed.join(' and ')} ms (heartbeat ${heartbeatMs} ms)`);
     for (const ms of noticed) assert.ok(ms <= heartbeatMs + 1000, `within one heartbeat, plus slack (${ms} ms)`);
   } finally {
-    await stopAll(alice, bob, first.server, second);
+    await spawned.stopAll();
   }
 });
 
 test('faults: the registry restarted mid-chat → the chat goes on, then both sides return to Login', async () => {
   const heartbeatMs = 200;
-  const first = await spawnServer(['--heartbeat-ms', String(heartbeatMs)]);
-  let second: ScriptProcess | undefined;
-  let alice: ScriptProcess | undefined;
-  let bob: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   try {
-    [{ client: alice }, { client: bob }] = await Promise.all([
-      spawnLoggedInClient(first.tcpPort, first.udpPort, 'alice'),
-      spawnLoggedInClient(first.tcpPort, first.udpPort, 'bob'),
-    ]);
+    const first = await spawned.server(['--heartbeat-ms', String(heartbeatMs)]);
+    const [alice, bob] = await spawned.loggedInClients(first.tcpPort, first.udpPort, 'alice', 'bob');
     await startChat(alice, 'alice', bob, 'bob');
     first.server.kill('SIGKILL');
     await first.server.exited;
-    ({ server: second } = await spawnServer(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]));
+    await spawned.server(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]); // the restarted registry
     for (const client of [alice, bob]) {
       await client.waitFor('This chat goes on; you will be back at Login when it ends.', heartbeatMs + 5000);
     }
@@ -280,7 +261,7 @@ test('faults: the registry restarted mid-chat → the chat goes on, then both si
     await alice.waitFor('bob left the chat');
     await alice.waitFor('Login — username');
   } finally {
-    await stopAll(alice, bob, first.server, second);
+    await spawned.stopAll();
   }
 });
 
@@ -317,13 +298,12 @@ async function fakePeer(tcpPort: number, name: string, behaviour: (socket: net.S
 // before any request), garbage mid-chat and unanswered calls; this adds what it does not.
 test('faults: a crowd of silent connections and invalid UTF-8 at a client, then a huge line mid-chat: all dropped; it stays usable', async () => {
   // A long registry timeout: the fake peer sends no heartbeats and must stay listed.
-  const { server, tcpPort, udpPort } = await spawnServer(['--timeout-ms', '60000']);
-  let alice: ScriptProcess | undefined;
+  const spawned = new SpawnedProcesses();
   const intruders: LineClient[] = [];
   let flood: Awaited<ReturnType<typeof fakePeer>> | undefined;
   try {
-    let chatPort: number;
-    ({ client: alice, chatPort } = await spawnLoggedInClient(tcpPort, udpPort, 'alice', ['--greeting-timeout-ms', '400']));
+    const { tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
+    const { client: alice, chatPort } = await spawned.loggedInClient(tcpPort, udpPort, 'alice', ['--greeting-timeout-ms', '400']);
 
     // 20 connections that say nothing and one that sends invalid UTF-8, all at once.
     const crowdStarted = performance.now();
@@ -358,6 +338,6 @@ test('faults: a crowd of silent connections and invalid UTF-8 at a client, then 
   } finally {
     for (const intruder of intruders) intruder.close();
     flood?.close();
-    await stopAll(alice, server);
+    await spawned.stopAll();
   }
 });

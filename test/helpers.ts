@@ -6,6 +6,8 @@
  *   sendDatagram()      one UDP datagram, optionally waiting for an answer
  *   spawnScript()       a real child process of server.ts or client.ts, under the runtime the
  *                       tests run in (tsx on Node, or Deno), with helpers to read its output
+ *   SpawnedProcesses    the registries and logged-in clients one test starts, stopped together
+ *                       in one call from `finally`
  *
  * Nothing here fakes the network: everything goes through loopback sockets.
  */
@@ -260,12 +262,24 @@ export function spawnScript(script: string, args: string[] = [], env: Record<str
   return new ScriptProcess(child);
 }
 
-/** Starts server.ts on ephemeral ports and waits for its "start" line; returns the process and
- * the ports it printed. */
-export async function spawnServer(args: string[] = [], env: Record<string, string> = {}): Promise<{ server: ScriptProcess; tcpPort: number; udpPort: number }> {
-  const server = spawnScript('server.ts', ['--host', '127.0.0.1', '--tcp-port', '0', '--udp-port', '0', ...args], env);
+/** A server.ts process that has started, with the ports it printed. */
+export type SpawnedServer = { server: ScriptProcess; tcpPort: number; udpPort: number };
+
+/** Starts server.ts on 127.0.0.1 and ephemeral ports (later `args` override them); does not wait. */
+function spawnServerScript(args: string[], env: Record<string, string>): ScriptProcess {
+  return spawnScript('server.ts', ['--host', '127.0.0.1', '--tcp-port', '0', '--udp-port', '0', ...args], env);
+}
+
+/** Waits for a just-spawned server.ts to print its "start" line; reads the ports from it. */
+async function serverStarted(server: ScriptProcess): Promise<SpawnedServer> {
   const match = await server.waitFor(/start tcp=[^ ]*:(\d+) udp=[^ ]*:(\d+)/, 15_000);
   return { server, tcpPort: Number(match[1]), udpPort: Number(match[2]) };
+}
+
+/** Starts server.ts on ephemeral ports and waits for its "start" line; returns the process and
+ * the ports it printed. (Tests that also start clients use SpawnedProcesses.server instead.) */
+export async function spawnServer(args: string[] = [], env: Record<string, string> = {}): Promise<SpawnedServer> {
+  return serverStarted(spawnServerScript(args, env));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,13 +326,6 @@ export function memoryMiB(): { rss: number; heapUsed: number } {
  * tsx or Deno on a busy machine can take several seconds. */
 export const STARTUP_MS = 20_000;
 
-/** Starts client.ts pointed at a registry; waits for the Login screen's username prompt. */
-export async function spawnClient(tcpPort: number, udpPort: number, args: string[] = []): Promise<ScriptProcess> {
-  const client = spawnScript('client.ts', ['--tcp-port', String(tcpPort), '--udp-port', String(udpPort), ...args]);
-  await client.waitFor('username', STARTUP_MS);
-  return client;
-}
-
 /** From the Login screen: registers `username` through the Register screen and comes back to
  * Login (the username prompt has been consumed). */
 export async function registerThroughScreens(client: ScriptProcess, username: string, password = 'secret'): Promise<void> {
@@ -342,16 +349,6 @@ export async function loginThroughScreens(client: ScriptProcess, username: strin
   return Number(match[1]);
 }
 
-/** A new client, registered and logged in as `username`, sitting at its Search prompt. */
-export async function spawnLoggedInClient(
-  tcpPort: number, udpPort: number, username: string, args: string[] = [],
-): Promise<{ client: ScriptProcess; chatPort: number }> {
-  const client = await spawnClient(tcpPort, udpPort, args);
-  await registerThroughScreens(client, username);
-  const chatPort = await loginThroughScreens(client, username);
-  return { client, chatPort };
-}
-
 /** `caller` asks `calleeName` to chat and `callee` accepts; both end up on the Chat screen. */
 export async function startChat(caller: ScriptProcess, callerName: string, callee: ScriptProcess, calleeName: string): Promise<void> {
   caller.type(calleeName);
@@ -362,11 +359,72 @@ export async function startChat(caller: ScriptProcess, callerName: string, calle
   await callee.waitFor(`You are chatting with ${callerName}`);
 }
 
-/** Stops whatever processes are still running (for finally blocks). */
-export async function stopAll(...processes: Array<ScriptProcess | undefined>): Promise<void> {
-  await Promise.all(processes.map(async (child) => {
-    if (child === undefined || child.exitCode !== null) return;
-    child.kill('SIGKILL');
-    await child.exited;
-  }));
+/** A logged-in client.ts process, with the chat port it says peers reach it on. */
+export type LoggedInClient = { client: ScriptProcess; chatPort: number };
+
+/** A user for SpawnedProcesses.loggedInClients: a bare username, or one with extra client flags. */
+export type ClientUser = string | { username: string; args: string[] };
+
+/**
+ * Every process one test starts (registries and clients), so that a single call from `finally`
+ * stops them all:
+ *
+ *   const spawned = new SpawnedProcesses();
+ *   try {
+ *     const { server, tcpPort, udpPort } = await spawned.server();
+ *     const [alice, bob] = await spawned.loggedInClients(tcpPort, udpPort, 'alice', 'bob');
+ *     ...
+ *   } finally {
+ *     await spawned.stopAll();
+ *   }
+ *
+ * A process is remembered the moment it is spawned, before anything waits on it. So one that
+ * never reaches its prompt, or is left behind when a sibling in loggedInClients() fails first,
+ * is still stopped, instead of running on and keeping the test runner alive.
+ */
+export class SpawnedProcesses {
+  /** Each process spawned through this object, running or not. */
+  private readonly processes: ScriptProcess[] = [];
+
+  private remember(child: ScriptProcess): ScriptProcess {
+    this.processes.push(child);
+    return child;
+  }
+
+  /** Like spawnServer(): server.ts on ephemeral ports (override them in `args`), once started. */
+  async server(args: string[] = [], env: Record<string, string> = {}): Promise<SpawnedServer> {
+    return serverStarted(this.remember(spawnServerScript(args, env)));
+  }
+
+  /** client.ts pointed at a registry, once it shows the Login screen's username prompt. */
+  async client(tcpPort: number, udpPort: number, args: string[] = []): Promise<ScriptProcess> {
+    const client = this.remember(spawnScript('client.ts', ['--tcp-port', String(tcpPort), '--udp-port', String(udpPort), ...args]));
+    await client.waitFor('username', STARTUP_MS);
+    return client;
+  }
+
+  /** A new client, registered and logged in as `username`, sitting at its Search prompt. */
+  async loggedInClient(tcpPort: number, udpPort: number, username: string, args: string[] = []): Promise<LoggedInClient> {
+    const client = await this.client(tcpPort, udpPort, args);
+    await registerThroughScreens(client, username);
+    const chatPort = await loginThroughScreens(client, username);
+    return { client, chatPort };
+  }
+
+  /** Several logged-in clients, started side by side; resolves with them in the order given. */
+  async loggedInClients(tcpPort: number, udpPort: number, ...users: ClientUser[]): Promise<ScriptProcess[]> {
+    const started = await Promise.all(users.map((user) => typeof user === 'string'
+      ? this.loggedInClient(tcpPort, udpPort, user)
+      : this.loggedInClient(tcpPort, udpPort, user.username, user.args)));
+    return started.map(({ client }) => client);
+  }
+
+  /** Kills (SIGKILL) every remembered process still running and waits for each to exit. */
+  async stopAll(): Promise<void> {
+    await Promise.all(this.processes.map(async (child) => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGKILL');
+      await child.exited;
+    }));
+  }
 }
