@@ -44,7 +44,7 @@ export type SizePoint = {
   bareRssBytes: number;
   bareRssPerSession: number;
   /** Sweeper passes, in ms. */
-  sweepFreshMs: number;
+  sweepBeforeHellosMs: number;
   sweepSteadyMs: number;
   fullScanMs: number;
   sweepOnePercentMs: number;
@@ -66,7 +66,7 @@ async function measureSize(sessions: number, timingMs: number): Promise<SizePoin
     heapPerSession: (n(registry.heapAfter) - n(registry.heapBefore)) / sessions,
     bareRssBytes: n(bareMap.rssAfter),
     bareRssPerSession: (n(bareMap.rssAfter) - n(bareMap.rssBefore)) / sessions,
-    sweepFreshMs: n(registry.sweepFreshMs),
+    sweepBeforeHellosMs: n(registry.sweepBeforeHellosMs),
     sweepSteadyMs: n(registry.sweepSteadyMs),
     fullScanMs: n(registry.fullScanMs),
     sweepOnePercentMs: n(registry.sweepOnePercentMs),
@@ -96,7 +96,7 @@ export async function runMemoryAndSweep(config: BenchConfig): Promise<{ rows: Ro
     const flat = point.sweepSteadyMs <= FLAT_TOLERANCE * smallest.sweepSteadyMs;
     rows.push({
       figure: `2. Sweep pass, none expire, ${formatCount(point.sessions)} sessions`,
-      ours: `${formatMs(point.sweepSteadyMs)} (fresh map: ${formatMs(point.sweepFreshMs)})`,
+      ours: `${formatMs(point.sweepSteadyMs)} (before any hello: ${formatMs(point.sweepBeforeHellosMs)})`,
       baseline: `${formatMs(point.fullScanMs)} (scan every session)`,
       ratio: formatRatio(point.sweepSteadyMs, point.fullScanMs),
       target: `flat in N (≤ ${FLAT_TOLERANCE}× the ${formatCount(smallest.sessions)} pass)`,

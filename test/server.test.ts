@@ -376,6 +376,9 @@ describe('server.ts as a program', () => {
       server.kill('SIGTERM');
     }
     assert.equal(await server.exited, 0);
+    // Log lines are gathered and written once per event-loop turn; none may be lost at exit.
+    assert.match(server.stdout, / register user=proc from=127\.0\.0\.1:\d+\n/);
+    assert.match(server.stdout, / stop signal=SIGTERM\n$/);
   });
 
   test('a port in use is one line naming the flag to change', async () => {
