@@ -73,7 +73,8 @@ export type ClientSettings = {
   historyDir: string | undefined;
   /** Print every protocol message sent and received. */
   trace: boolean;
-  /** How long to wait for the registry to accept a connection and answer one request. */
+  /** How long to wait for the registry to accept a connection and answer one request; also how
+   * long connecting to a peer's client may take. */
   registryTimeoutMs: number;
   /** How long a peer we called may take to answer our chat_request. Longer than decideTimeoutMs,
    * so a person who needs nearly all of their 30 s still gets their answer through. */
@@ -357,6 +358,9 @@ type Terminal = {
   prompt: string;
   /** TTY only: while true, what readline echoes is swallowed (the password prompt). */
   muted: boolean;
+  /** TTY only: the line just typed is still the last thing on the screen (nothing was printed
+   * since Enter), so a chat line may be redrawn in place of it. */
+  typedLineOnScreen: boolean;
 };
 
 function createTerminal(): Terminal {
@@ -380,6 +384,7 @@ function createTerminal(): Terminal {
     colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
     prompt: '',
     muted: false,
+    typedLineOnScreen: false,
   };
   return terminal;
 }
@@ -409,6 +414,7 @@ function say(client: Client, text: string): void {
   readline.cursorTo(process.stdout, 0);
   readline.clearLine(process.stdout, 0);
   process.stdout.write(text + '\n');
+  terminal.typedLineOnScreen = false;
   if (terminal.muted) process.stdout.write(terminal.prompt); // typed password stays hidden
   else if (terminal.prompt !== '') terminal.readline.prompt(true);
 }
@@ -428,7 +434,9 @@ function showPrompt(client: Client, prompt: string, hideInput = false): void {
   }
   terminal.muted = false;
   terminal.readline.setPrompt(prompt);
-  terminal.readline.prompt();
+  // `true` keeps the cursor where it is in a half-typed line; without it readline moves the
+  // cursor to the start, and the next keys typed would land in front of the text.
+  terminal.readline.prompt(true);
   terminal.muted = hideInput;
 }
 
@@ -460,11 +468,16 @@ function formatSeconds(ms: number): string {
 // end of `pendingInput`, then let the current state take lines while it is ready for them.
 // Waiting states (logging_in, registering, asking_registry, calling) take none, so a line typed
 // while the registry is thinking is handled by the next screen instead of being lost or misread.
-// The one exception: while calling, /cancel and /quit act at once — that is what they are for.
+// The one exception: while calling, /cancel and /quit act at once — that is what they are for —
+// and so does an end of input that no typed-ahead line is waiting in front of.
 
 function onTypedLine(client: Client, line: InputLine): void {
+  if (client.terminal.isTty && typeof line === 'string') client.terminal.typedLineOnScreen = true;
   const command = typeof line === 'string' ? line.trim() : line;
-  if (client.state.name === 'calling' && (command === '/cancel' || command === '/quit')) {
+  // End of input with nothing typed ahead of it (Ctrl-D while calling) means "leave now", like
+  // /quit; behind typed-ahead lines it waits its turn, so those lines still reach the chat.
+  const leaveNow = command === '/quit' || (command === END_OF_INPUT && client.pendingInput.length === 0);
+  if (client.state.name === 'calling' && (command === '/cancel' || leaveNow)) {
     if (command === '/cancel') cancelCall(client);
     else void quit(client);
     return;
@@ -596,8 +609,9 @@ function startHeartbeat(client: Client, username: string, token: string, heartbe
 
 /** A datagram arrived on the heartbeat socket. Only session_unknown means anything. */
 function onDatagram(client: Client, bytes: Uint8Array, sender: dgram.RemoteInfo): void {
-  // Only the registry's heartbeat port may tell us our session is gone; anyone else could
-  // otherwise log us out with one forged packet.
+  // Only a datagram from the registry's heartbeat port may tell us our session is gone, so a
+  // stray or forged packet from any other port cannot log us out. (A cheap filter, not proof:
+  // the sender's address is not checked, and UDP source ports can be forged.)
   if (sender.port !== client.settings.udpPort) return;
   const decoded = decodeDatagram(bytes);
   if (!decoded.ok) return;
@@ -841,7 +855,7 @@ function cancelCall(client: Client): void {
 
 function onIncomingConnection(client: Client, socket: net.Socket): void {
   // The first message must be a chat_request. After it, the channel's messages go to the same
-  // handlers as any conversation (which ignore them unless we are deciding or chatting with it).
+  // functions as any conversation (which drop the channel unless we are deciding or chatting with it).
   /** The name in the caller's chat_request, or null before it arrived. Not yet proof of who
    * they are: onChatRequest checks the ticket before anything depends on it. */
   let caller: string | null = null;
@@ -898,6 +912,7 @@ function onChatRequest(client: Client, channel: PeerChannel, request: ChatReques
 function onDecision(client: Client, line: string): void {
   const state = client.state;
   if (state.name !== 'deciding') return;
+  if (line === '/quit') return void quit(client); // hangUpAll declines for us
   const answer = line.toLowerCase();
   if (answer !== 'y' && answer !== 'yes' && answer !== 'n' && answer !== 'no') {
     return showPrompt(client, `Please answer y or n. Accept ${state.peer}? (y/n) `);
@@ -918,8 +933,8 @@ function onDecision(client: Client, line: string): void {
 // Chat
 // ============================================================================================
 
-/** The handlers of a channel once we know who is on the other end (a peer we called, or one
- * whose request we accepted to consider). */
+/** The handlers of a channel to a peer we called. (A channel a peer opened to us gets its own
+ * handlers in onIncomingConnection, which pass to the same functions once the request arrived.) */
 function conversationHandlers(client: Client, peer: string): PeerChannelHandlers {
   return {
     onMessage: (message, channel) => onConversationMessage(client, channel, message),
@@ -996,10 +1011,19 @@ function onChatLine(client: Client, line: string): void {
     return showPrompt(client, client.terminal.prompt);
   }
   const at = Date.now();
-  state.channel.send({ type: 'msg', text: line, at });
+  const message: PeerMessage = { type: 'msg', text: line, at };
+  // The peer's client drops a connection whose line passes MAX_LINE_BYTES (see PeerChannel), so
+  // a long paste would end the chat. Refuse it here instead, and keep the chat.
+  const lineBytes = Buffer.byteLength(encodeLine(message)) - 1; // the limit does not count "\n"
+  if (lineBytes > MAX_LINE_BYTES) {
+    note(client, `Not sent: that message is too long (${lineBytes} bytes as a peer message; the limit is ${MAX_LINE_BYTES}).`);
+    return showPrompt(client, client.terminal.prompt);
+  }
+  state.channel.send(message);
   const own = client.session!.username;
-  if (client.terminal.isTty) {
-    // readline left what we typed on the screen; replace it with the formatted line.
+  if (client.terminal.typedLineOnScreen) {
+    // readline left what we typed on the screen; replace it with the formatted line. (A line
+    // typed ahead while we waited has other output below it by now, and stays.)
     const columns = process.stdout.columns || 80;
     const rows = Math.ceil((client.terminal.prompt.length + line.length) / columns) || 1;
     readline.moveCursor(process.stdout, 0, -rows);

@@ -194,3 +194,29 @@ test('an incoming request nobody answers is declined with "timeout"', async () =
     await spawned.stopAll();
   }
 });
+
+test('end of input while waiting for an answer leaves at once: bye to the peer, logout, exit 0', async () => {
+  // Before, the end of input waited in the queue for the call's outcome: up to
+  // --answer-timeout-ms (45 s by default) with a peer that never answers.
+  const spawned = new SpawnedProcesses();
+  const ghost = await fakePeer(); // reads, never answers
+  try {
+    const { server, tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
+    const { client: alice } = await spawned.loggedInClient(tcpPort, udpPort, 'alice', ['--answer-timeout-ms', '30000']);
+    await registerAndLogin(tcpPort, 'ghost', 'secret', ghost.port);
+    alice.type('ghost');
+    await waitUntil(() => ghost.lines.length === 1, 5000, 'the chat_request to reach ghost');
+    const startedAt = Date.now();
+    alice.endInput(); // Ctrl-D
+    await waitUntil(() => alice.exitCode !== null, 5000, 'alice to exit');
+    assert.equal(alice.exitCode, 0);
+    const took = Date.now() - startedAt;
+    console.log(`client: exited ${took} ms after end of input while calling`);
+    await waitUntil(() => ghost.lines.length === 2, 5000, 'the bye');
+    assert.equal(ghost.lines[1], '{"type":"bye"}');
+    await server.waitFor(/ logout user=alice /, 2000);
+  } finally {
+    ghost.close();
+    await spawned.stopAll();
+  }
+});

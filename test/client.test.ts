@@ -15,8 +15,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import { MAX_LINE_BYTES } from '../protocol.ts';
 import {
-  LineClient, SpawnedProcesses, loginThroughScreens, registerAndLogin, registerThroughScreens, startChat,
+  LineClient, SpawnedProcesses, loginThroughScreens, registerAndLogin, registerThroughScreens, startChat, waitUntil,
 } from './helpers.ts';
 
 /** Asks the registry who is online, with the token of an observer session. */
@@ -254,6 +255,40 @@ test('session_unknown (the registry restarted) sends the client back to Login', 
     // And the client is usable against the new registry.
     await registerThroughScreens(alice, 'alice');
     await loginThroughScreens(alice, 'alice');
+  } finally {
+    await spawned.stopAll();
+  }
+});
+
+test('a chat line too long for the peer protocol is refused here, and the chat goes on', async () => {
+  // Sent as it was, the line would pass the peer's MAX_LINE_BYTES and bob would hang up on alice.
+  const spawned = new SpawnedProcesses();
+  try {
+    const { tcpPort, udpPort } = await spawned.server();
+    const [alice, bob] = await spawned.loggedInClients(tcpPort, udpPort, 'alice', 'bob');
+    await startChat(alice, 'alice', bob, 'bob');
+    alice.type('x'.repeat(MAX_LINE_BYTES));
+    await alice.waitFor(`Not sent: that message is too long`);
+    alice.type('still here?');
+    await bob.waitFor('alice: still here?');
+    assert.ok(!bob.stdout.includes('left the chat'), `bob dropped alice:\n${bob.stdout}`);
+  } finally {
+    await spawned.stopAll();
+  }
+});
+
+test('/quit while deciding on a request declines it, logs out and exits', async () => {
+  const spawned = new SpawnedProcesses();
+  try {
+    const { server, tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
+    const [alice, bob] = await spawned.loggedInClients(tcpPort, udpPort, 'alice', 'bob');
+    alice.type('bob');
+    await bob.waitFor('Accept alice? (y/n)');
+    bob.type('/quit');
+    await waitUntil(() => bob.exitCode !== null, 5000, 'bob to exit'); // it used to ask "y or n?" again
+    assert.equal(bob.exitCode, 0);
+    await alice.waitFor('bob declined your request');
+    await server.waitFor(/ logout user=bob /, 2000);
   } finally {
     await spawned.stopAll();
   }
