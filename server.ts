@@ -145,6 +145,7 @@ export type Session = {
 
 /** One open TCP connection from a client (or from a person typing into nc). */
 type Connection = {
+  /** The TCP connection itself. */
   socket: net.Socket;
   /** "address:port" of the other end, for the log. */
   remote: string;
@@ -174,6 +175,7 @@ type FailureCount = {
 };
 
 export type Registry = {
+  /** What startServer() was given, with the defaults filled in. */
   settings: Settings;
   /** Accounts: name, display name, password hash and salt. */
   store: UserStore;
