@@ -52,7 +52,7 @@ import { parseArgs, styleText } from 'node:util';
 import {
   DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, LineSplitter, MAX_LINE_BYTES, USERNAME_PATTERN, checkTicket,
   decodeDatagram, decodePeerMessage, decodeReply, encodeDatagram, encodeLine, normaliseUsername,
-  isMainModule, numberFlag, plainAddress, UsageError,
+  errorText, isMainModule, numberFlag, plainAddress, USERNAME_RULE, UsageError,
 } from './protocol.ts';
 import type { ChatRequest, DeclineReason, PeerMessage, Reply, Request } from './protocol.ts';
 
@@ -592,10 +592,6 @@ function redactSecrets(line: string): string {
     .replace(/"token":"([^"]{6})[^"]*"/, '"token":"$1…"');
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** Starts saying hello to the registry every heartbeatMs, so it keeps us in the online list. */
 function startHeartbeat(client: Client, username: string, token: string, heartbeatMs: number): ReturnType<typeof setInterval> {
   const hello = encodeDatagram({ type: 'hello', username, token });
@@ -607,6 +603,9 @@ function startHeartbeat(client: Client, username: string, token: string, heartbe
   }, heartbeatMs);
 }
 
+/** What we say when the registry has forgotten our session (session_unknown, not_logged_in). */
+const SESSION_FORGOTTEN = 'the registry no longer knows this session — did it restart? Please log in again.';
+
 /** A datagram arrived on the heartbeat socket. Only session_unknown means anything. */
 function onDatagram(client: Client, bytes: Uint8Array, sender: dgram.RemoteInfo): void {
   // Only a datagram from the registry's heartbeat port may tell us our session is gone, so a
@@ -617,7 +616,7 @@ function onDatagram(client: Client, bytes: Uint8Array, sender: dgram.RemoteInfo)
   if (!decoded.ok) return;
   trace(client, 'in', 'udp', JSON.stringify(decoded.message));
   if (decoded.message.type === 'session_unknown' && client.session !== null && !client.session.lostDuringChat) {
-    loseSession(client, 'the registry no longer knows this session — did it restart? Please log in again.');
+    loseSession(client, SESSION_FORGOTTEN);
   }
 }
 
@@ -635,7 +634,7 @@ function onLoginUsername(client: Client, line: string): void {
   if (line === '/register') return showRegisterScreen(client);
   if (line === '/quit') return void quit(client);
   if (!USERNAME_PATTERN.test(line)) {
-    note(client, 'A username is 1 to 32 characters: letters, digits, "_", "." or "-".');
+    note(client, `Not a username: ${USERNAME_RULE}.`);
     return showLoginScreen(client);
   }
   enter(client, { name: 'login_password', username: line });
@@ -753,7 +752,7 @@ async function listOnline(client: Client): Promise<void> {
   }
   if (client.state !== waiting) return;
   if (reply.type === 'online') say(client, `Online (${reply.users.length}): ${reply.users.map(printable).join(', ')}`);
-  else if (reply.type === 'error' && reply.code === 'not_logged_in') return loseSession(client, 'the registry no longer knows this session — did it restart? Please log in again.');
+  else if (reply.type === 'error' && reply.code === 'not_logged_in') return loseSession(client, SESSION_FORGOTTEN);
   else note(client, reply.type === 'error' ? printable(reply.message) : 'unexpected answer from the registry');
   showSearchScreen(client);
 }
@@ -785,7 +784,7 @@ async function callPeer(client: Client, wanted: string): Promise<void> {
   }
   if (client.state !== call) return;
   if (reply.type === 'error' && reply.code === 'not_logged_in') {
-    return loseSession(client, 'the registry no longer knows this session — did it restart? Please log in again.');
+    return loseSession(client, SESSION_FORGOTTEN);
   }
   if (reply.type !== 'found') {
     note(client, reply.type === 'error' ? printable(reply.message) : 'unexpected answer from the registry');
@@ -1212,19 +1211,19 @@ function parseCommandLine(args: string[]): ClientSettings | null {
     console.log(USAGE);
     return null;
   }
-  const d = DEFAULT_CLIENT_SETTINGS;
+  const defaults = DEFAULT_CLIENT_SETTINGS;
   const day = 86_400_000;
   return {
-    server: values.server ?? d.server,
-    tcpPort: numberFlag('tcp-port', values['tcp-port'], d.tcpPort, 1, 65535),
-    udpPort: numberFlag('udp-port', values['udp-port'], d.udpPort, 1, 65535),
-    chatPort: numberFlag('chat-port', values['chat-port'], d.chatPort, 0, 65535),
+    server: values.server ?? defaults.server,
+    tcpPort: numberFlag('tcp-port', values['tcp-port'], defaults.tcpPort, 1, 65535),
+    udpPort: numberFlag('udp-port', values['udp-port'], defaults.udpPort, 1, 65535),
+    chatPort: numberFlag('chat-port', values['chat-port'], defaults.chatPort, 0, 65535),
     historyDir: values.history,
     trace: values.trace ?? false,
-    registryTimeoutMs: numberFlag('registry-timeout-ms', values['registry-timeout-ms'], d.registryTimeoutMs, 1, day),
-    answerTimeoutMs: numberFlag('answer-timeout-ms', values['answer-timeout-ms'], d.answerTimeoutMs, 1, day),
-    decideTimeoutMs: numberFlag('decide-timeout-ms', values['decide-timeout-ms'], d.decideTimeoutMs, 1, day),
-    greetingTimeoutMs: numberFlag('greeting-timeout-ms', values['greeting-timeout-ms'], d.greetingTimeoutMs, 1, day),
+    registryTimeoutMs: numberFlag('registry-timeout-ms', values['registry-timeout-ms'], defaults.registryTimeoutMs, 1, day),
+    answerTimeoutMs: numberFlag('answer-timeout-ms', values['answer-timeout-ms'], defaults.answerTimeoutMs, 1, day),
+    decideTimeoutMs: numberFlag('decide-timeout-ms', values['decide-timeout-ms'], defaults.decideTimeoutMs, 1, day),
+    greetingTimeoutMs: numberFlag('greeting-timeout-ms', values['greeting-timeout-ms'], defaults.greetingTimeoutMs, 1, day),
   };
 }
 

@@ -49,6 +49,8 @@ export const MAX_DATAGRAM_BYTES = 1024;
 export const TICKET_TTL_MS = 60_000;
 /** Usernames: 1–32 of A–Z a–z 0–9 _ . - (compared ignoring case). */
 export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,32}$/;
+/** The same rule in words, for people who broke it. */
+export const USERNAME_RULE = 'a username is 1 to 32 characters: letters, digits, "_", "." or "-"';
 
 /** The form in which a username is stored and compared: "Alice" and "alice" are one account. */
 export function normaliseUsername(username: string): string {
@@ -431,6 +433,11 @@ export function checkTicket(
 // ============================================================================================
 // Shared by the two programs' command lines
 // ============================================================================================
+
+/** The message of anything thrown, for a sentence shown to a person or written to the log. */
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
 
 /** A mistake on the command line: printed with a pointer to --help, exit code 2. */
 export class UsageError extends Error {}

@@ -39,8 +39,8 @@ import { parseArgs } from 'node:util';
 import type { Collection, MongoClient } from 'mongodb';
 import {
   DEFAULT_HEARTBEAT_MS, DEFAULT_TCP_PORT, DEFAULT_TIMEOUT_MS, DEFAULT_UDP_PORT, LineSplitter,
-  MAX_DATAGRAM_BYTES, TICKET_TTL_MS, USERNAME_PATTERN, decodeDatagram, decodeRequest,
-  encodeDatagram, encodeLine, isMainModule, makeTicket, normaliseUsername, numberFlag, plainAddress,
+  MAX_DATAGRAM_BYTES, TICKET_TTL_MS, USERNAME_PATTERN, USERNAME_RULE, decodeDatagram, decodeRequest,
+  encodeDatagram, encodeLine, errorText, isMainModule, makeTicket, normaliseUsername, numberFlag, plainAddress,
 } from './protocol.ts';
 import type {
   ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest, RegisterRequest, Reply,
@@ -381,10 +381,6 @@ export function redactUri(uri: string): string {
   return uri.replace(/\/\/([^:@/]*):([^@/]*)@/, '//$1:***@');
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 // ============================================================================================
 // Sessions and presence
 // ============================================================================================
@@ -508,8 +504,6 @@ function recordLoginFailure(registry: Registry, name: string, address: string, n
 function errorReply(code: ErrorCode, message: string): ErrorReply {
   return { type: 'error', code, message };
 }
-
-const USERNAME_RULE = 'a username is 1 to 32 characters: letters, digits, "_", "." or "-"';
 
 function storageFailed(registry: Registry, what: string, error: unknown): ErrorReply {
   logEvent(registry, 'storage_error', `during=${what} error=${JSON.stringify(errorText(error))}`);
