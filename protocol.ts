@@ -25,6 +25,7 @@
 import { Buffer } from 'node:buffer';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { realpathSync } from 'node:fs';
+import { isIP } from 'node:net';
 import process from 'node:process';
 import { pathToFileURL } from 'node:url';
 
@@ -51,6 +52,9 @@ export const TICKET_TTL_MS = 60_000;
 export const USERNAME_PATTERN = /^[A-Za-z0-9_.-]{1,32}$/;
 /** The same rule in words, for people who broke it. */
 export const USERNAME_RULE = 'a username is 1 to 32 characters: letters, digits, "_", "." or "-"';
+/** The most names one `online` answer carries, so the answer always fits in one line (100 names
+ * of 32 characters are about 3.5 KiB). `total` says how many matched; a prefix narrows. */
+export const MAX_LISTED_USERS = 100;
 
 /** The form in which a username is stored and compared: "Alice" and "alice" are one account. */
 export function normaliseUsername(username: string): string {
@@ -73,22 +77,30 @@ export function plainAddress(address: string | undefined): string {
 export type RegisterRequest = { type: 'register'; username: string; password: string };
 export type LoginRequest = { type: 'login'; username: string; password: string; chatPort: number };
 export type SearchRequest = { type: 'search'; token: string; username: string };
-export type ListRequest = { type: 'list'; token: string };
+/** `prefix` (optional) narrows the answer to names starting with it, ignoring case. */
+export type ListRequest = { type: 'list'; token: string; prefix?: string };
 export type LogoutRequest = { type: 'logout'; token: string };
 export type Request = RegisterRequest | LoginRequest | SearchRequest | ListRequest | LogoutRequest;
 
 // ---- (1) Registry answers, registry → client over TCP, one per request, in request order ----
 
 export type Registered = { type: 'registered'; username: string };
+/** Where the registry keeps accounts: in its memory (gone when it restarts) or in MongoDB. */
+export type Storage = 'memory' | 'mongodb';
 export type LoggedIn = {
   type: 'logged_in';
   username: string;
   token: string;
   heartbeatMs: number;
   timeoutMs: number;
+  storage: Storage;
+  /** True when this login ended a live session of the same user (a login elsewhere, or a client
+   * that crashed without logging out). Absent otherwise. */
+  replaced?: boolean;
 };
 export type Found = { type: 'found'; username: string; host: string; port: number; ticket: string };
-export type Online = { type: 'online'; users: string[] };
+/** At most MAX_LISTED_USERS names, sorted ignoring case; `total` counts every match. */
+export type Online = { type: 'online'; users: string[]; total: number };
 export type LoggedOut = { type: 'logged_out' };
 
 /** Why a request failed. `message` in ErrorReply is the same thing in words for a person. */
@@ -98,7 +110,6 @@ export type ErrorCode =
   | 'invalid_password'
   | 'username_taken'
   | 'bad_credentials' // wrong password or no such user: deliberately the same answer
-  | 'already_online'
   | 'not_logged_in' // unknown or expired token
   | 'not_online'
   | 'storage_unavailable'
@@ -111,8 +122,9 @@ export type Reply = Registered | LoggedIn | Found | Online | LoggedOut | ErrorRe
 // ---- (2) Presence, over UDP ----
 
 export type Hello = { type: 'hello'; username: string; token: string };
-/** Sent back for a hello whose token the registry does not know (it restarted, or swept us). */
-export type SessionUnknown = { type: 'session_unknown' };
+/** Sent back for a hello whose token the registry does not know: it restarted, or swept us, or
+ * (reason "replaced") the same user logged in again somewhere else, which ended this session. */
+export type SessionUnknown = { type: 'session_unknown'; reason?: 'replaced' };
 
 // ---- (3) Peer to peer, client ↔ client over TCP ----
 
@@ -142,46 +154,69 @@ export type PeerMessage = ChatRequest | ChatAccept | ChatDecline | ChatMessage |
 type FieldKind =
   | 'string' // any string
   | 'text' // a non-empty string
+  | 'username' // a string that follows the username rule (USERNAME_PATTERN)
+  | 'usernames' // an array of those
+  | 'host' // an IP address, or a name made of letters, digits, "." and "-"
   | 'port' // an integer 1–65535
   | 'positive' // an integer ≥ 1
+  | 'count' // an integer ≥ 0
   | 'time' // a finite number (milliseconds since the epoch)
-  | 'names' // an array of strings
+  | 'true' // the value true
+  | 'storage' // "memory" or "mongodb"
+  | 'replaced' // the word "replaced"
   | 'error_code'
   | 'decline_reason';
 
-/** The fields of one message type, as [name, kind] pairs. */
-type Schema = ReadonlyArray<readonly [string, FieldKind]>;
+/** A field's kind, with "?" when the field may be left out. */
+type FieldSpec = FieldKind | `${FieldKind}?`;
+
+/** The fields of one message type, as [name, kind, optional] triples. */
+type Schema = ReadonlyArray<readonly [string, FieldKind, boolean]>;
 
 /** Which messages can arrive on one channel. A Map, not a plain object, so that a "type" of
  * "toString" or "__proto__" finds nothing rather than something inherited from Object.prototype. */
-function schemas(table: Record<string, Record<string, FieldKind>>): ReadonlyMap<string, Schema> {
-  return new Map(Object.entries(table).map(([type, fields]) => [type, Object.entries(fields)]));
+function schemas(table: Record<string, Record<string, FieldSpec>>): ReadonlyMap<string, Schema> {
+  return new Map(Object.entries(table).map(([type, fields]) => [
+    type,
+    Object.entries(fields).map(([name, spec]) => {
+      const optional = spec.endsWith('?');
+      return [name, (optional ? spec.slice(0, -1) : spec) as FieldKind, optional] as const;
+    }),
+  ]));
 }
 
 const REQUEST_SCHEMAS = schemas({
   register: { username: 'string', password: 'string' },
   login: { username: 'string', password: 'string', chatPort: 'port' },
   search: { token: 'string', username: 'string' },
-  list: { token: 'string' },
+  list: { token: 'string', prefix: 'string?' },
   logout: { token: 'string' },
 });
 
+// What the registry sends is checked as strictly as what a stranger sends: a client must not print
+// a "username" holding escape codes, or build a file name from one, just because it came from the
+// address it asked. So names must follow the username rule and a host must look like one.
 const REPLY_SCHEMAS = schemas({
-  registered: { username: 'string' },
-  logged_in: { username: 'string', token: 'text', heartbeatMs: 'positive', timeoutMs: 'positive' },
-  found: { username: 'string', host: 'text', port: 'port', ticket: 'text' },
-  online: { users: 'names' },
+  registered: { username: 'username' },
+  logged_in: {
+    username: 'username', token: 'text', heartbeatMs: 'positive', timeoutMs: 'positive',
+    storage: 'storage', replaced: 'true?',
+  },
+  found: { username: 'username', host: 'host', port: 'port', ticket: 'text' },
+  online: { users: 'usernames', total: 'count' },
   logged_out: {},
   error: { code: 'error_code', message: 'string' },
 });
 
 const DATAGRAM_SCHEMAS = schemas({
   hello: { username: 'string', token: 'string' },
-  session_unknown: {},
+  session_unknown: { reason: 'replaced?' },
 });
 
+// `from` must follow the username rule before anything else looks at it: lower-casing alone
+// would turn "\u212Aate" (with a KELVIN SIGN) into "kate".
 const PEER_SCHEMAS = schemas({
-  chat_request: { from: 'string', ticket: 'string' },
+  chat_request: { from: 'username', ticket: 'string' },
   chat_accept: {},
   chat_decline: { reason: 'decline_reason' },
   msg: { text: 'string', at: 'time' },
@@ -190,21 +225,35 @@ const PEER_SCHEMAS = schemas({
 
 const ERROR_CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'bad_request', 'invalid_username', 'invalid_password', 'username_taken', 'bad_credentials',
-  'already_online', 'not_logged_in', 'not_online', 'storage_unavailable', 'too_many_attempts',
+  'not_logged_in', 'not_online', 'storage_unavailable', 'too_many_attempts',
   'too_many_connections',
 ]);
 const DECLINE_REASONS: ReadonlySet<string> = new Set<DeclineReason>([
   'declined', 'busy', 'timeout', 'bad_ticket',
 ]);
 
+/** A host name as DNS allows it: labels of letters, digits and "-", joined by dots. */
+const HOST_NAME_PATTERN = /^(?=.{1,253}$)[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*$/;
+
+const isUsername = (value: unknown) => typeof value === 'string' && USERNAME_PATTERN.test(value);
+const isWholeNumber = (value: unknown, min: number, max = Infinity) =>
+  Number.isInteger(value) && (value as number) >= min && (value as number) <= max;
+
 function fieldIsValid(kind: FieldKind, value: unknown): boolean {
   switch (kind) {
     case 'string': return typeof value === 'string';
     case 'text': return typeof value === 'string' && value.length > 0;
-    case 'port': return Number.isInteger(value) && (value as number) >= 1 && (value as number) <= 65535;
-    case 'positive': return Number.isInteger(value) && (value as number) >= 1;
+    case 'username': return isUsername(value);
+    case 'usernames': return Array.isArray(value) && value.every(isUsername);
+    case 'host':
+      return typeof value === 'string' && (isIP(value) !== 0 || HOST_NAME_PATTERN.test(value));
+    case 'port': return isWholeNumber(value, 1, 65535);
+    case 'positive': return isWholeNumber(value, 1);
+    case 'count': return isWholeNumber(value, 0);
     case 'time': return typeof value === 'number' && Number.isFinite(value);
-    case 'names': return Array.isArray(value) && value.every((name) => typeof name === 'string');
+    case 'true': return value === true;
+    case 'storage': return value === 'memory' || value === 'mongodb';
+    case 'replaced': return value === 'replaced';
     case 'error_code': return typeof value === 'string' && ERROR_CODES.has(value);
     case 'decline_reason': return typeof value === 'string' && DECLINE_REASONS.has(value);
   }
@@ -245,12 +294,14 @@ function decodeWith<T>(table: ReadonlyMap<string, Schema>, input: Uint8Array | s
     return { ok: false, error: `unknown message type ${JSON.stringify(type.slice(0, 40))}` };
   }
   const message: Record<string, unknown> = { type };
-  for (const [name, kind] of schema) {
+  for (const [name, kind, optional] of schema) {
     const value = Object.hasOwn(fields, name) ? fields[name] : undefined;
+    if (value === undefined && optional) continue;
     if (!fieldIsValid(kind, value)) {
-      return { ok: false, error: `"${type}" needs a field "${name}" holding ${describeKind(kind)}` };
+      const needs = optional ? 'may have a field' : 'needs a field';
+      return { ok: false, error: `"${type}" ${needs} "${name}" holding ${describeKind(kind)}` };
     }
-    message[name] = kind === 'names' ? [...(value as string[])] : value;
+    message[name] = kind === 'usernames' ? [...(value as string[])] : value;
   }
   return { ok: true, message: message as T };
 }
@@ -259,10 +310,16 @@ function describeKind(kind: FieldKind): string {
   switch (kind) {
     case 'string': return 'a string';
     case 'text': return 'a non-empty string';
+    case 'username': return 'a username (1–32 of A–Z a–z 0–9 _ . -)';
+    case 'usernames': return 'a list of usernames';
+    case 'host': return 'an IP address or host name';
     case 'port': return 'a port number (1–65535)';
     case 'positive': return 'a whole number of at least 1';
+    case 'count': return 'a whole number of at least 0';
     case 'time': return 'a time in milliseconds';
-    case 'names': return 'a list of strings';
+    case 'true': return 'true';
+    case 'storage': return '"memory" or "mongodb"';
+    case 'replaced': return '"replaced"';
     case 'error_code': return 'a known error code';
     case 'decline_reason': return 'one of declined, busy, timeout, bad_ticket';
   }
@@ -304,8 +361,13 @@ export function encodeDatagram(message: Hello | SessionUnknown): Uint8Array {
 // lines. It works on bytes, not strings, for two reasons: a multi-byte UTF-8 character may be cut
 // between two chunks, and we want to refuse an over-long line before decoding any of it.
 //
-// A trailing "\r" is dropped so `nc -C` (CRLF line ends) works too. Empty lines are skipped, so a
-// person pressing Enter in nc gets no error.
+// A trailing "\r" is dropped so `nc -C` (CRLF line ends) works too; the length limit applies to
+// the line without it. Empty lines are skipped, so a person pressing Enter in nc gets no error.
+//
+// Memory: the unfinished tail is copied into one buffer that grows by doubling, so a line costs
+// about its own length however it arrives. (Keeping each chunk as it came looks simpler, but a
+// peer that dribbles a line one byte per TCP segment would then make us hold thousands of tiny
+// buffers, each costing a few hundred bytes of bookkeeping: ~400 bytes of memory per byte sent.)
 
 export type SplitResult = {
   /** The complete lines found, without their line ends. */
@@ -314,12 +376,16 @@ export type SplitResult = {
   tooLong: boolean;
 };
 
+const NO_BYTES = new Uint8Array(0);
+const LF = 10;
+const CR = 13;
+
 export class LineSplitter {
-  /** The longest line accepted, in bytes. */
+  /** The longest line accepted, in bytes, not counting its line end. */
   readonly maxLineBytes: number;
-  /** Bytes received after the last "\n": the start of a line still being written. */
-  private pendingChunks: Uint8Array[] = [];
-  /** Total length of `pendingChunks`, so the limit check costs nothing. */
+  /** Bytes received after the last "\n" (the start of a line still being written) are the first
+   * `pendingBytes` bytes of this buffer; the rest is room to grow. */
+  private pending: Uint8Array = NO_BYTES;
   private pendingBytes = 0;
 
   constructor(maxLineBytes: number = MAX_LINE_BYTES) {
@@ -334,40 +400,48 @@ export class LineSplitter {
   /** Feed the next chunk from the socket; get back the lines it completed. */
   push(chunk: Uint8Array): SplitResult {
     const lines: Uint8Array[] = [];
+    // The longest a line may be while we still wait for its "\n": the limit, plus a "\r".
+    const mostBytesHeld = this.maxLineBytes + 1;
     let start = 0;
-    let newline = chunk.indexOf(10); // 10 is "\n"
+    let newline = chunk.indexOf(LF);
     while (newline !== -1) {
       let line = chunk.subarray(start, newline);
       if (this.pendingBytes > 0) {
-        line = joinChunks([...this.pendingChunks, line], this.pendingBytes + line.length);
-        this.pendingChunks = [];
+        if (this.pendingBytes + line.length > mostBytesHeld) return { lines, tooLong: true };
+        this.hold(line);
+        line = this.pending.slice(0, this.pendingBytes); // a copy: the buffer is about to go
+        this.pending = NO_BYTES;
         this.pendingBytes = 0;
       }
+      if (line.length > 0 && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
       if (line.length > this.maxLineBytes) return { lines, tooLong: true };
-      if (line.length > 0 && line[line.length - 1] === 13) line = line.subarray(0, line.length - 1);
       if (line.length > 0) lines.push(line);
       start = newline + 1;
-      newline = chunk.indexOf(10, start);
+      newline = chunk.indexOf(LF, start);
     }
     if (start < chunk.length) {
       const tail = chunk.subarray(start);
-      this.pendingBytes += tail.length;
-      if (this.pendingBytes > this.maxLineBytes) return { lines, tooLong: true };
-      // Copy: the socket may reuse the memory behind `chunk` after this event.
-      this.pendingChunks.push(tail.slice());
+      if (this.pendingBytes + tail.length > mostBytesHeld) return { lines, tooLong: true };
+      this.hold(tail);
+      // Past the limit, only a "\r" that the "\n" will follow can still make a valid line.
+      const last = this.pending[this.pendingBytes - 1];
+      if (this.pendingBytes > this.maxLineBytes && last !== CR) return { lines, tooLong: true };
     }
     return { lines, tooLong: false };
   }
-}
 
-function joinChunks(chunks: Uint8Array[], totalBytes: number): Uint8Array {
-  const joined = new Uint8Array(totalBytes);
-  let offset = 0;
-  for (const chunk of chunks) {
-    joined.set(chunk, offset);
-    offset += chunk.length;
+  /** Appends bytes to the unfinished line, growing its buffer by doubling when it is full. We
+   * copy rather than keep `bytes`: the socket may reuse the memory behind it after this event. */
+  private hold(bytes: Uint8Array): void {
+    const needed = this.pendingBytes + bytes.length;
+    if (needed > this.pending.length) {
+      const grown = new Uint8Array(Math.min(Math.max(64, needed * 2), this.maxLineBytes + 1));
+      grown.set(this.pending.subarray(0, this.pendingBytes));
+      this.pending = grown;
+    }
+    this.pending.set(bytes, this.pendingBytes);
+    this.pendingBytes = needed;
   }
-  return joined;
 }
 
 // ============================================================================================

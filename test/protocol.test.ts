@@ -29,6 +29,45 @@ describe('decoder', () => {
     assert.equal(decodeReply('{"type":"error","code":"made_up","message":"m"}').ok, false);
   });
 
+  test('what the registry sends follows the same rules as what a stranger sends', () => {
+    const loggedIn = (fields: object) => decodeReply(JSON.stringify({
+      type: 'logged_in', username: 'kate', token: 't', heartbeatMs: 2000, timeoutMs: 10000,
+      storage: 'memory', ...fields,
+    })).ok;
+    assert.equal(loggedIn({}), true);
+    assert.equal(loggedIn({ replaced: true }), true);
+    assert.equal(loggedIn({ replaced: 'yes' }), false);
+    assert.equal(loggedIn({ storage: 'disk' }), false);
+    for (const username of ['\u001b]52;c;aGk=\u0007', '../../x', '\u212Aate', '', 'a'.repeat(33)]) {
+      assert.equal(loggedIn({ username }), false, JSON.stringify(username));
+      assert.equal(decodeReply(JSON.stringify({ type: 'registered', username })).ok, false);
+      assert.equal(decodeReply(JSON.stringify({ type: 'online', users: [username], total: 1 })).ok,
+        false);
+      assert.equal(decodePeerMessage(JSON.stringify({ type: 'chat_request', from: username,
+        ticket: 't' })).ok, false, 'a chat_request "from" follows the username rule too');
+    }
+    const found = (host: unknown) => decodeReply(JSON.stringify({
+      type: 'found', username: 'bob', host, port: 4000, ticket: 't',
+    })).ok;
+    for (const host of ['10.0.0.7', '::1', 'fe80::1', 'chat.example.org', 'localhost']) {
+      assert.equal(found(host), true, host);
+    }
+    for (const host of ['', 'a b', 'x\u001b[2J', '../../x', 'a'.repeat(254), 7]) {
+      assert.equal(found(host), false, String(host));
+    }
+  });
+
+  test('optional fields may be left out, but not filled with the wrong kind', () => {
+    assert.deepEqual(decodeRequest('{"type":"list","token":"t"}'),
+      { ok: true, message: { type: 'list', token: 't' } });
+    assert.deepEqual(decodeRequest('{"type":"list","token":"t","prefix":"al"}'),
+      { ok: true, message: { type: 'list', token: 't', prefix: 'al' } });
+    assert.equal(decodeRequest('{"type":"list","token":"t","prefix":5}').ok, false);
+    assert.deepEqual(decodeDatagram('{"type":"session_unknown","reason":"replaced"}'),
+      { ok: true, message: { type: 'session_unknown', reason: 'replaced' } });
+    assert.equal(decodeDatagram('{"type":"session_unknown","reason":"bored"}').ok, false);
+  });
+
   test('"__proto__" keys are data, never a prototype', () => {
     const decoded = decodeRequest('{"type":"list","token":"t","__proto__":{"admin":true}}');
     assert.ok(decoded.ok);
@@ -71,6 +110,30 @@ describe('line splitter', () => {
     const dribbled = new LineSplitter(10);
     assert.equal(dribbled.push(Buffer.from('123456')).tooLong, false);
     assert.equal(dribbled.push(Buffer.from('78901')).tooLong, true, 'no newline needed to know it is too long');
+  });
+
+  test('the limit is on the line itself: a line of exactly the limit may end in "\\r\\n"', () => {
+    const limit = 16 * 1024;
+    const line = Buffer.alloc(limit, 'a');
+    const whole = new LineSplitter(limit).push(Buffer.concat([line, Buffer.from('\r\n')]));
+    assert.deepEqual([whole.tooLong, whole.lines.length, whole.lines[0]?.length], [false, 1, limit]);
+    const dribbled = new LineSplitter(limit);
+    for (const byte of Buffer.concat([line, Buffer.from('\r')])) {
+      assert.equal(dribbled.push(Uint8Array.of(byte)).tooLong, false);
+    }
+    assert.equal(dribbled.push(Buffer.from('\n')).lines[0]?.length, limit);
+    const over = new LineSplitter(limit).push(Buffer.concat([line, Buffer.from('a\r\n')]));
+    assert.equal(over.tooLong, true, 'one byte more is too long, "\\r" or not');
+  });
+
+  test('a line dribbled one byte at a time comes out whole and in order', () => {
+    const splitter = new LineSplitter(100);
+    const received: string[] = [];
+    for (const byte of Buffer.from('first line\nsecond, é\r\n')) {
+      received.push(...splitter.push(Uint8Array.of(byte)).lines.map(text));
+    }
+    assert.deepEqual(received, ['first line', 'second, é']);
+    assert.equal(splitter.bufferedBytes, 0);
   });
 });
 
