@@ -820,8 +820,10 @@ function orElse(state: ClientState, event: ScreenEvent, out: Out): ClientState {
 /** A valid request that we cannot show now: the caller hears "busy"; our user hears who. */
 function busy(state: ClientState, event: { conn: number; from: string }, out: Out): ClientState {
   hangUp(out, event.conn, { type: 'chat_decline', reason: 'busy' });
-  if (state.session !== null) say(out, `${event.from} tried to reach you while you were busy.`, 'dim');
-  return state;
+  if (state.session === null) return state;
+  // Told like dropped peers: one line, then a count, so a thousand callers make a few lines.
+  return noteDrop(state, '%d more callers tried to reach you while you were busy',
+    `${event.from} tried to reach you while you were busy.`, out, 'dim');
 }
 
 /** The registry forgot us (session_unknown, or not_logged_in). In a chat we stay: the
@@ -921,17 +923,19 @@ function onIntroduction(state: ClientState, event: ScreenEvent & { type: 'peer_s
       `(${verdict.replace('_', ' ')}). Someone may be impersonating them.`, out, 'red');
   }
   const seenTickets = rememberTicket(state.seenTickets, request.ticket, now);
+  if (seenTickets === null) return busy(next, { conn: event.conn, from: request.from }, out);
   const screenEvent = { type: 'request' as const, conn: event.conn, from: request.from };
   const taken = SCREENS[state.screen.name]({ ...next, seenTickets }, screenEvent, out, now);
   return taken === NOT_NOW ? { ...next, seenTickets } : taken;
 }
 
-/** Adds a used ticket; forgets expired ones, and the oldest beyond MAX_SEEN_TICKETS. */
+/** Adds a used ticket and forgets expired ones. A live ticket is never forgotten (its replay
+ * would then pass): when MAX_SEEN_TICKETS live ones are held, null, and the call is refused. */
 function rememberTicket(seen: ReadonlyMap<string, number>, ticket: string, now: number) {
   // A valid ticket is "v1.<caller>.<callee>.<expiresAtMs>.<signature>" (see protocol.ts).
   const expiresAt = Number(ticket.split('.')[3]);
-  const kept = [...seen].filter(([, expiry]) => expiry >= now).slice(-(MAX_SEEN_TICKETS - 1));
-  return new Map([...kept, [ticket, expiresAt]]);
+  const kept = [...seen].filter(([, expiry]) => expiry >= now);
+  return kept.length >= MAX_SEEN_TICKETS ? null : new Map([...kept, [ticket, expiresAt]]);
 }
 
 /** A dropped connection (or ignored datagram). The first after a quiet spell is told at once,
@@ -1086,6 +1090,7 @@ function searchScreen(state: ClientState, out: Out): ClientState {
  * zero-width characters. Each becomes a visible U+FFFD. The zero-width joiner stays: it is
  * what glues emoji like 👨‍👩‍👧 together. */
 function printable(text: string): string {
+  // deno-lint-ignore no-control-regex -- matching control characters is the point
   return text.replace(
     /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]/g,
     '\uFFFD');
