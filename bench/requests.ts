@@ -121,17 +121,9 @@ function merge(results: LoadResult[]): LoadResult {
 }
 
 /** runLoad() against a server in `target`, with the CPU that server used per answer. */
-async function measuredLoad(
-  target: Target,
-  port: number,
-  connections: number,
-  depth: number,
-  seconds: number,
-  lineFor: (connection: number) => Buffer,
-  oneWritePerRequest = false,
-): Promise<LoadResult> {
+async function measuredLoad(target: Target, ...load: Parameters<typeof runLoad>): Promise<LoadResult> {
   const cpuBefore = await target.cpuMicros();
-  const result = await runLoad(port, connections, depth, seconds, lineFor, oneWritePerRequest);
+  const result = await runLoad(...load);
   const cpuAfter = await target.cpuMicros();
   return { ...result, serverCpuMicros: (cpuAfter - cpuBefore) / result.latenciesMs.length };
 }
