@@ -326,7 +326,7 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
 
 // ---- Login and Register ----
 
-function onLoginScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+function onLoginScreen(state: ClientState, event: ScreenEvent, out: Out): Next {
   const screen = state.screen;
   if (event.type === 'answer' && screen.name === 'logging_in' && event.request.type === 'login') {
     const reply = event.reply;
@@ -378,7 +378,7 @@ function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out:
   return searchScreen(next, out);
 }
 
-function onRegisterScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+function onRegisterScreen(state: ClientState, event: ScreenEvent, out: Out): Next {
   const screen = state.screen;
   if (event.type === 'answer' && screen.name === 'registering' && event.request.type === 'register') {
     const reply = event.reply;
@@ -1090,8 +1090,8 @@ function searchScreen(state: ClientState, out: Out): ClientState {
  * zero-width characters. Each becomes a visible U+FFFD. The zero-width joiner stays: it is
  * what glues emoji like 👨‍👩‍👧 together. */
 function printable(text: string): string {
-  // deno-lint-ignore no-control-regex -- matching control characters is the point
   return text.replace(
+    // deno-lint-ignore no-control-regex -- matching control characters is the point
     /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]/g,
     '\uFFFD');
 }
