@@ -55,14 +55,24 @@ class FakeRegistry {
   private readonly counts = new Map<string, number>();
   private readonly sockets = new Set<net.Socket>();
 
-  private constructor(readonly tcp: net.Server, readonly udp: dgram.Socket, readonly tcpPort: number, readonly udpPort: number) {}
+  readonly tcp: net.Server;
+  readonly udp: dgram.Socket;
+  readonly tcpPort: number;
+  readonly udpPort: number;
+
+  private constructor(tcp: net.Server, udp: dgram.Socket) {
+    this.tcp = tcp;
+    this.udp = udp;
+    this.tcpPort = (tcp.address() as net.AddressInfo).port;
+    this.udpPort = udp.address().port;
+  }
 
   static async start(): Promise<FakeRegistry> {
     const tcp = net.createServer();
     await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
     const udp = dgram.createSocket('udp4');
     await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-    const fake = new FakeRegistry(tcp, udp, (tcp.address() as net.AddressInfo).port, udp.address().port);
+    const fake = new FakeRegistry(tcp, udp);
     tcp.on('connection', (socket) => fake.serve(socket));
     udp.on('message', (bytes, sender) => {
       if (Buffer.from(bytes).toString('utf8').includes('"hello"')) {
@@ -159,7 +169,10 @@ class RawPeer {
   readonly connectedAt = Date.now();
   private partial = '';
 
-  private constructor(readonly socket: net.Socket) {
+  readonly socket: net.Socket;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
     socket.setEncoding('utf8');
     socket.setNoDelay(true);
     socket.on('error', () => {});
@@ -202,9 +215,10 @@ class RawPeer {
   }
 }
 
-/** Lines printed since stdout had `since` characters. */
+/** Lines printed since stdout had `since` characters, not counting a bare prompt (over pipes the
+ * client prints each prompt as a line; at a terminal it is redrawn in place). */
 function linesSince(client: ScriptProcess, since: number): string[] {
-  return client.stdout.slice(since).split('\n').filter((line) => line.trim() !== '');
+  return client.stdout.slice(since).split('\n').filter((line) => line.trim() !== '' && !/^\S+> $/.test(line));
 }
 
 function count(text: string, needle: string): number {
