@@ -718,6 +718,71 @@ test('4. a ticket replayed after its chat ended gets bad_ticket; "\\u212Aate" wi
   }
 });
 
+test('4b. 1000 more valid tickets used while the user decides: the first ticket is still refused, and the user is not flooded', async () => {
+  // Valid tickets come only from the registry, but anyone logged in can ask it for one per
+  // search. A replay table that forgets unexpired tickets when it is full lets an old one back in.
+  const fake = await FakeRegistry.start();
+  const spawned = new SpawnedProcesses();
+  const peers: RawPeer[] = [];
+  try {
+    const { bob, chatPort } = await loggedInBob(spawned, fake, ['--decide-timeout-ms', '60000']);
+    // alice's call, declined: her ticket is now used.
+    const aliceTicket = fake.ticket('alice');
+    const alice = await RawPeer.connect(chatPort);
+    peers.push(alice);
+    alice.send({ type: 'chat_request', from: 'alice', ticket: aliceTicket });
+    await bob.waitFor('alice wants to chat');
+    bob.type('n');
+    assert.match(await alice.nextLine(), /chat_decline/);
+    await bob.waitFor('bob> ');
+    // carol's call is shown; bob takes his time.
+    const carol = await RawPeer.connect(chatPort, '127.0.0.9');
+    peers.push(carol);
+    carol.send({ type: 'chat_request', from: 'carol', ticket: fake.ticket('carol') });
+    await bob.waitFor('carol wants to chat');
+    const since = bob.stdout.length;
+
+    // 1000 callers with fresh valid tickets, 16 at a time from four addresses: each is busy.
+    const startedAt = Date.now();
+    const reasons = new Map<string, number>();
+    let next = 0;
+    const worker = async (lane: number) => {
+      while (next < 1000) {
+        const i = next++;
+        const peer = await RawPeer.connect(chatPort, `127.0.0.${(lane % 4) + 1}`);
+        peer.send({ type: 'chat_request', from: `m${i}`, ticket: fake.ticket(`m${i}`) });
+        const answer = await peer.nextLine(5000).catch(() => '(none)');
+        const reason = answer.startsWith('{') ? String(JSON.parse(answer).reason) : answer;
+        reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
+        peer.destroy();
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, (_, lane) => worker(lane)));
+    const took = Date.now() - startedAt;
+    await sleep(500);
+    const printed = linesSince(bob, since);
+    console.log(`1000 valid calls while deciding, in ${took} ms: answers ${JSON.stringify(Object.fromEntries(reasons))}; ` +
+      `${printed.length} lines printed meanwhile`);
+    for (const shown of printed.slice(0, 3)) console.log(`  | ${shown.slice(0, 160)}`);
+
+    // alice's ticket, 1000 tickets later and well within its 60 s.
+    const replay = await RawPeer.connect(chatPort, '127.0.0.5');
+    peers.push(replay);
+    replay.send({ type: 'chat_request', from: 'alice', ticket: aliceTicket });
+    const answer = await replay.nextLine(5000).catch((error: Error) => `(no answer: ${error.message})`);
+    console.log(`alice's used ticket replayed after 1000 others: ${answer}`);
+    assert.deepEqual(JSON.parse(answer), { type: 'chat_decline', reason: 'bad_ticket' });
+    assert.ok(printed.length <= 10, `${printed.length} lines printed for 1000 calls while busy`);
+    // carol's call is still there to answer.
+    bob.type('y');
+    assert.equal(await carol.nextLine(), '{"type":"chat_accept"}');
+  } finally {
+    for (const peer of peers) peer.destroy();
+    await spawned.stopAll();
+    fake.close();
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // 5. Peer text cannot rearrange the screen
 // ---------------------------------------------------------------------------------------------
