@@ -532,6 +532,16 @@ test('2. session_unknown from another address, or another port, is ignored; from
     fake.udp.send(Buffer.from(sessionUnknown), target.port, target.address);
     await bob.waitFor(/Login — username/, 5000);
     console.log('session_unknown from the registry\'s own address and port: back to Login');
+
+    // The check must not lock out the real registry when it is named rather than numbered.
+    const hellosBefore = fake.hellos.length;
+    const named = await spawned.client(fake.tcpPort, fake.udpPort, ['--server', 'localhost', '--registry-timeout-ms', '3000']);
+    await logIn(named);
+    await waitUntil(() => fake.hellos.length > hellosBefore, 5000, 'a hello from the client started with --server localhost');
+    const namedTarget = fake.clientUdp;
+    fake.udp.send(Buffer.from(sessionUnknown), namedTarget.port, namedTarget.address);
+    await named.waitFor(/Login — username/, 5000);
+    console.log('with --server localhost, session_unknown from the registry still ends the session');
   } finally {
     await spawned.stopAll();
     fake.close();
@@ -662,6 +672,45 @@ test('3. hostile registry answers: escape codes and ../ never reach the screen o
     await spawned.stopAll();
     fake.close();
     peerServer.close();
+    rmSync(parent, { recursive: true, force: true });
+  }
+});
+
+test('3b. names made only of dots (valid usernames) keep the history inside --history DIR', async () => {
+  // "." and ".." follow the username rule, so a registry may well hand them out; as path parts
+  // they would climb out of the history folder.
+  const fake = await FakeRegistry.start();
+  const spawned = new SpawnedProcesses();
+  const peers: RawPeer[] = [];
+  const parent = mkdtempSync(path.join(os.tmpdir(), 'p2p-dots-'));
+  const historyDir = path.join(parent, 'hist');
+  try {
+    const you = await spawned.client(fake.tcpPort, fake.udpPort, ['--registry-timeout-ms', '3000', '--history', historyDir]);
+    const chatPort = await logIn(you, '..');
+    const caller = await RawPeer.connect(chatPort);
+    peers.push(caller);
+    caller.send({ type: 'chat_request', from: '.', ticket: makeTicket(fake.token, '.', '..', Date.now() + 60_000) });
+    await you.waitFor('. wants to chat');
+    you.type('y');
+    assert.equal(await caller.nextLine(), '{"type":"chat_accept"}');
+    caller.send({ type: 'msg', text: 'where does this go', at: Date.now() });
+    await you.waitFor('.: where does this go');
+    you.type('and this');
+    await you.waitFor(/\.\.: and this|and this/);
+    caller.send({ type: 'bye' });
+    await you.waitFor('. left');
+    const files = readdirSync(parent, { recursive: true }).map(String);
+    const written = files.filter((file) => statSync(path.join(parent, file)).isFile());
+    console.log(`user ".." chatting with ".": files under the history's parent: ${JSON.stringify(files)}`);
+    for (const file of files) {
+      assert.ok(file === 'hist' || file.startsWith(`hist${path.sep}`), `${file} was created outside the history folder`);
+    }
+    assert.ok(written.some((file) => readFileSync(path.join(parent, file), 'utf8').includes('where does this go')),
+      'the conversation was not written inside the history folder');
+  } finally {
+    for (const peer of peers) peer.destroy();
+    await spawned.stopAll();
+    fake.close();
     rmSync(parent, { recursive: true, force: true });
   }
 });
