@@ -528,6 +528,21 @@ test('2. session_unknown from another address, or another port, is ignored; from
     await stillLoggedIn(sentAt, 'a session_unknown from the registry\'s address and another port');
     console.log('session_unknown from 127.0.0.1:<another port>: still logged in');
 
+    // A flood of them, 500 from 127.0.0.3 in about half a second: still logged in, a few lines.
+    sentAt = bob.stdout.length;
+    const flood = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => flood.bind(fake.udpPort, '127.0.0.3', resolve));
+    for (let i = 0; i < 500; i++) {
+      flood.send(Buffer.from(sessionUnknown), target.port, target.address);
+      if (i % 10 === 9) await sleep(10);
+    }
+    await sleep(300);
+    flood.close();
+    const floodLines = bob.stdout.slice(sentAt).split('\n').filter((line) => /ignored/i.test(line));
+    await stillLoggedIn(sentAt, 'a flood of 500 session_unknown from 127.0.0.3');
+    console.log(`500 session_unknown datagrams from 127.0.0.3: still logged in; ${floodLines.length} "ignored" lines printed (with --trace)`);
+    assert.ok(floodLines.length <= 3, `${floodLines.length} "ignored" lines for one flood`);
+
     // The registry itself: back to Login (so the checks above can fail).
     fake.udp.send(Buffer.from(sessionUnknown), target.port, target.address);
     await bob.waitFor(/Login — username/, 5000);
@@ -583,6 +598,7 @@ test('3. hostile registry answers: escape codes and ../ never reach the screen o
     // An error's message is free text: printed, but with its control and bidi characters replaced.
     if (request.type === 'search' && request.username === 'frank') return { type: 'error', code: 'not_online', message: `frank ${osc52}is \u202Eenilno ton` };
     if (request.type === 'list' && n === 1) return { type: 'online', users: ['bob', `${clear}x`], total: 2 };
+    if (request.type === 'list' && n === 2) return { type: 'logged_out' }; // valid, but not an answer to list
     if (request.type === 'login' && n === 3) fake.heartbeatMs = 1;
     if (request.type === 'login' && n === 4) fake.heartbeatMs = 2 ** 31;
     return undefined;
@@ -626,9 +642,10 @@ test('3. hostile registry answers: escape codes and ../ never reach the screen o
     assert.ok(fastHellos / 2 <= 11, `${fastHellos / 2} hellos a second (heartbeatMs must be clamped to ≥ 100 ms)`);
 
     // found with a title change, with ../../x, with a host that is an escape code, with port 0;
-    // online with a screen clear as a name: each time, stays on Search.
+    // online with a screen clear as a name, an answer of the wrong type: each time, stays on Search.
     for (const [typed, what] of [['alice', 'found with a title change'], ['carol', 'found with ../../x'],
-      ['dave', 'found with an escape-code host'], ['erin', 'found with port 0'], ['/list', 'online with a screen clear']]) {
+      ['dave', 'found with an escape-code host'], ['erin', 'found with port 0'], ['/list', 'online with a screen clear'],
+      ['/list', 'logged_out in answer to list']]) {
       bob.type(typed);
       await expectInvalid(what);
       await bob.waitFor('bob> ');
@@ -661,7 +678,7 @@ test('3. hostile registry answers: escape codes and ../ never reach the screen o
     const files = readdirSync(parent, { recursive: true }).map(String);
     console.log(`invalid answers reported: ${invalid}; ESC/BEL bytes on screen: ${escapes}; files under the history's parent: ${JSON.stringify(files)}`);
     assert.equal(escapes, 0, 'an escape code from the registry reached the terminal');
-    assert.equal(invalid, 8);
+    assert.equal(invalid, 9);
     // Nothing outside the history folder, and nothing in it named after the attacker's names.
     for (const file of files) {
       assert.ok(file === 'hist' || file.startsWith(`hist${path.sep}`), `${file} was created outside the history folder`);
