@@ -27,7 +27,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { makeTicket } from '../protocol.ts';
-import { SpawnedProcesses, sleep, waitUntil } from './helpers.ts';
+import { LineClient, SpawnedProcesses, registerAndLogin, sleep, startTestServer, waitUntil } from './helpers.ts';
 import type { ScriptProcess } from './helpers.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -781,6 +781,44 @@ test('4. a ticket replayed after its chat ended gets bad_ticket; "\\u212Aate" wi
     for (const peer of peers) peer.destroy();
     await spawned.stopAll();
     fake.close();
+  }
+});
+
+test('4c. with the real registry: a ticket from a real search works once, then gets bad_ticket', async () => {
+  // The same replay as in 4, with a ticket the real server.ts minted, so the fake registry's
+  // tickets above are known to be the real thing.
+  const server = await startTestServer({ timeoutMs: 60_000 });
+  const spawned = new SpawnedProcesses();
+  const peers: RawPeer[] = [];
+  try {
+    const tcpPort = server.tcpPort;
+    const udpPort = server.udpPort;
+    const { client: bob, chatPort } = await spawned.loggedInClient(tcpPort, udpPort, 'bob');
+    const token = await registerAndLogin(tcpPort, 'alice');
+    const registry = await LineClient.connect(tcpPort);
+    const found = await registry.request({ type: 'search', token, username: 'bob' });
+    registry.close();
+    assert.equal(found.type, 'found');
+    const ticket = String(found.ticket);
+    const alice = await RawPeer.connect(Number(found.port));
+    peers.push(alice);
+    alice.send({ type: 'chat_request', from: 'alice', ticket });
+    await bob.waitFor('alice wants to chat');
+    bob.type('y');
+    assert.equal(await alice.nextLine(), '{"type":"chat_accept"}');
+    alice.send({ type: 'bye' });
+    await bob.waitFor('alice left');
+    const replay = await RawPeer.connect(chatPort, '127.0.0.2');
+    peers.push(replay);
+    replay.send({ type: 'chat_request', from: 'alice', ticket });
+    const answer = await replay.nextLine(5000).catch((error: Error) => `(no answer: ${error.message})`);
+    console.log(`real registry's ticket replayed after its chat: ${answer}`);
+    assert.deepEqual(JSON.parse(answer), { type: 'chat_decline', reason: 'bad_ticket' });
+    assert.equal(count(bob.stdout, 'alice wants to chat'), 1);
+  } finally {
+    for (const peer of peers) peer.destroy();
+    await spawned.stopAll();
+    await server.close();
   }
 });
 
