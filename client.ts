@@ -731,7 +731,8 @@ function endChat(state: ClientState, words: string, out: Out): ClientState {
   say(out, words, 'yellow');
   const lostBecause = state.session?.lostBecause;
   if (lostBecause) {
-    say(out, lostBecause, 'yellow');
+    say(out, lostBecause === REPLACED ? REPLACED
+      : 'The registry no longer knows this session; please log in again.', 'yellow');
     return loginScreen({ ...state, session: null }, out);
   }
   return searchScreen(state, out);
@@ -784,7 +785,7 @@ function hangUpEverything(state: ClientState, out: Out): void {
 const INVALID_ANSWER = 'the registry sent an invalid answer';
 /** What we say when the registry has forgotten our session (session_unknown, not_logged_in). */
 const SESSION_FORGOTTEN =
-  'The registry no longer knows this session — did it restart? Please log in again.';
+  'the registry no longer knows this session — did it restart? Please log in again.';
 const REPLACED = 'You logged in somewhere else, so the registry ended this session here.';
 const DECLINED: PeerMessage = { type: 'chat_decline', reason: 'declined' };
 
