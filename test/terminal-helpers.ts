@@ -177,7 +177,10 @@ export class JsonLines {
   closed = false;
   private partial = '';
 
-  constructor(readonly socket: net.Socket) {
+  readonly socket: net.Socket;
+
+  constructor(socket: net.Socket) {
+    this.socket = socket;
     socket.setEncoding('utf8');
     socket.on('data', (text: string) => {
       const pieces = (this.partial + text).split('\n');
@@ -234,12 +237,17 @@ export class RawPeer {
   private heartbeat: ReturnType<typeof setInterval> | undefined;
   private readonly udp = dgram.createSocket('udp4');
 
-  private constructor(
-    readonly username: string,
-    readonly token: string,
-    readonly listener: net.Server,
-    readonly tcpPort: number,
-  ) {}
+  readonly username: string;
+  readonly token: string;
+  readonly listener: net.Server;
+  readonly tcpPort: number;
+
+  private constructor(username: string, token: string, listener: net.Server, tcpPort: number) {
+    this.username = username;
+    this.token = token;
+    this.listener = listener;
+    this.tcpPort = tcpPort;
+  }
 
   static async login(
     tcpPort: number, udpPort: number, username: string,
