@@ -5,43 +5,41 @@
  * handed us a ticket for them, we open a TCP connection straight to the peer's client, and every
  * chat message travels on that connection. The registry never sees a word of the conversation.
  *
- *   you ──▶ ┌──────────────────────────────┐  TCP: register login search list logout  ┌──────────┐
- *  (keys)   │ client.ts                    │ ─────────────────────────────────────────▶│ registry │
- *           │   state machine: login,      │  UDP: hello every heartbeatMs            │          │
- *   you ◀── │   register, search, chat     │ ─────────────────────────────────────────▶│          │
- * (screen)  │                              │ ◀──────────── session_unknown (if lost) ─ └──────────┘
- *           │   chat listener :chat-port   │
- *           └──────────────────────────────┘
+ *   you ──▶ ┌─────────────────────────────┐  TCP: register login search list logout ┌──────────┐
+ *  (keys)   │ client.ts                   │ ───────────────────────────────────────▶│ registry │
+ *           │   events ──▶ dispatch ──▶   │  UDP: hello every heartbeatMs           │          │
+ *   you ◀── │   transition ──▶ effects    │ ───────────────────────────────────────▶│          │
+ * (screen)  │                             │ ◀──────────── session_unknown (if lost) └──────────┘
+ *           │   chat listener :chat-port  │
+ *           └─────────────────────────────┘
  *                   ▲            │  TCP, one JSON object per line:
  *   peer calls us ──┘            └─ we call a peer: chat_request → chat_accept | chat_decline,
  *                                   then msg … msg, and bye when one of us leaves
  *
- * The program is a state machine. The four screens of the original program are its states,
- * plus a few "waiting" states while an answer is on its way:
+ * The program is one event loop, like smallchat's: everything that can happen (a typed line, a
+ * registry answer, a peer's message, a timer, a signal) becomes a ClientEvent. dispatch() hands
+ * it to transition(), a pure function (state + event → next state + effects), and then runs the
+ * effects: print, ask the registry, send to a peer, start a timer. Effects that finish later
+ * report back as new events; nothing waits. The screens are the states:
  *
  *   Login:    login_username → login_password → logging_in ──(ok)──▶ search
  *   Register: register_username → register_password → registering ──(ok)──▶ login_username
- *   Search:   search → calling (we asked someone) ──(accepted)──▶ chat
+ *   Search:   search ⇄ asking (/list, /logout)
+ *             search → calling (we asked someone) ──(accepted)──▶ chat
  *             search → deciding (someone asked us) ──(yes)──▶ chat
  *   Chat:     chat ──(/back, bye, connection lost)──▶ search
  *
  * Layout of this file:
- *   - settings                 flags and timeouts
- *   - the peer channel         PeerChannel: one peer connection, as messages (exported; used by bench/)
- *   - client state             everything the client keeps, declared together
- *   - the terminal             prompts, printing, colour, hidden passwords
- *   - input                    typed lines are queued, then handled by the current state
- *   - talking to the registry  one short TCP connection per request; UDP heartbeats
- *   - login and register       the first two screens
- *   - search                   the home screen, and calling a peer
- *   - incoming requests        someone calls us: check the ticket, ask our user
- *   - chat                     sending, receiving, leaving
- *   - session end and exit     logout, lost sessions, quitting cleanly
- *   - command line             flags, start-up
+ *   - settings                  flags, timeouts and limits
+ *   - state and events          ClientState, ClientEvent, Effect: everything, declared together
+ *   - dispatcher and table      transition(), one handler per screen
+ *   - effects                   the terminal, the registry, peers (PeerChannel), history files
+ *   - command line              flags, start-up checks, wiring
  */
 
 import { Buffer } from 'node:buffer';
-import { appendFileSync, mkdirSync } from 'node:fs';
+import dns from 'node:dns';
+import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import path from 'node:path';
@@ -50,16 +48,20 @@ import readline from 'node:readline';
 import { Writable } from 'node:stream';
 import { parseArgs, styleText } from 'node:util';
 import {
-  DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, LineSplitter, MAX_LINE_BYTES, USERNAME_PATTERN, checkTicket,
-  decodeDatagram, decodePeerMessage, decodeReply, encodeDatagram, encodeLine, normaliseUsername,
-  errorText, isMainModule, numberFlag, plainAddress, USERNAME_RULE, UsageError,
+  DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, LineSplitter, MAX_LINE_BYTES, MAX_LISTED_USERS,
+  USERNAME_PATTERN, USERNAME_RULE, UsageError, checkTicket, decodeDatagram, decodePeerMessage,
+  decodeReply, encodeDatagram, encodeLine, errorText, isMainModule, normaliseUsername,
+  numberFlag, plainAddress,
 } from './protocol.ts';
-import type { ChatRequest, DeclineReason, PeerMessage, Reply, Request } from './protocol.ts';
+import type {
+  DeclineReason, Hello, PeerMessage, Reply, Request, SessionUnknown, Storage,
+} from './protocol.ts';
 
 // ============================================================================================
 // Settings
 // ============================================================================================
 
+/** Exported for test/client-transitions.test.ts, which builds states with its own settings. */
 export type ClientSettings = {
   /** Host name or address of the registry. */
   server: string;
@@ -71,9 +73,9 @@ export type ClientSettings = {
   chatPort: number;
   /** When set, every conversation is appended to historyDir/<you>/<peer>.log. */
   historyDir: string | undefined;
-  /** Print every protocol message sent and received. */
+  /** Print protocol messages sent and received (hellos only when something changes). */
   trace: boolean;
-  /** How long to wait for the registry to accept a connection and answer one request; also how
+  /** How long the registry may take to accept a connection and answer one request; also how
    * long connecting to a peer's client may take. */
   registryTimeoutMs: number;
   /** How long a peer we called may take to answer our chat_request. Longer than decideTimeoutMs,
@@ -83,9 +85,16 @@ export type ClientSettings = {
   decideTimeoutMs: number;
   /** How long an incoming connection may stay silent before sending its chat_request. */
   greetingTimeoutMs: number;
+  /** Incoming connections that have not yet sent their chat_request, in all and from one
+   * address. Each costs a socket and a line buffer; a real caller sends its request at once, so
+   * a few are plenty, and the rest are closed without reading a byte. */
+  maxPendingPeers: number;
+  maxPendingPeersPerAddress: number;
+  /** Dropped connections are reported in one summary line per this many ms, not one each. */
+  dropReportMs: number;
 };
 
-export const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
+const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
   server: '127.0.0.1',
   tcpPort: DEFAULT_TCP_PORT,
   udpPort: DEFAULT_UDP_PORT,
@@ -96,10 +105,1330 @@ export const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
   answerTimeoutMs: 45_000,
   decideTimeoutMs: 30_000,
   greetingTimeoutMs: 5000,
+  maxPendingPeers: 16,
+  maxPendingPeersPerAddress: 4,
+  dropReportMs: 5000,
 };
 
+/** The registry's heartbeatMs is obeyed only within these bounds: 1 ms would make us send
+ * a thousand hellos a second, and more than 2^31 ms overflows Node's timers. */
+const HEARTBEAT_MS_RANGE = [100, 60_000] as const;
+/** How many used tickets we remember (each until it expires) to refuse a replay. Only tickets
+ * the registry really signed for us get here, so this is a safety bound, not a working limit. */
+const MAX_SEEN_TICKETS = 1000;
+/** The most characters of a stranger's text repeated in a warning. */
+const MAX_QUOTED_CHARS = 40;
+
 // ============================================================================================
-// The peer channel
+// State and events
+// ============================================================================================
+//
+// Everything the client remembers is in ClientState; everything that can happen to it is a
+// ClientEvent; everything it does about it is an Effect. Peer connections are named by a number
+// (`conn`), so states and events stay plain data and the transitions can be tested without
+// sockets; the effects layer keeps the table from numbers to real connections.
+
+/** Which screen we are on, and what that screen needs. */
+type Screen =
+  // ---- Login and Register ----
+  | { name: 'login_username' }
+  | { name: 'login_password'; username: string }
+  | { name: 'logging_in' } // waiting for the registry's answer
+  | { name: 'register_username' }
+  | { name: 'register_password'; username: string }
+  | { name: 'registering' } // waiting for the registry's answer
+  // ---- Search (home) ----
+  | { name: 'search' }
+  | { name: 'asking'; about: 'list' | 'logout' } // waiting for the registry's answer
+  /** We asked for `peer`: first the registry ('looking_up'), then connecting to the peer's
+   * client ('connecting'), then its answer ('knocking', on `conn`). `call` tells this call's
+   * late answers from those of a call we already cancelled. `crossing` is `peer`'s own request
+   * to us, held while our call (which wins the glare) goes through. */
+  | {
+    name: 'calling'; peer: string; call: number; stage: 'looking_up' | 'connecting' | 'knocking';
+    ticket: string; at: string; conn: number | null; crossing: number | null;
+  }
+  /** `peer` asked us on `conn`; our user says yes or no before the 'decide' timer says no. */
+  | { name: 'deciding'; peer: string; conn: number }
+  // ---- Chat ----
+  | { name: 'chat'; peer: string; conn: number }
+  // ---- Leaving: waiting for the logout answer, then exit ----
+  | { name: 'quitting' };
+
+/** Our session at the registry, from `logged_in` until we log out or lose it. */
+type RegistrySession = {
+  /** Our name as the registry spells it. */
+  username: string;
+  /** The secret proving requests are ours; also the key that checks tickets sent to us. */
+  token: string;
+  /** Set when the registry forgot this session while we were chatting: the chat goes on (it
+   * never passed through the registry) and we return to Login when it ends. Says why. */
+  lostBecause: string | null;
+  /** --trace: the first hello is shown, then only changes. The last send error, or null. */
+  helloShown: boolean;
+  helloError: string | null;
+};
+
+/** Exported for test/client-transitions.test.ts. */
+export type ClientState = {
+  /** From the command line; never changed afterwards. */
+  readonly settings: ClientSettings;
+  /** "address:port" of the registry's UDP socket: the only sender whose datagrams count. */
+  readonly registryUdp: string;
+  /** The port where our chat listener took calls (the one we tell the registry at login). */
+  readonly chatPort: number;
+  screen: Screen;
+  session: RegistrySession | null;
+  /** Lines typed but not yet taken by a screen, oldest first; null is the end of input. A
+   * waiting screen leaves them here, so a script that types ahead loses nothing. */
+  typedAhead: ReadonlyArray<string | null>;
+  /** Incoming connections that have not yet sent their chat_request: conn → address. */
+  pendingPeers: ReadonlyMap<number, string>;
+  /** Tickets already used to call us → when they expire. A replay gets bad_ticket. */
+  seenTickets: ReadonlyMap<string, number>;
+  /** Drops counted since the last report ("dropped %d … from 10.0.0.7" → count), or null when
+   * nothing was dropped lately (the next drop is then reported at once). */
+  drops: ReadonlyMap<string, number> | null;
+  /** How the registry keeps accounts, from the last login (kept after logout). */
+  lastStorage: Storage | null;
+  /** The registry forgot our session and keeps accounts in memory: it probably restarted and
+   * lost our account, which explains a following bad_credentials. */
+  accountMayBeGone: boolean;
+};
+
+/** Everything that can happen to the client. Exported for test/client-transitions.test.ts. */
+export type ClientEvent =
+  | { type: 'started' }
+  | { type: 'typed'; line: string }
+  | { type: 'input_ended' } // Ctrl-D, end of a pipe, or the terminal went away
+  | { type: 'signal'; name: string } // SIGINT, SIGTERM, SIGHUP
+  | { type: 'answer'; request: Request; reply: Reply; tag: number }
+  | { type: 'answer_failed'; request: Request; why: string; tag: number }
+  | { type: 'datagram'; sender: string; message: Hello | SessionUnknown | null }
+  | { type: 'heartbeat_due' }
+  | { type: 'hello_sent'; error: string | null }
+  | { type: 'peer_arrived'; conn: number; address: string; remote: string }
+  | { type: 'call_connected'; call: number; conn: number }
+  | { type: 'call_failed'; call: number; why: string }
+  | { type: 'peer_said'; conn: number; remote: string; message: PeerMessage }
+  | { type: 'peer_gone'; conn: number; remote: string; why: PeerChannelEnd }
+  | { type: 'timer'; name: TimerName; conn: number };
+
+type TimerName = 'decide' | 'drop_report';
+type Colour = 'red' | 'green' | 'yellow' | 'cyan' | 'dim' | 'bold';
+
+/** Everything the client can do about an event. Exported for test/client-transitions.test.ts. */
+export type Effect =
+  | { do: 'say'; text: string; colour?: Colour; replacesTypedLine?: boolean }
+  | { do: 'prompt'; text: string; secret?: boolean } // '' hides the prompt while we wait
+  | { do: 'ask'; request: Request; tag?: number }
+  | { do: 'connect'; call: number; host: string; port: number }
+  | { do: 'send'; conn: number; message: PeerMessage }
+  | { do: 'close'; conn: number; atOnce?: boolean } // atOnce: destroy, do not flush or read
+  | { do: 'expect'; conn: number; ms: number } // close conn unless it speaks within ms
+  | { do: 'heartbeat'; everyMs: number | null } // start (or, with null, stop) heartbeat_due
+  | { do: 'hello'; username: string; token: string }
+  | { do: 'timer'; name: TimerName; conn: number; ms: number | null } // null cancels
+  | { do: 'save'; you: string; peer: string; line: string }
+  | { do: 'exit' };
+
+/** A fresh client at the Login screen. Exported for test/client-transitions.test.ts. */
+export function initialState(settings: ClientSettings, registryUdp: string, chatPort: number) {
+  return {
+    settings, registryUdp, chatPort, screen: { name: 'login_username' }, session: null, typedAhead: [],
+    pendingPeers: new Map(), seenTickets: new Map(), drops: null, lastStorage: null,
+    accountMayBeGone: false,
+  } as ClientState;
+}
+
+// ============================================================================================
+// The dispatcher and the transition table
+// ============================================================================================
+//
+// transition() is the whole behaviour of the client. It never touches a socket or the screen:
+// it returns the effects for dispatch() (in the effects section) to run. Events that mean the
+// same on every screen (signals, datagrams, new connections) are handled first; the rest go to
+// the handler of the current screen. A handler returns the next state, or NOT_NOW for a typed
+// line it cannot take yet (a waiting screen), which then waits in typedAhead.
+
+const NOT_NOW = Symbol('not now');
+type Out = Effect[];
+type ScreenEvent = ClientEvent | { type: 'request'; conn: number; from: string };
+/** What a screen handler returns: the next state, or NOT_NOW. */
+type Next = ClientState | typeof NOT_NOW;
+type ScreenHandler = (state: ClientState, event: ScreenEvent, out: Out, now: number) => Next;
+
+const SCREENS: Record<Screen['name'], ScreenHandler> = {
+  login_username: onLoginScreen, login_password: onLoginScreen, logging_in: onLoginScreen,
+  register_username: onRegisterScreen, register_password: onRegisterScreen,
+  registering: onRegisterScreen,
+  search: onSearchScreen, asking: onSearchScreen,
+  calling: onCallingScreen,
+  deciding: onDecidingScreen,
+  chat: onChatScreen,
+  quitting: onQuittingScreen,
+};
+
+/** Exported for test/client-transitions.test.ts. */
+export function transition(state: ClientState, event: ClientEvent, now: number) {
+  const out: Out = [];
+  let next = applyEvent(state, event, out, now);
+  // A new screen may take lines that were typed ahead, oldest first.
+  while (next.typedAhead.length > 0) {
+    const [typed, ...rest] = next.typedAhead;
+    const offered = typed === null ? { type: 'input_ended' as const } : { type: 'typed' as const, line: typed };
+    const taken = SCREENS[next.screen.name]({ ...next, typedAhead: rest }, offered, out, now);
+    if (taken === NOT_NOW) break;
+    next = taken;
+  }
+  return { state: next, effects: out };
+}
+
+function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: number): ClientState {
+  switch (event.type) {
+    case 'typed': case 'input_ended': {
+      // A line is offered at once when nothing waits ahead of it; /cancel and /quit jump the
+      // queue (that is what they are for). End of input waits behind typed-ahead lines, so
+      // those still reach the chat.
+      const typed = event.type === 'typed' ? event.line : null;
+      const urgent = typed !== null && /^\/(cancel|quit)$/i.test(typed.trim());
+      if (state.typedAhead.length === 0 || urgent) {
+        const taken = SCREENS[state.screen.name](state, event, out, now);
+        if (taken !== NOT_NOW) return taken;
+      }
+      return { ...state, typedAhead: [...state.typedAhead, typed] };
+    }
+    case 'started':
+      say(out, `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`, 'bold');
+      return reprompt(state, out);
+    case 'signal': return quit(state, out);
+    case 'datagram': return onDatagram(state, event, out);
+    case 'heartbeat_due': return onHeartbeatDue(state, out);
+    case 'hello_sent': return onHelloSent(state, event.error, out);
+    case 'peer_arrived': return onPeerArrived(state, event, out);
+    case 'timer':
+      if (event.name === 'drop_report') return reportDrops(state, out);
+      break;
+    case 'answer':
+      // The decoder checked every field; here we check it answers what we asked.
+      if (!answerFits(event.request, event.reply)) {
+        return applyEvent(state, { ...event, type: 'answer_failed', why: INVALID_ANSWER }, out, now);
+      }
+      break;
+    case 'peer_said': case 'peer_gone':
+      if (state.pendingPeers.has(event.conn)) return onIntroduction(state, event, out, now);
+      break;
+  }
+  const next = SCREENS[state.screen.name](state, event, out, now);
+  if (next === NOT_NOW) return state;
+  return next;
+}
+
+// ---- Login and Register ----
+
+function onLoginScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+  const screen = state.screen;
+  if (event.type === 'answer' && screen.name === 'logging_in' && event.request.type === 'login') {
+    const reply = event.reply;
+    if (reply.type === 'logged_in') return loggedIn(state, reply, out);
+    say(out, `Login failed: ${printable(reply.type === 'error' ? reply.message : '')}`, 'yellow');
+    if (reply.type === 'error' && reply.code === 'bad_credentials' && state.accountMayBeGone) {
+      say(out, 'The registry keeps accounts in memory, so your account may be gone after its ' +
+        'restart; /register to create it again.', 'yellow');
+    }
+    return loginScreen(state, out);
+  }
+  if (event.type === 'answer_failed' && screen.name === 'logging_in') {
+    say(out, `Login failed: ${event.why}.`, 'yellow');
+    return loginScreen(state, out);
+  }
+  if (event.type === 'request') return busy(state, event, out);
+  if (event.type !== 'typed') return orElse(state, event, out);
+  if (screen.name === 'logging_in') return waiting(state, event.line, out);
+  if (screen.name === 'login_password') {
+    if (event.line === '') return loginScreen(state, out); // Enter alone: back to the username
+    const { username } = screen;
+    ask(out, { type: 'login', username, password: event.line, chatPort: state.chatPort });
+    return waitFor(state, { name: 'logging_in' }, out);
+  }
+  const line = event.line.trim();
+  const command = commandOf(line);
+  if (line === '') return reprompt(state, out);
+  if (command === '/register') return registerScreen(state, out);
+  if (command === '/help') return help(state, LOGIN_HELP, out);
+  if (command !== null) return unknownCommand(state, line, out);
+  if (!USERNAME_PATTERN.test(line)) return notAUsername(state, line, out);
+  prompt(out, 'password: ', true);
+  return { ...state, screen: { name: 'login_password', username: line } };
+}
+
+function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out: Out): ClientState {
+  const [least, most] = HEARTBEAT_MS_RANGE;
+  const heartbeatMs = Math.min(most, Math.max(least, reply.heartbeatMs));
+  out.push({ do: 'heartbeat', everyMs: heartbeatMs });
+  say(out, `Logged in as ${reply.username}. Peers reach you on port ${state.chatPort}. ` +
+    'Type /help for commands.', 'green');
+  if (reply.replaced) say(out, 'This login ended your earlier session (elsewhere).', 'yellow');
+  const session: RegistrySession = {
+    username: reply.username, token: reply.token, lostBecause: null, helloShown: false,
+    helloError: null,
+  };
+  const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false };
+  return searchScreen(next, out);
+}
+
+function onRegisterScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+  const screen = state.screen;
+  if (event.type === 'answer' && screen.name === 'registering' && event.request.type === 'register') {
+    const reply = event.reply;
+    if (reply.type === 'registered') {
+      say(out, `Registered ${reply.username}. Now log in.`, 'green');
+      return loginScreen(state, out);
+    }
+    say(out, `Registration failed: ${printable(reply.type === 'error' ? reply.message : '')}`, 'yellow');
+    return registerScreen(state, out);
+  }
+  if (event.type === 'answer_failed' && screen.name === 'registering') {
+    say(out, `Registration failed: ${event.why}.`, 'yellow');
+    return registerScreen(state, out);
+  }
+  if (event.type === 'request') return busy(state, event, out);
+  if (event.type !== 'typed') return orElse(state, event, out);
+  if (screen.name === 'registering') return waiting(state, event.line, out);
+  if (screen.name === 'register_password') {
+    if (event.line === '') return registerScreen(state, out);
+    ask(out, { type: 'register', username: screen.username, password: event.line });
+    return waitFor(state, { name: 'registering' }, out);
+  }
+  const line = event.line.trim();
+  const command = commandOf(line);
+  if (line === '') return reprompt(state, out);
+  if (command === '/login') return loginScreen(state, out);
+  if (command === '/help') return help(state, REGISTER_HELP, out);
+  if (command !== null) return unknownCommand(state, line, out);
+  if (!USERNAME_PATTERN.test(line)) return notAUsername(state, line, out);
+  prompt(out, 'new password: ', true);
+  return { ...state, screen: { name: 'register_password', username: line } };
+}
+
+// ---- Search ----
+
+function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+  const screen = state.screen;
+  if (event.type === 'answer' || event.type === 'answer_failed') {
+    const asked = event.request.type;
+    if (asked === 'list') {
+      const next = onListAnswer(state, event, out);
+      return next.screen.name === 'asking' ? searchScreen(next, out) : next;
+    }
+    if (asked === 'logout' && screen.name === 'asking') {
+      if (event.type === 'answer') say(out, 'Logged out.', 'yellow');
+      else say(out, `Logged out here, but could not tell the registry: ${event.why}.`, 'yellow');
+      return loginScreen(state, out);
+    }
+    return state;
+  }
+  if (event.type === 'request') {
+    if (state.session === null) return busy(state, event, out);
+    say(out, `${event.from} wants to chat with you.`, 'bold');
+    prompt(out, `Accept ${event.from}? (y/n) `);
+    out.push({ do: 'timer', name: 'decide', conn: event.conn, ms: state.settings.decideTimeoutMs });
+    return { ...state, screen: { name: 'deciding', peer: event.from, conn: event.conn } };
+  }
+  if (event.type !== 'typed') return orElse(state, event, out);
+  if (screen.name === 'asking') return waiting(state, event.line, out);
+  const line = event.line.trim();
+  const [word, ...rest] = line.split(/\s+/);
+  const command = commandOf(word);
+  const argument = rest.join(' ');
+  if (line === '') return reprompt(state, out);
+  if (command === '/help') return help(state, SEARCH_HELP, out);
+  if (command === '/list') return askList(waitFor(state, { name: 'asking', about: 'list' }, out), argument, out);
+  if (command === '/logout') return logout(state, out);
+  if (command === '/search' && argument !== '') return callPeer(state, argument, out, now);
+  if (command !== null) return unknownCommand(state, line, out);
+  return callPeer(state, line, out, now);
+}
+
+function askList(state: ClientState, prefix: string, out: Out): ClientState {
+  const token = state.session?.token ?? '';
+  ask(out, prefix === '' ? { type: 'list', token } : { type: 'list', token, prefix });
+  return state;
+}
+
+/** An answer to /list, on Search or in a chat: print it (or why there is none). */
+function onListAnswer(state: ClientState, event: ScreenEvent, out: Out): ClientState {
+  if (event.type === 'answer_failed') {
+    say(out, `Could not list who is online: ${event.why}.`, 'yellow');
+  } else if (event.type === 'answer' && event.reply.type === 'online') {
+    const { users, total } = event.reply;
+    say(out, `Online (${total}): ${users.join(', ')}`);
+    if (total > users.length) {
+      say(out, `… and ${total - users.length} more; narrow with /list PREFIX`, 'dim');
+    }
+  } else if (event.type === 'answer' && event.reply.type === 'error') {
+    if (event.reply.code === 'not_logged_in') return loseSession(state, SESSION_FORGOTTEN, out);
+    say(out, printable(event.reply.message), 'yellow');
+  }
+  return state;
+}
+
+/** /logout: tell the registry at once (instead of letting it notice our silence), then Login. */
+function logout(state: ClientState, out: Out): ClientState {
+  const token = state.session?.token ?? '';
+  out.push({ do: 'heartbeat', everyMs: null });
+  ask(out, { type: 'logout', token });
+  return waitFor({ ...state, session: null }, { name: 'asking', about: 'logout' }, out);
+}
+
+// ---- Calling someone ----
+
+function callPeer(state: ClientState, wanted: string, out: Out, now: number): ClientState {
+  const session = state.session!;
+  if (!USERNAME_PATTERN.test(wanted)) return notAUsername(state, wanted, out);
+  if (normaliseUsername(wanted) === normaliseUsername(session.username)) {
+    say(out, 'That is you.', 'yellow');
+    return reprompt(state, out);
+  }
+  say(out, `Looking up ${wanted}…`, 'dim');
+  ask(out, { type: 'search', token: session.token, username: wanted }, now);
+  const screen: Screen = {
+    name: 'calling', peer: wanted, call: now, stage: 'looking_up', ticket: '', at: '',
+    conn: null, crossing: null,
+  };
+  return waitFor(state, screen, out);
+}
+
+function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+  const screen = state.screen;
+  if (screen.name !== 'calling') return state;
+  const { peer } = screen;
+  switch (event.type) {
+    case 'answer': case 'answer_failed': {
+      if (event.request.type === 'list') return onListAnswer(state, event, out);
+      if (event.request.type !== 'search' || event.tag !== screen.call) return state;
+      if (event.type === 'answer_failed') return callFailed(state, `${event.why}.`, out, now);
+      const reply = event.reply;
+      if (reply.type === 'error' && reply.code === 'not_logged_in') {
+        return loseSession(state, SESSION_FORGOTTEN, out);
+      }
+      if (reply.type !== 'found') return callFailed(state, printable(errorMessage(reply)), out, now);
+      say(out, `Waiting for ${reply.username}… (/cancel to give up)`, 'yellow');
+      out.push({ do: 'connect', call: screen.call, host: reply.host, port: reply.port });
+      const at = `${reply.host}:${reply.port}`;
+      return { ...state, screen: { ...screen, peer: reply.username, stage: 'connecting', ticket: reply.ticket, at } };
+    }
+    case 'call_connected':
+      if (event.call !== screen.call) return orElse(state, event, out);
+      send(out, event.conn, { type: 'chat_request', from: state.session!.username, ticket: screen.ticket });
+      out.push({ do: 'expect', conn: event.conn, ms: state.settings.answerTimeoutMs });
+      return { ...state, screen: { ...screen, stage: 'knocking', conn: event.conn } };
+    case 'call_failed':
+      if (event.call !== screen.call) return state;
+      return callFailed(state, `${peer} is unreachable at ${screen.at} (${event.why}).`, out, now);
+    case 'peer_said':
+      if (event.conn === screen.crossing) {
+        close(out, event.conn); // they gave up calling us; ours goes on
+        return { ...state, screen: { ...screen, crossing: null } };
+      }
+      if (event.conn !== screen.conn) return orElse(state, event, out);
+      if (event.message.type === 'chat_accept') {
+        if (screen.crossing !== null) close(out, screen.crossing);
+        say(out, `${peer} accepted. You are chatting with ${peer}; /back leaves.`, 'green');
+        return chatScreen(state, peer, event.conn, out, now);
+      }
+      close(out, event.conn);
+      if (event.message.type === 'chat_decline') {
+        return callFailed(state, declineInWords(peer, event.message.reason), out, now);
+      }
+      return callFailed(state, `${peer}'s client answered with "${event.message.type}"; hung up.`, out, now);
+    case 'peer_gone':
+      if (event.conn === screen.crossing) return { ...state, screen: { ...screen, crossing: null } };
+      if (event.conn !== screen.conn) return state;
+      return callFailed(state, event.why.kind === 'silent'
+        ? `No answer from ${peer}'s client within ${formatSeconds(event.why.waitedMs)}: ` +
+          'the request timed out.'
+        : event.why.kind === 'ended' ? `${peer} hung up without answering.`
+        : `Dropped ${peer}: ${describeEnd(event.why)}.`, out, now);
+    case 'request': {
+      if (normaliseUsername(event.from) !== normaliseUsername(peer)) return busy(state, event, out);
+      // Glare: we call them while they call us. Both want the chat, so neither asks its user:
+      // the call from the name that sorts first goes through, and the other side accepts it.
+      const ours = normaliseUsername(state.session!.username);
+      if (ours < normaliseUsername(peer)) {
+        if (screen.crossing !== null) close(out, screen.crossing);
+        return { ...state, screen: { ...screen, crossing: event.conn } };
+      }
+      if (screen.conn !== null) hangUp(out, screen.conn, { type: 'bye' });
+      return acceptRequest(state, event.from, event.conn, out, now);
+    }
+    case 'typed': {
+      const command = commandOf(event.line.trim());
+      if (command === '/cancel') {
+        if (screen.conn !== null) hangUp(out, screen.conn, { type: 'bye' });
+        if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
+        say(out, `Cancelled the request to ${peer}.`, 'yellow');
+        return searchScreen(state, out);
+      }
+      return waiting(state, event.line, out);
+    }
+    case 'input_ended': return quit(state, out);
+  }
+  return orElse(state, event, out);
+}
+
+/** Our call did not go through. If the peer's own call to us is waiting, take it instead. */
+function callFailed(state: ClientState, why: string, out: Out, now: number): ClientState {
+  const screen = state.screen;
+  say(out, why, 'yellow');
+  if (screen.name === 'calling' && screen.crossing !== null) {
+    return acceptRequest(state, screen.peer, screen.crossing, out, now);
+  }
+  return searchScreen(state, out);
+}
+
+function declineInWords(peer: string, reason: DeclineReason): string {
+  switch (reason) {
+    case 'declined': return `${peer} declined your request.`;
+    case 'busy': return `${peer} is busy (in another chat or deciding about one); try again later.`;
+    case 'timeout': return `${peer} did not answer in time: the request timed out.`;
+    case 'bad_ticket':
+      return `${peer}'s client refused the request: bad ticket (did the registry restart?).`;
+  }
+}
+
+// ---- Someone calls us ----
+
+function onDecidingScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+  const screen = state.screen;
+  if (screen.name !== 'deciding') return state;
+  const { peer, conn } = screen;
+  switch (event.type) {
+    case 'typed': {
+      const answer = event.line.trim().toLowerCase();
+      // Typing the asker's name counts as yes: the user was about to call them anyway.
+      if (answer === 'y' || answer === 'yes' || answer === normaliseUsername(peer)) {
+        cancelDecideTimer(out, conn);
+        return acceptRequest(state, peer, conn, out, now);
+      }
+      if (answer === 'n' || answer === 'no') {
+        cancelDecideTimer(out, conn);
+        hangUp(out, conn, DECLINED);
+        say(out, `Declined ${peer}.`, 'yellow');
+        return searchScreen(state, out);
+      }
+      if (answer === '/quit') return quit(state, out);
+      if (answer === '/help') return help(state, `${peer} wants to chat: y accepts, n declines.`, out);
+      prompt(out, `Please answer y or n. Accept ${peer}? (y/n) `);
+      return state;
+    }
+    case 'input_ended': return quit(state, out);
+    case 'timer':
+      if (event.name !== 'decide' || event.conn !== conn) return state;
+      hangUp(out, conn, { type: 'chat_decline', reason: 'timeout' });
+      say(out, `No answer within ${formatSeconds(state.settings.decideTimeoutMs)}: ` +
+        `declined ${peer}'s request automatically.`, 'yellow');
+      return searchScreen(state, out);
+    case 'peer_said': case 'peer_gone':
+      if (event.conn !== conn) return orElse(state, event, out);
+      cancelDecideTimer(out, conn);
+      close(out, conn);
+      if (event.type === 'peer_gone') say(out, `${peer} gave up (${describeEnd(event.why)}).`, 'yellow');
+      else if (event.message.type === 'bye') say(out, `${peer} gave up asking.`, 'yellow');
+      else say(out, `Dropped ${peer}: "${event.message.type}" makes no sense before an answer.`, 'yellow');
+      return searchScreen(state, out);
+    case 'request': return busy(state, event, out);
+  }
+  return orElse(state, event, out);
+}
+
+function acceptRequest(state: ClientState, peer: string, conn: number, out: Out, now: number) {
+  send(out, conn, { type: 'chat_accept' });
+  say(out, `You are chatting with ${peer}; /back leaves.`, 'green');
+  return chatScreen(state, peer, conn, out, now);
+}
+
+// ---- Chat ----
+
+function chatScreen(state: ClientState, peer: string, conn: number, out: Out, now: number): ClientState {
+  const you = state.session!.username;
+  const began = localTime(now);
+  out.push({ do: 'save', you, peer, line: `--- conversation with ${peer}, began ${began} (local time)` });
+  prompt(out, `${you} → ${peer}> `);
+  return { ...state, screen: { name: 'chat', peer, conn } };
+}
+
+function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+  const screen = state.screen;
+  if (screen.name !== 'chat') return state;
+  const { peer, conn } = screen;
+  const you = state.session!.username;
+  switch (event.type) {
+    case 'typed': {
+      const line = event.line.trim();
+      const [word, ...rest] = line.split(/\s+/);
+      const command = line.startsWith('//') ? null : commandOf(word);
+      if (line === '') return reprompt(state, out);
+      if (command === '/back') {
+        hangUp(out, conn, { type: 'bye' });
+        return endChat(state, `You left the chat with ${peer}.`, out);
+      }
+      if (command === '/quit') return quit(state, out);
+      if (command === '/help') return help(state, CHAT_HELP, out);
+      if (command === '/list') return askList(state, rest.join(' '), out);
+      if (command !== null) return unknownCommand(state, line, out);
+      const text = line.startsWith('//') ? line.slice(1) : line;
+      const message: PeerMessage = { type: 'msg', text, at: now };
+      // The peer's client drops a connection whose line passes MAX_LINE_BYTES (see
+      // PeerChannel), so a long paste would end the chat. Refuse it here, and keep the chat.
+      const lineBytes = Buffer.byteLength(encodeLine(message)) - 1; // the limit omits "\n"
+      if (lineBytes > MAX_LINE_BYTES) {
+        say(out, `Not sent: that message is too long (${lineBytes} bytes as a peer message; ` +
+          `the limit is ${MAX_LINE_BYTES}).`, 'yellow');
+        return reprompt(state, out);
+      }
+      send(out, conn, message);
+      showChatLine(out, now, you, text, 'cyan', true);
+      out.push({ do: 'save', you, peer, line: `${localTime(now)} ${you}: ${printable(text)}` });
+      return state;
+    }
+    case 'input_ended': return quit(state, out);
+    case 'peer_said':
+      if (event.conn !== conn) return orElse(state, event, out);
+      if (event.message.type === 'msg') {
+        // Shown with our own clock: `at` is only the peer's claim, and clocks disagree.
+        showChatLine(out, now, peer, event.message.text, 'green', false);
+        out.push({ do: 'save', you, peer, line: `${localTime(now)} ${peer}: ${printable(event.message.text)}` });
+        return state;
+      }
+      close(out, conn);
+      if (event.message.type !== 'bye') {
+        say(out, `Dropped ${peer}: "${event.message.type}" makes no sense in a chat.`, 'yellow');
+      }
+      return endChat(state, `${peer} left the chat.`, out);
+    case 'peer_gone':
+      if (event.conn !== conn) return state;
+      if (event.why.kind !== 'ended') say(out, `Dropped ${peer}: ${describeEnd(event.why)}.`, 'yellow');
+      return endChat(state, `${peer} left the chat.`, out);
+    case 'answer': case 'answer_failed':
+      return event.request.type === 'list' ? onListAnswer(state, event, out) : state;
+    case 'request':
+      // The same peer calling again is the loser's half of a glare we already resolved.
+      if (normaliseUsername(event.from) === normaliseUsername(peer)) {
+        close(out, event.conn);
+        return state;
+      }
+      return busy(state, event, out);
+  }
+  return orElse(state, event, out);
+}
+
+function showChatLine(out: Out, at: number, author: string, text: string, colour: Colour, own: boolean) {
+  out.push({ do: 'say', text: `[${clock(at)}] ${author}: ${printable(text)}`, colour, replacesTypedLine: own });
+}
+
+function endChat(state: ClientState, words: string, out: Out): ClientState {
+  say(out, words, 'yellow');
+  const lostBecause = state.session?.lostBecause;
+  if (lostBecause) {
+    say(out, lostBecause === REPLACED ? REPLACED
+      : 'The registry no longer knows this session; please log in again.', 'yellow');
+    return loginScreen({ ...state, session: null }, out);
+  }
+  return searchScreen(state, out);
+}
+
+// ---- Leaving ----
+
+/** /quit, end of input, Ctrl-C, SIGTERM, SIGHUP: leave every conversation, log out, exit 0. */
+function quit(state: ClientState, out: Out): ClientState {
+  if (state.screen.name === 'quitting') return state;
+  hangUpEverything(state, out);
+  prompt(out, '');
+  if (state.session === null) {
+    say(out, 'Bye.');
+    out.push({ do: 'exit' });
+  } else {
+    out.push({ do: 'heartbeat', everyMs: null });
+    ask(out, { type: 'logout', token: state.session.token });
+  }
+  return { ...state, screen: { name: 'quitting' }, session: null, typedAhead: [] };
+}
+
+function onQuittingScreen(state: ClientState, event: ScreenEvent, out: Out): ClientState {
+  if ((event.type === 'answer' || event.type === 'answer_failed') && event.request.type === 'logout') {
+    // A failed logout is fine too: the registry forgets us after its timeout anyway.
+    say(out, 'Bye.');
+    out.push({ do: 'exit' });
+  } else if (event.type === 'call_connected' || event.type === 'request') {
+    close(out, event.conn);
+  }
+  return state;
+}
+
+/** Ends whatever conversation the screen holds, telling the peer, and drops strangers. */
+function hangUpEverything(state: ClientState, out: Out): void {
+  const screen = state.screen;
+  if (screen.name === 'deciding') hangUp(out, screen.conn, DECLINED);
+  if (screen.name === 'chat') hangUp(out, screen.conn, { type: 'bye' });
+  if (screen.name === 'calling') {
+    if (screen.conn !== null) hangUp(out, screen.conn, { type: 'bye' });
+    if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
+  }
+  for (const conn of state.pendingPeers.keys()) close(out, conn, true);
+}
+
+// ---- What every screen shares ----
+
+/** What the registry must never be able to make us do: print an escape code, build a path
+ * from a name, or answer a question we did not ask. */
+const INVALID_ANSWER = 'the registry sent an invalid answer';
+/** What we say when the registry has forgotten our session (session_unknown, not_logged_in). */
+const SESSION_FORGOTTEN =
+  'the registry no longer knows this session — did it restart? Please log in again.';
+const REPLACED = 'You logged in somewhere else, so the registry ended this session here.';
+const DECLINED: PeerMessage = { type: 'chat_decline', reason: 'declined' };
+
+/** True when `reply` is an answer to `request`, about the name we asked about. */
+function answerFits(request: Request, reply: Reply): boolean {
+  const sameName = (name: string) =>
+    'username' in request && normaliseUsername(name) === normaliseUsername(request.username);
+  switch (reply.type) {
+    case 'error': return true;
+    case 'registered': return request.type === 'register' && sameName(reply.username);
+    case 'logged_in': return request.type === 'login' && sameName(reply.username);
+    case 'found': return request.type === 'search' && sameName(reply.username);
+    case 'online':
+      return request.type === 'list' && reply.users.length <= MAX_LISTED_USERS &&
+        reply.total >= reply.users.length;
+    case 'logged_out': return request.type === 'logout';
+  }
+}
+
+/** Events a screen has no use for: a connection it does not know about is closed, so a late
+ * arrival (a peer that connects after we cancelled) cannot linger. */
+function orElse(state: ClientState, event: ScreenEvent, out: Out): ClientState {
+  if (event.type === 'call_connected' || event.type === 'peer_said') close(out, event.conn);
+  if (event.type === 'typed' && commandOf(event.line.trim()) === '/quit') return quit(state, out);
+  if (event.type === 'input_ended') return quit(state, out);
+  return state;
+}
+
+/** A valid request that we cannot show now: the caller hears "busy"; our user hears who. */
+function busy(state: ClientState, event: { conn: number; from: string }, out: Out): ClientState {
+  hangUp(out, event.conn, { type: 'chat_decline', reason: 'busy' });
+  if (state.session !== null) say(out, `${event.from} tried to reach you while you were busy.`, 'dim');
+  return state;
+}
+
+/** The registry forgot us (session_unknown, or not_logged_in). In a chat we stay: the
+ * conversation is between the two clients and does not need the registry. */
+function loseSession(state: ClientState, why: string, out: Out): ClientState {
+  const session = state.session;
+  if (session === null || session.lostBecause !== null) return state;
+  out.push({ do: 'heartbeat', everyMs: null });
+  const next = { ...state, accountMayBeGone: why === SESSION_FORGOTTEN && state.lastStorage === 'memory' };
+  if (state.screen.name === 'chat') {
+    say(out, `${why} This chat goes on; you will be back at Login when it ends.`, 'yellow');
+    return { ...next, session: { ...session, lostBecause: why } };
+  }
+  hangUpEverything(state, out);
+  say(out, why, 'yellow');
+  return loginScreen({ ...next, session: null, pendingPeers: new Map() }, out);
+}
+
+function onDatagram(state: ClientState, event: ClientEvent & { type: 'datagram' }, out: Out) {
+  // Only the registry may tell us our session is gone; a datagram from anywhere else (another
+  // port of the same machine included) is ignored. (UDP source addresses can still be forged
+  // on a network that allows it; this stops everyone who cannot.)
+  if (event.sender !== state.registryUdp) {
+    if (!state.settings.trace) return state;
+    const what = `ignored %d datagrams from ${event.sender} (not the registry)`;
+    return noteDrop(state, what, `ignored a datagram from ${event.sender}: ` +
+      `only the registry at ${state.registryUdp} may speak on this socket`, out);
+  }
+  if (event.message?.type !== 'session_unknown') return state;
+  trace(state, out, `← udp ${JSON.stringify(event.message)}`);
+  return loseSession(state, event.message.reason === 'replaced' ? REPLACED : SESSION_FORGOTTEN, out);
+}
+
+function onHeartbeatDue(state: ClientState, out: Out): ClientState {
+  const session = state.session;
+  if (session === null || session.lostBecause !== null) return state;
+  out.push({ do: 'hello', username: session.username, token: session.token });
+  if (session.helloShown) return state;
+  trace(state, out, `→ udp hello from ${session.username} (further hellos are shown only ` +
+    'when something changes)');
+  return { ...state, session: { ...session, helloShown: true } };
+}
+
+function onHelloSent(state: ClientState, error: string | null, out: Out): ClientState {
+  const session = state.session;
+  if (session === null || error === session.helloError) return state;
+  trace(state, out, error === null ? '→ udp hellos get through again' : `→ udp hello failed (${error})`);
+  return { ...state, session: { ...session, helloError: error } };
+}
+
+// ---- Strangers at the chat port ----
+//
+// Someone connects to our chat port. Until they send a chat_request we do not know who they
+// are: they wait in pendingPeers (a few at a time) for greetingTimeoutMs at most. Their ticket
+// is checked before our user hears of them: only the registry, which knows our session token,
+// can make one that passes, and each ticket works once.
+
+function onPeerArrived(state: ClientState, event: ClientEvent & { type: 'peer_arrived' }, out: Out) {
+  const { maxPendingPeers, maxPendingPeersPerAddress, greetingTimeoutMs } = state.settings;
+  const fromThere = [...state.pendingPeers.values()].filter((a) => a === event.address).length;
+  if (state.pendingPeers.size >= maxPendingPeers || fromThere >= maxPendingPeersPerAddress) {
+    close(out, event.conn, true);
+    return noteDrop(state, `dropped %d chat connections from ${event.address}`,
+      `Dropped a connection from ${event.remote}: too many connections waiting to introduce ` +
+      `themselves (at most ${maxPendingPeers}, ${maxPendingPeersPerAddress} per address).`, out);
+  }
+  out.push({ do: 'expect', conn: event.conn, ms: greetingTimeoutMs });
+  return { ...state, pendingPeers: new Map(state.pendingPeers).set(event.conn, event.address) };
+}
+
+/** The first thing a pending connection did: sent its request (or something else), or left. */
+function onIntroduction(state: ClientState, event: ScreenEvent & { type: 'peer_said' | 'peer_gone' },
+  out: Out, now: number): ClientState {
+  const address = state.pendingPeers.get(event.conn)!;
+  const pendingPeers = new Map(state.pendingPeers);
+  pendingPeers.delete(event.conn);
+  const next = { ...state, pendingPeers };
+  const dropped = `dropped %d chat connections from ${address}`;
+  if (event.type === 'peer_gone') {
+    if (event.why.kind === 'ended') return next;
+    return noteDrop(next, dropped, `Dropped a connection from ${event.remote}: ${describeEnd(event.why)}.`, out);
+  }
+  const request = event.message;
+  if (request.type !== 'chat_request') {
+    close(out, event.conn);
+    return noteDrop(next, dropped, `Dropped a connection from ${event.remote}: it sent ` +
+      `"${request.type}" before any chat request.`, out);
+  }
+  const session = state.session;
+  if (session === null) return busy(next, { conn: event.conn, from: request.from }, out);
+  let verdict: string = checkTicket(session.token, request.ticket, request.from, session.username, now);
+  if (verdict === 'valid' && state.seenTickets.has(request.ticket)) verdict = 'used before';
+  if (verdict !== 'valid') {
+    hangUp(out, event.conn, { type: 'chat_decline', reason: 'bad_ticket' });
+    return noteDrop(next, dropped, `Warning: refused a chat request claiming to come from ` +
+      `"${request.from}" at ${event.remote}: its ticket is not valid ` +
+      `(${verdict.replace('_', ' ')}). Someone may be impersonating them.`, out, 'red');
+  }
+  const seenTickets = rememberTicket(state.seenTickets, request.ticket, now);
+  const screenEvent = { type: 'request' as const, conn: event.conn, from: request.from };
+  const taken = SCREENS[state.screen.name]({ ...next, seenTickets }, screenEvent, out, now);
+  return taken === NOT_NOW ? { ...next, seenTickets } : taken;
+}
+
+/** Adds a used ticket; forgets expired ones, and the oldest beyond MAX_SEEN_TICKETS. */
+function rememberTicket(seen: ReadonlyMap<string, number>, ticket: string, now: number) {
+  // A valid ticket is "v1.<caller>.<callee>.<expiresAtMs>.<signature>" (see protocol.ts).
+  const expiresAt = Number(ticket.split('.')[3]);
+  const kept = [...seen].filter(([, expiry]) => expiry >= now).slice(-(MAX_SEEN_TICKETS - 1));
+  return new Map([...kept, [ticket, expiresAt]]);
+}
+
+/** A dropped connection (or ignored datagram). The first after a quiet spell is told at once,
+ * in full; later ones are only counted under `what` ("dropped %d … from 10.0.0.7") and told in
+ * a summary every dropReportMs, so a flood of attackers cannot flood the screen. */
+function noteDrop(state: ClientState, what: string, detail: string, out: Out, colour: Colour = 'yellow') {
+  if (state.drops === null) {
+    say(out, printable(detail), colour);
+    out.push({ do: 'timer', name: 'drop_report', conn: 0, ms: state.settings.dropReportMs });
+    return { ...state, drops: new Map<string, number>() };
+  }
+  // Many addresses (loopback alone has millions) are lumped together beyond the first few.
+  const key = state.drops.has(what) || state.drops.size < 3 ? what : 'dropped %d more from other addresses';
+  return { ...state, drops: new Map(state.drops).set(key, (state.drops.get(key) ?? 0) + 1) };
+}
+
+function reportDrops(state: ClientState, out: Out): ClientState {
+  if (state.drops === null || state.drops.size === 0) return { ...state, drops: null };
+  const seconds = formatSeconds(state.settings.dropReportMs);
+  for (const [what, count] of state.drops) {
+    say(out, `${what.replace('%d', String(count))} in the last ${seconds}`, 'yellow');
+  }
+  out.push({ do: 'timer', name: 'drop_report', conn: 0, ms: state.settings.dropReportMs });
+  return { ...state, drops: new Map() };
+}
+
+// ---- Small helpers for the handlers ----
+
+const LOGIN_HELP = `Login: type your username, then your password (Enter alone goes back).
+  /register   create an account
+  /quit       exit`;
+const REGISTER_HELP = `Register: choose a username (${USERNAME_RULE}), then a password.
+  /login      back to the Login screen
+  /quit       exit`;
+const SEARCH_HELP = `Commands:
+  NAME or /search NAME   ask NAME to chat
+  /list [PREFIX]         who is online (names starting with PREFIX)
+  /logout                log out and return to the login screen
+  /quit                  log out and exit
+  /help                  this list
+While waiting for an answer: /cancel gives up. Commands ignore case.`;
+const CHAT_HELP = `In a chat: type a line to send it; //text sends "/text".
+  /list [PREFIX]   who is online
+  /back            leave the chat
+  /quit            leave, log out and exit`;
+
+/** "/list" for "/LIST" and "/List"; null for a line that is not a command. */
+function commandOf(word: string): string | null {
+  return word.startsWith('/') ? word.toLowerCase() : null;
+}
+
+function say(out: Out, text: string, colour?: Colour): void {
+  out.push({ do: 'say', text, colour });
+}
+
+function trace(state: ClientState, out: Out, text: string): void {
+  if (state.settings.trace) say(out, printable(text), 'dim');
+}
+
+function prompt(out: Out, text: string, secret = false): void {
+  out.push({ do: 'prompt', text, secret });
+}
+
+function ask(out: Out, request: Request, tag = 0): void {
+  out.push({ do: 'ask', request, tag });
+}
+
+function send(out: Out, conn: number, message: PeerMessage): void {
+  out.push({ do: 'send', conn, message });
+}
+
+function close(out: Out, conn: number, atOnce = false): void {
+  out.push({ do: 'close', conn, atOnce });
+}
+
+/** Sends a last message (bye, or a decline), then closes. */
+function hangUp(out: Out, conn: number, last: PeerMessage): void {
+  send(out, conn, last);
+  close(out, conn);
+}
+
+function cancelDecideTimer(out: Out, conn: number): void {
+  out.push({ do: 'timer', name: 'decide', conn, ms: null });
+}
+
+function errorMessage(reply: Reply): string {
+  return reply.type === 'error' ? reply.message : INVALID_ANSWER;
+}
+
+/** A line typed while the screen waits for an answer: only /quit acts now. */
+function waiting(state: ClientState, line: string, out: Out): Next {
+  return commandOf(line.trim()) === '/quit' ? quit(state, out) : NOT_NOW;
+}
+
+/** Switches to a screen that waits for the registry: no prompt until the answer. */
+function waitFor(state: ClientState, screen: Screen, out: Out): ClientState {
+  prompt(out, '');
+  return { ...state, screen };
+}
+
+function reprompt(state: ClientState, out: Out): ClientState {
+  prompt(out, promptOf(state), state.screen.name.endsWith('password'));
+  return state;
+}
+
+function help(state: ClientState, text: string, out: Out): ClientState {
+  say(out, text);
+  return reprompt(state, out);
+}
+
+function unknownCommand(state: ClientState, line: string, out: Out): ClientState {
+  const shown = quoteSafely(line);
+  say(out, state.screen.name === 'chat'
+    ? `Unknown command ${shown}; to send a line that starts with "/", type /${shown}`
+    : `Unknown command ${shown}; type /help.`, 'yellow');
+  return reprompt(state, out);
+}
+
+function notAUsername(state: ClientState, line: string, out: Out): ClientState {
+  say(out, `Not a username: "${quoteSafely(line)}" (${USERNAME_RULE}).`, 'yellow');
+  return reprompt(state, out);
+}
+
+function promptOf(state: ClientState): string {
+  const screen = state.screen;
+  const you = state.session?.username ?? '?';
+  switch (screen.name) {
+    case 'login_username': return 'Login — username (or /register, /help, /quit): ';
+    case 'login_password': return 'password: ';
+    case 'register_username': return 'Register — new username (or /login to go back): ';
+    case 'register_password': return 'new password: ';
+    case 'search': return `${you}> `;
+    case 'deciding': return `Accept ${screen.peer}? (y/n) `;
+    case 'chat': return `${you} → ${screen.peer}> `;
+    default: return '';
+  }
+}
+
+function loginScreen(state: ClientState, out: Out): ClientState {
+  return reprompt({ ...state, screen: { name: 'login_username' } }, out);
+}
+function registerScreen(state: ClientState, out: Out): ClientState {
+  return reprompt({ ...state, screen: { name: 'register_username' } }, out);
+}
+function searchScreen(state: ClientState, out: Out): ClientState {
+  return reprompt({ ...state, screen: { name: 'search' } }, out);
+}
+
+/** Text from the network shown on our screen, or written to a history file, loses what could
+ * rearrange the screen: control characters (escape codes move the cursor, retitle the window,
+ * erase lines), bidi controls (which make text read backwards), and invisible separators and
+ * zero-width characters. Each becomes a visible U+FFFD. The zero-width joiner stays: it is
+ * what glues emoji like 👨‍👩‍👧 together. */
+function printable(text: string): string {
+  return text.replace(
+    /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]/g,
+    '\uFFFD');
+}
+
+/** A stranger's text in one of our sentences: printable and short. */
+function quoteSafely(text: string): string {
+  const chars = [...printable(text)];
+  return chars.length <= MAX_QUOTED_CHARS ? chars.join('') : `${chars.slice(0, MAX_QUOTED_CHARS).join('')}…`;
+}
+
+function clock(at: number): string {
+  return new Date(at).toTimeString().slice(0, 8); // "14:03:07"
+}
+
+/** "2026-11-25 10:31:02" in local time, like the clock on the screen. */
+function localTime(at: number): string {
+  const date = new Date(at);
+  const day = [date.getFullYear(), date.getMonth() + 1, date.getDate()];
+  return `${day.map((n) => String(n).padStart(2, '0')).join('-')} ${clock(at)}`;
+}
+
+function formatSeconds(ms: number): string {
+  return ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`;
+}
+
+// ============================================================================================
+// Effects: the dispatcher
+// ============================================================================================
+//
+// The one place where client.state changes. Events that arrive while effects of an earlier
+// event are running (a PeerChannel reporting inside a send, say) wait in `inbox`, so each
+// transition sees the state the previous one left.
+
+type Client = {
+  /** Everything the client remembers; assigned only by dispatch(). */
+  state: ClientState;
+  /** Events waiting for the current dispatch to finish. */
+  inbox: ClientEvent[];
+  /** The keyboard and screen. */
+  terminal: Terminal;
+  /** Accepts peers' connections on the chat port. */
+  chatListener: net.Server;
+  /** Sends hellos to the registry and hears session_unknown back. */
+  heartbeatSocket: dgram.Socket;
+  /** The registry's address as resolved at start-up (hellos go there; replies must come from
+   * there). */
+  registryAddress: string;
+  /** The real connections behind the `conn` numbers of states and events. */
+  channels: Map<number, PeerChannel>;
+  /** The next `conn` number to give out. */
+  nextConn: number;
+  /** Running timers, by "name:conn", and the heartbeat's interval. */
+  timers: Map<string, ReturnType<typeof setTimeout>>;
+  heartbeat: ReturnType<typeof setInterval> | undefined;
+};
+
+function dispatch(client: Client, event: ClientEvent): void {
+  client.inbox.push(event);
+  if (client.inbox.length > 1) return; // the loop below, further up the stack, will get to it
+  while (client.inbox.length > 0) {
+    const { state, effects } = transition(client.state, client.inbox[0], Date.now());
+    client.state = state;
+    for (const effect of effects) run(client, effect);
+    client.inbox.shift();
+  }
+}
+
+function run(client: Client, effect: Effect): void {
+  const { settings } = client.state;
+  switch (effect.do) {
+    case 'say': return sayOnScreen(client.terminal, effect.text, effect.colour, effect.replacesTypedLine);
+    case 'prompt': return showPrompt(client.terminal, effect.text, effect.secret);
+    case 'ask': {
+      const { request, tag = 0 } = effect;
+      askRegistry(client, request).then(
+        (reply) => dispatch(client, { type: 'answer', request, reply, tag }),
+        (error) => dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag }));
+      return;
+    }
+    case 'connect': {
+      const conn = client.nextConn++;
+      const { call, host, port } = effect;
+      PeerChannel.connect(host, port, peerHandlers(client, conn), settings.registryTimeoutMs).then(
+        (channel) => {
+          client.channels.set(conn, channel);
+          dispatch(client, { type: 'call_connected', call, conn });
+        },
+        (error) => dispatch(client, { type: 'call_failed', call, why: errorText(error) }));
+      return;
+    }
+    case 'send': return client.channels.get(effect.conn)?.send(effect.message);
+    case 'close': {
+      const channel = client.channels.get(effect.conn);
+      client.channels.delete(effect.conn);
+      channel?.close();
+      if (effect.atOnce) channel?.socket.destroy();
+      return;
+    }
+    case 'expect': return client.channels.get(effect.conn)?.expectWithin(effect.ms);
+    case 'heartbeat':
+      clearInterval(client.heartbeat);
+      client.heartbeat = effect.everyMs === null ? undefined
+        : setInterval(() => dispatch(client, { type: 'heartbeat_due' }), effect.everyMs);
+      return;
+    case 'hello': {
+      const hello = encodeDatagram({ type: 'hello', username: effect.username, token: effect.token });
+      // A lost datagram does not matter (the next one follows); a failure is only traced.
+      client.heartbeatSocket.send(hello, settings.udpPort, client.registryAddress, (error) => {
+        const code = error ? (error as NodeJS.ErrnoException).code ?? error.message : null;
+        dispatch(client, { type: 'hello_sent', error: code });
+      });
+      return;
+    }
+    case 'timer': {
+      const key = `${effect.name}:${effect.conn}`;
+      clearTimeout(client.timers.get(key));
+      client.timers.delete(key);
+      if (effect.ms === null) return;
+      const { name, conn } = effect;
+      client.timers.set(key, setTimeout(() => {
+        client.timers.delete(key);
+        dispatch(client, { type: 'timer', name, conn });
+      }, effect.ms));
+      return;
+    }
+    case 'save': return saveToHistory(client, effect.you, effect.peer, effect.line);
+    case 'exit':
+      client.chatListener.close();
+      client.heartbeatSocket.close();
+      try {
+        client.terminal.readline.close(); // may throw EIO if the terminal is already gone
+      } catch {
+        // Nothing left to restore.
+      }
+      process.exit(0);
+  }
+}
+
+// ============================================================================================
+// Effects: the terminal
+// ============================================================================================
+//
+// Two kinds of terminal are handled differently:
+//   - a TTY (a person at a keyboard): readline edits the line. When a message arrives while the
+//     person is half-way through typing, readline itself erases the prompt and the draft (it
+//     knows how many rows they take: wide CJK characters, emoji, a draft that wraps), we print
+//     the message, and readline draws the prompt and the draft again below it. Passwords are
+//     not echoed and never enter the Up-arrow history. Colour unless NO_COLOR is set.
+//   - a pipe (a script, or `client.ts < file`): plain lines in, plain lines out, every prompt on
+//     its own line, and never an escape code.
+
+type Terminal = {
+  /** Reads typed lines (and, on a TTY, does the line editing: arrows, backspace, history). */
+  readline: readline.Interface;
+  /** True when both stdin and stdout are a terminal, false for pipes and files. */
+  isTty: boolean;
+  /** Whether to colour output: stdout is a terminal and NO_COLOR is not set. */
+  colour: boolean;
+  /** The prompt currently shown ('' while we wait for something). */
+  prompt: string;
+  /** A password is being typed: readline's echo is swallowed, and the line is kept out of the
+   * history. */
+  secret: boolean;
+  /** TTY: the rows the line just typed takes, while it is still the last thing on the screen
+   * (0 once anything was printed below it); a chat line is redrawn in its place. */
+  typedRows: number;
+};
+
+/** The parts of readline's Interface we use beyond its type: the draft (`line`, `cursor`,
+ * documented but typed read-only), and the Up-arrow history and its size. */
+type EditableLine = { line: string; cursor: number; history?: string[]; historySize: number };
+const HISTORY_SIZE = 100;
+
+function createTerminal(): Terminal {
+  const isTty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  // readline echoes what is typed to its output. To hide a password we give it an output that
+  // passes writes through to stdout unless `secret` is set. (It also needs the screen width.)
+  const echo = new Writable({
+    write(chunk, _encoding, done) {
+      if (!terminal.secret) process.stdout.write(chunk);
+      done();
+    },
+  });
+  Object.defineProperty(echo, 'columns', { get: () => process.stdout.columns });
+  if (isTty) {
+    // When the terminal window closes, readline's attempt to leave raw mode throws EIO. We
+    // still have a logout to send, so that must not end the program.
+    const setRawMode = process.stdin.setRawMode.bind(process.stdin);
+    process.stdin.setRawMode = (mode: boolean) => {
+      try {
+        return setRawMode(mode);
+      } catch {
+        return process.stdin;
+      }
+    };
+  }
+  const terminal: Terminal = {
+    readline: readline.createInterface({
+      input: process.stdin,
+      output: isTty ? echo : undefined, // from a pipe nothing is echoed; we print prompts ourselves
+      terminal: isTty,
+      historySize: HISTORY_SIZE,
+    }),
+    isTty,
+    colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
+    prompt: '',
+    secret: false,
+    typedRows: 0,
+  };
+  return terminal;
+}
+
+/** readline just handed us `line`. At a TTY, keep a password out of the history, and remember
+ * how many rows the typed line takes. */
+function onLineTyped(terminal: Terminal, line: string): void {
+  if (!terminal.isTty) return;
+  const editable = terminal.readline as unknown as EditableLine;
+  if (terminal.secret) {
+    // historySize was 0 while the password was typed; this also covers a readline that
+    // ignores a size changed after creation.
+    if (editable.history?.[0] === line) editable.history.shift();
+    terminal.typedRows = 0;
+    process.stdout.write('\n'); // the hidden Enter did not move the cursor
+    return;
+  }
+  // Ask readline where the cursor would be at the end of this line: it measures in columns.
+  // readline leaves one row more below the text (a line that exactly fills its last row gets
+  // an extra, empty one).
+  const saved = [editable.line, editable.cursor] as const;
+  [editable.line, editable.cursor] = [line, line.length];
+  terminal.typedRows = terminal.readline.getCursorPos().rows + 1;
+  [editable.line, editable.cursor] = saved;
+}
+
+/** Prints one line without disturbing what the user is typing. */
+function sayOnScreen(terminal: Terminal, text: string, colour?: Colour, replacesTypedLine = false) {
+  const painted = colour !== undefined && terminal.colour ? styleText(colour, text) : text;
+  if (!terminal.isTty) {
+    process.stdout.write(painted + '\n');
+    return;
+  }
+  const out = process.stdout;
+  if (replacesTypedLine && terminal.typedRows > 0) {
+    // readline left what we typed on the screen; the formatted line takes its place.
+    readline.moveCursor(out, 0, -terminal.typedRows);
+    readline.cursorTo(out, 0);
+    readline.clearScreenDown(out);
+  }
+  terminal.typedRows = 0;
+  if (terminal.secret) {
+    readline.cursorTo(out, 0);
+    readline.clearLine(out, 0);
+    out.write(`${painted}\n${terminal.prompt}`); // the typed password stays hidden
+    return;
+  }
+  // With the draft emptied, readline redraws just the prompt, starting from the top row of the
+  // old prompt and draft: that erases exactly the rows they took. We print our line there,
+  // then give the draft back and let readline draw prompt and draft below.
+  const editable = terminal.readline as unknown as EditableLine;
+  const draft = [editable.line, editable.cursor] as const;
+  [editable.line, editable.cursor] = ['', 0];
+  terminal.readline.prompt(true);
+  readline.cursorTo(out, 0);
+  readline.clearScreenDown(out);
+  out.write(painted + '\n');
+  [editable.line, editable.cursor] = draft;
+  terminal.readline.prompt(true);
+}
+
+/** Shows a prompt ('' shows none). From a pipe it is a line of its own: scripts wait for it. */
+function showPrompt(terminal: Terminal, text: string, secret = false): void {
+  terminal.prompt = text;
+  if (!terminal.isTty) {
+    if (text !== '') process.stdout.write(text + '\n');
+    return;
+  }
+  terminal.secret = false; // let readline draw the prompt itself
+  terminal.readline.setPrompt(text);
+  (terminal.readline as unknown as EditableLine).historySize = secret ? 0 : HISTORY_SIZE;
+  // `true` keeps the cursor where it is in a half-typed line; without it readline moves the
+  // cursor to the start, and the next keys typed would land in front of the text.
+  terminal.readline.prompt(true);
+  terminal.secret = secret;
+}
+
+// ============================================================================================
+// Effects: the registry
+// ============================================================================================
+//
+// Each request opens a fresh TCP connection, sends one line, reads one line, and closes. That
+// costs a few milliseconds more than keeping a connection open, but there is nothing to keep
+// alive, nothing to reconnect, and a registry that went away is noticed exactly when we need it.
+
+function askRegistry(client: Client, request: Request): Promise<Reply> {
+  const { server, tcpPort, registryTimeoutMs } = client.state.settings;
+  const where = `${server}:${tcpPort}`;
+  const traced = (direction: string, line: string) => {
+    if (client.state.settings.trace) {
+      sayOnScreen(client.terminal, printable(`${direction} registry ${redactSecrets(line)}`), 'dim');
+    }
+  };
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: client.registryAddress, port: tcpPort });
+    const splitter = new LineSplitter();
+    const finish = (outcome: Reply | string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (typeof outcome === 'string') reject(new Error(outcome));
+      else resolve(outcome);
+    };
+    const timer = setTimeout(() => {
+      finish(`no answer from the registry at ${where} within ${formatSeconds(registryTimeoutMs)}`);
+    }, registryTimeoutMs);
+    socket.on('connect', () => {
+      const line = encodeLine(request);
+      traced('→', line.trimEnd());
+      socket.write(line);
+    });
+    socket.on('data', (chunk: Uint8Array) => {
+      const { lines, tooLong } = splitter.push(chunk);
+      if (tooLong) return finish(INVALID_ANSWER);
+      if (lines.length === 0) return;
+      const decoded = decodeReply(lines[0]);
+      // An answer that fails the decoder is not shown, not even with --trace: it may be anything.
+      if (!decoded.ok) return finish(INVALID_ANSWER);
+      traced('←', JSON.stringify(decoded.message));
+      finish(decoded.message);
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      finish(`cannot reach the registry at ${where} (${error.code ?? error.message})`);
+    });
+    socket.on('close', () => finish('the registry closed the connection without answering'));
+  });
+}
+
+/** --trace shows the protocol, but secrets have no business on a screen someone may be
+ * sharing: the password is hidden, and the session token shortened to its first characters. */
+function redactSecrets(line: string): string {
+  return line
+    .replace(/"password":"(?:[^"\\]|\\.)*"/, '"password":"***"')
+    .replace(/"token":"([^"]{6})[^"]*"/, '"token":"$1…"');
+}
+
+// ============================================================================================
+// Effects: peers
 // ============================================================================================
 //
 // Between two clients the protocol is the same as with the registry: one JSON object per line.
@@ -111,7 +1440,8 @@ export const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
 // silence past a deadline set with expectWithin() ends the connection, and the owner is told
 // why through onClose. Nothing a peer sends can throw an exception into our program.
 
-/** Why a PeerChannel ended (reported through onClose). */
+/** Why a PeerChannel ended (reported through onClose). Exported for
+ * test/client-peer-channel.test.ts. */
 export type PeerChannelEnd =
   | { kind: 'ended' } // the other side closed the connection
   | { kind: 'error'; detail: string } // the socket failed, e.g. ECONNRESET
@@ -119,7 +1449,7 @@ export type PeerChannelEnd =
   | { kind: 'too_long' } // a line longer than the limit
   | { kind: 'silent'; waitedMs: number }; // nothing arrived before the expectWithin() deadline
 
-export type PeerChannelHandlers = {
+type PeerChannelHandlers = {
   /** Called for each valid message, in order. */
   onMessage: (message: PeerMessage, channel: PeerChannel) => void;
   /** Called once when the connection ends for any reason other than our own close(). */
@@ -129,7 +1459,8 @@ export type PeerChannelHandlers = {
 };
 
 /**
- * One TCP connection to another client, speaking the peer protocol.
+ * One TCP connection to another client, speaking the peer protocol. Exported for bench/ and
+ * test/client-peer-channel.test.ts.
  *
  *   const channel = await PeerChannel.connect('127.0.0.1', 40123, {
  *     onMessage: (message) => console.log('got', message),
@@ -155,7 +1486,7 @@ export class PeerChannel {
   /** Pending expectWithin() deadline, if any. */
   private silenceTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(socket: net.Socket, handlers: PeerChannelHandlers, maxLineBytes: number = MAX_LINE_BYTES) {
+  constructor(socket: net.Socket, handlers: PeerChannelHandlers, maxLineBytes = MAX_LINE_BYTES) {
     this.socket = socket;
     this.handlers = handlers;
     this.splitter = new LineSplitter(maxLineBytes);
@@ -165,13 +1496,15 @@ export class PeerChannel {
     socket.setNoDelay(true);
     let errorDetail: string | undefined;
     socket.on('error', (error: NodeJS.ErrnoException) => (errorDetail = error.code ?? error.message));
-    socket.on('close', () => this.end(errorDetail ? { kind: 'error', detail: errorDetail } : { kind: 'ended' }));
+    socket.on('close', () => {
+      this.end(errorDetail ? { kind: 'error', detail: errorDetail } : { kind: 'ended' });
+    });
     socket.on('data', (chunk: Uint8Array) => this.receive(chunk));
   }
 
   /** Connects to a peer; rejects if no connection is made within timeoutMs. */
-  static connect(host: string, port: number, handlers: PeerChannelHandlers, timeoutMs = 5000): Promise<PeerChannel> {
-    return new Promise((resolve, reject) => {
+  static connect(host: string, port: number, handlers: PeerChannelHandlers, timeoutMs = 5000) {
+    return new Promise<PeerChannel>((resolve, reject) => {
       const socket = net.connect({ host, port });
       const timer = setTimeout(() => {
         socket.destroy();
@@ -258,914 +1591,95 @@ function describeEnd(why: PeerChannelEnd): string {
   switch (why.kind) {
     case 'ended': return 'the connection was closed';
     case 'error': return `the connection failed (${why.detail})`;
-    case 'garbage': return `it sent something that is not a p2p-chat message (${why.detail})`;
+    case 'garbage': return `it sent something that is not a p2p-chat message (${quoteSafely(why.detail)})`;
     case 'too_long': return `it sent a line longer than ${MAX_LINE_BYTES} bytes`;
     case 'silent': return `it said nothing for ${formatSeconds(why.waitedMs)}`;
   }
 }
 
-// ============================================================================================
-// Client state
-// ============================================================================================
-//
-// Everything the client remembers is declared here. `state` says which screen we are on and
-// holds what that screen needs; a state that involves a peer carries the peer's channel, so a
-// channel can only be in use while we are in a state that knows about it.
-
-export type ClientState =
-  // ---- Login screen ----
-  | { name: 'login_username' }
-  | { name: 'login_password'; username: string }
-  | { name: 'logging_in'; username: string } // waiting for the registry's answer
-  // ---- Register screen ----
-  | { name: 'register_username' }
-  | { name: 'register_password'; username: string }
-  | { name: 'registering'; username: string } // waiting for the registry's answer
-  // ---- Search screen (home) ----
-  | { name: 'search' }
-  /** Waiting for the registry's answer to /list or /logout. */
-  | { name: 'asking_registry'; about: 'list' | 'logout' }
-  /** We asked for `peer`: first the registry (channel null), then the peer itself. */
-  | { name: 'calling'; peer: string; channel: PeerChannel | null }
-  /** `peer` asked us; our user says yes or no before `timer` declines for them. */
-  | { name: 'deciding'; peer: string; channel: PeerChannel; timer: ReturnType<typeof setTimeout> }
-  // ---- Chat screen ----
-  | { name: 'chat'; peer: string; channel: PeerChannel }
-  // ---- Leaving ----
-  | { name: 'quitting' };
-
-/** What the registry gave us at login. Exists only while we are logged in. */
-type Session = {
-  /** Our name as registered (the registry tells us its spelling). */
-  username: string;
-  /** The secret proving requests are ours; also the key that checks tickets sent to us. */
-  token: string;
-  /** Sends a hello to the registry every heartbeatMs. */
-  heartbeatTimer: ReturnType<typeof setInterval>;
-  /** Set when the registry forgot this session while we were chatting. The chat goes on (it
-   * never passed through the registry); when it ends, we go back to Login. */
-  lostDuringChat: boolean;
-};
-
-/** A line the user typed, or END_OF_INPUT when the input closed (Ctrl-D, end of a pipe). */
-type InputLine = string | typeof END_OF_INPUT;
-const END_OF_INPUT = Symbol('end of input');
-
-type Client = {
-  /** From the command line; never changed afterwards. */
-  settings: ClientSettings;
-  /** Which screen we are on, and what it needs. */
-  state: ClientState;
-  /** Set while logged in. */
-  session: Session | null;
-  /** The keyboard and screen. */
-  terminal: Terminal;
-  /** Lines typed but not yet handled. A waiting state leaves them here, so a script that types
-   * ahead of the prompts loses nothing. */
-  pendingInput: InputLine[];
-  /** True while handlePendingInput() is running (it must not run inside itself). */
-  handlingInput: boolean;
-  /** Accepts peers' connections on settings.chatPort. */
-  chatListener: net.Server;
-  /** The port chatListener actually got (the one we tell the registry). */
-  chatPort: number;
-  /** Incoming connections that have not yet sent their chat_request. */
-  unintroducedPeers: Set<PeerChannel>;
-  /** Sends hellos to the registry and hears session_unknown back. */
-  heartbeatSocket: dgram.Socket;
-};
-
-// ============================================================================================
-// The terminal
-// ============================================================================================
-//
-// Two kinds of terminal are handled differently:
-//   - a TTY (a person at a keyboard): readline edits the line, and when a message arrives while
-//     the person is half-way through typing, we clear the line, print the message, and redraw
-//     the prompt and the half-typed text below it. Passwords are not echoed. Colour is used
-//     unless NO_COLOR is set.
-//   - a pipe (a script, or `client.ts < file`): plain lines in, plain lines out, every prompt on
-//     its own line, and never an escape code.
-
-type Terminal = {
-  /** Reads typed lines (and, on a TTY, does the line editing: arrows, backspace, history). */
-  readline: readline.Interface;
-  /** True when both stdin and stdout are a terminal, false for pipes and files. */
-  isTty: boolean;
-  /** Whether to colour output: stdout is a terminal and NO_COLOR is not set. */
-  colour: boolean;
-  /** The prompt currently shown (TTY: redrawn after each printed message). */
-  prompt: string;
-  /** TTY only: while true, what readline echoes is swallowed (the password prompt). */
-  muted: boolean;
-  /** TTY only: the line just typed is still the last thing on the screen (nothing was printed
-   * since Enter), so a chat line may be redrawn in place of it. */
-  typedLineOnScreen: boolean;
-};
-
-function createTerminal(): Terminal {
-  const isTty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
-  // readline echoes what is typed to its output. To hide a password we give it an output that
-  // passes writes through to stdout unless `muted` is set. (It also needs the screen width.)
-  const echo = new Writable({
-    write(chunk, _encoding, done) {
-      if (!terminal.muted) process.stdout.write(chunk);
-      done();
+/** Turns a channel's news into events about `conn`. */
+function peerHandlers(client: Client, conn: number): PeerChannelHandlers {
+  return {
+    onMessage: (message, channel) => {
+      dispatch(client, { type: 'peer_said', conn, remote: channel.remote, message });
     },
-  });
-  Object.defineProperty(echo, 'columns', { get: () => process.stdout.columns });
-  const terminal: Terminal = {
-    readline: readline.createInterface({
-      input: process.stdin,
-      output: isTty ? echo : undefined, // from a pipe nothing is echoed; we print prompts ourselves
-      terminal: isTty,
-    }),
-    isTty,
-    colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
-    prompt: '',
-    muted: false,
-    typedLineOnScreen: false,
+    onClose: (why, channel) => {
+      client.channels.delete(conn);
+      dispatch(client, { type: 'peer_gone', conn, remote: channel.remote, why });
+    },
+    onTrace: (direction, line, channel) => {
+      if (!client.state.settings.trace) return;
+      const screen = client.state.screen;
+      const who = 'conn' in screen && screen.conn === conn ? screen.peer : channel.remote;
+      const arrow = direction === 'out' ? '→' : '←';
+      sayOnScreen(client.terminal, printable(`${arrow} peer ${who} ${line}`), 'dim');
+    },
   };
-  return terminal;
 }
-
-type Colour = 'red' | 'green' | 'yellow' | 'cyan' | 'dim' | 'bold';
-
-/** Colours text when the terminal allows it. */
-function paint(client: Client, colour: Colour, text: string): string {
-  return client.terminal.colour ? styleText(colour, text) : text;
-}
-
-/** Text from the network shown on our screen loses its control characters: a hostile peer
- * could otherwise send escape codes that move the cursor, retitle the window or erase lines. */
-function printable(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '\uFFFD');
-}
-
-/** Prints one line without disturbing what the user is typing. */
-function say(client: Client, text: string): void {
-  const { terminal } = client;
-  if (!terminal.isTty) {
-    process.stdout.write(text + '\n');
-    return;
-  }
-  // Go to the start of the input line, erase it, print the message there, then draw the prompt
-  // and the half-typed text again underneath.
-  readline.cursorTo(process.stdout, 0);
-  readline.clearLine(process.stdout, 0);
-  process.stdout.write(text + '\n');
-  terminal.typedLineOnScreen = false;
-  if (terminal.muted) process.stdout.write(terminal.prompt); // typed password stays hidden
-  else if (terminal.prompt !== '') terminal.readline.prompt(true);
-}
-
-/** A notice from the program itself (not a chat message). */
-function note(client: Client, text: string): void {
-  say(client, paint(client, 'yellow', text));
-}
-
-/** Shows a prompt. From a pipe it is a line of its own: scripts wait for it. */
-function showPrompt(client: Client, prompt: string, hideInput = false): void {
-  const { terminal } = client;
-  terminal.prompt = prompt;
-  if (!terminal.isTty) {
-    process.stdout.write(prompt + '\n');
-    return;
-  }
-  terminal.muted = false;
-  terminal.readline.setPrompt(prompt);
-  // `true` keeps the cursor where it is in a half-typed line; without it readline moves the
-  // cursor to the start, and the next keys typed would land in front of the text.
-  terminal.readline.prompt(true);
-  terminal.muted = hideInput;
-}
-
-/** No prompt while we wait for something; typed lines are kept for later. */
-function hidePrompt(client: Client): void {
-  client.terminal.prompt = '';
-  client.terminal.muted = false;
-}
-
-function trace(client: Client, direction: 'in' | 'out', channel: string, line: string): void {
-  if (!client.settings.trace) return;
-  const arrow = direction === 'out' ? '→' : '←';
-  say(client, paint(client, 'dim', `${arrow} ${channel} ${printable(line)}`));
-}
-
-function clock(at: number): string {
-  return new Date(at).toTimeString().slice(0, 8); // "14:03:07"
-}
-
-function formatSeconds(ms: number): string {
-  return ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`;
-}
-
-// ============================================================================================
-// Input
-// ============================================================================================
-//
-// readline gives us one line at a time. We do not act on it inside the event: we put it at the
-// end of `pendingInput`, then let the current state take lines while it is ready for them.
-// Waiting states (logging_in, registering, asking_registry, calling) take none, so a line typed
-// while the registry is thinking is handled by the next screen instead of being lost or misread.
-// The one exception: while calling, /cancel and /quit act at once — that is what they are for —
-// and so does an end of input that no typed-ahead line is waiting in front of.
-
-function onTypedLine(client: Client, line: InputLine): void {
-  if (client.terminal.isTty && typeof line === 'string') client.terminal.typedLineOnScreen = true;
-  const command = typeof line === 'string' ? line.trim() : line;
-  // End of input with nothing typed ahead of it (Ctrl-D while calling) means "leave now", like
-  // /quit; behind typed-ahead lines it waits its turn, so those lines still reach the chat.
-  const leaveNow = command === '/quit' || (command === END_OF_INPUT && client.pendingInput.length === 0);
-  if (client.state.name === 'calling' && (command === '/cancel' || leaveNow)) {
-    if (command === '/cancel') cancelCall(client);
-    else void quit(client);
-    return;
-  }
-  client.pendingInput.push(line);
-  handlePendingInput(client);
-}
-
-function isWaiting(state: ClientState): boolean {
-  return state.name === 'logging_in' || state.name === 'registering' || state.name === 'asking_registry' ||
-    state.name === 'calling' || state.name === 'quitting';
-}
-
-/** Hands queued lines, oldest first, to whoever the current state is. Called after each typed
- * line and after each change of state. */
-function handlePendingInput(client: Client): void {
-  if (client.handlingInput) return; // an outer call is already looping; it will see new lines
-  client.handlingInput = true;
-  try {
-    while (client.pendingInput.length > 0 && !isWaiting(client.state)) {
-      const line = client.pendingInput.shift()!;
-      if (line === END_OF_INPUT) {
-        void quit(client);
-        return;
-      }
-      handleLine(client, line);
-    }
-  } finally {
-    client.handlingInput = false;
-  }
-}
-
-/** Routes one typed line to the function for the current state. Spaces around a line are
- * dropped, except in a password, where they may be part of it. */
-function handleLine(client: Client, rawLine: string): void {
-  const state = client.state;
-  const line = rawLine.trim();
-  switch (state.name) {
-    case 'login_username': return onLoginUsername(client, line);
-    case 'login_password': return void onLoginPassword(client, state.username, rawLine);
-    case 'register_username': return onRegisterUsername(client, line);
-    case 'register_password': return void onRegisterPassword(client, state.username, rawLine);
-    case 'search': return onSearchLine(client, line);
-    case 'deciding': return onDecision(client, line);
-    case 'chat': return onChatLine(client, line);
-    case 'logging_in': case 'registering': case 'asking_registry': case 'calling': case 'quitting':
-      return; // waiting states take no input (see isWaiting)
-  }
-}
-
-/** Changes state and runs whatever input was waiting for the new state. */
-function enter(client: Client, state: ClientState): void {
-  client.state = state;
-  // Let the current event finish first, so a state's prompt is printed before its input runs.
-  queueMicrotask(() => handlePendingInput(client));
-}
-
-// ============================================================================================
-// Talking to the registry
-// ============================================================================================
-//
-// Each request opens a fresh TCP connection, sends one line, reads one line, and closes. That
-// costs a few milliseconds more than keeping a connection open, but there is nothing to keep
-// alive, nothing to reconnect, and a registry that went away is noticed exactly when we need it.
-
-/** The registry could not be reached, or did not answer in time. */
-class RegistryUnreachable extends Error {}
-
-function askRegistry(client: Client, request: Request): Promise<Reply> {
-  const { server, tcpPort, registryTimeoutMs } = client.settings;
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: server, port: tcpPort });
-    const splitter = new LineSplitter();
-    let settled = false;
-    const finish = (outcome: Reply | Error) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      if (outcome instanceof Error) reject(outcome);
-      else resolve(outcome);
-    };
-    const timer = setTimeout(() => {
-      finish(new RegistryUnreachable(`no answer from the registry at ${server}:${tcpPort} within ${formatSeconds(registryTimeoutMs)}`));
-    }, registryTimeoutMs);
-    socket.on('connect', () => {
-      const line = encodeLine(request);
-      trace(client, 'out', 'registry', redactSecrets(line.trimEnd()));
-      socket.write(line);
-    });
-    socket.on('data', (chunk: Uint8Array) => {
-      const { lines, tooLong } = splitter.push(chunk);
-      if (tooLong) return finish(new RegistryUnreachable('the registry sent a line that is far too long'));
-      if (lines.length === 0) return;
-      const text = Buffer.from(lines[0]).toString('utf8');
-      trace(client, 'in', 'registry', redactSecrets(text));
-      const decoded = decodeReply(lines[0]);
-      finish(decoded.ok ? decoded.message : new RegistryUnreachable(`the registry's answer makes no sense (${decoded.error})`));
-    });
-    socket.on('error', (error: NodeJS.ErrnoException) => {
-      finish(new RegistryUnreachable(`cannot reach the registry at ${server}:${tcpPort} (${error.code ?? error.message})`));
-    });
-    socket.on('close', () => finish(new RegistryUnreachable('the registry closed the connection without answering')));
-  });
-}
-
-/** --trace shows the protocol, but secrets have no business on a screen someone may be
- * sharing: the password is hidden, and the session token shortened to its first characters. */
-function redactSecrets(line: string): string {
-  return line
-    .replace(/"password":"(?:[^"\\]|\\.)*"/, '"password":"***"')
-    .replace(/"token":"([^"]{6})[^"]*"/, '"token":"$1…"');
-}
-
-/** Starts saying hello to the registry every heartbeatMs, so it keeps us in the online list. */
-function startHeartbeat(client: Client, username: string, token: string, heartbeatMs: number): ReturnType<typeof setInterval> {
-  const hello = encodeDatagram({ type: 'hello', username, token });
-  const shown = redactSecrets(JSON.stringify({ type: 'hello', username, token }));
-  return setInterval(() => {
-    trace(client, 'out', 'udp', shown);
-    // A lost datagram does not matter (the next one follows), so errors are ignored.
-    client.heartbeatSocket.send(hello, client.settings.udpPort, client.settings.server, () => {});
-  }, heartbeatMs);
-}
-
-/** What we say when the registry has forgotten our session (session_unknown, not_logged_in). */
-const SESSION_FORGOTTEN = 'the registry no longer knows this session — did it restart? Please log in again.';
-
-/** A datagram arrived on the heartbeat socket. Only session_unknown means anything. */
-function onDatagram(client: Client, bytes: Uint8Array, sender: dgram.RemoteInfo): void {
-  // Only a datagram from the registry's heartbeat port may tell us our session is gone, so a
-  // stray or forged packet from any other port cannot log us out. (A cheap filter, not proof:
-  // the sender's address is not checked, and UDP source ports can be forged.)
-  if (sender.port !== client.settings.udpPort) return;
-  const decoded = decodeDatagram(bytes);
-  if (!decoded.ok) return;
-  trace(client, 'in', 'udp', JSON.stringify(decoded.message));
-  if (decoded.message.type === 'session_unknown' && client.session !== null && !client.session.lostDuringChat) {
-    loseSession(client, SESSION_FORGOTTEN);
-  }
-}
-
-// ============================================================================================
-// Login and register
-// ============================================================================================
-
-function showLoginScreen(client: Client): void {
-  enter(client, { name: 'login_username' });
-  showPrompt(client, 'Login — username (or /register, /quit): ');
-}
-
-function onLoginUsername(client: Client, line: string): void {
-  if (line === '') return showPrompt(client, client.terminal.prompt);
-  if (line === '/register') return showRegisterScreen(client);
-  if (line === '/quit') return void quit(client);
-  if (!USERNAME_PATTERN.test(line)) {
-    note(client, `Not a username: ${USERNAME_RULE}.`);
-    return showLoginScreen(client);
-  }
-  enter(client, { name: 'login_password', username: line });
-  showPrompt(client, 'password: ', true);
-}
-
-async function onLoginPassword(client: Client, username: string, password: string): Promise<void> {
-  if (client.terminal.isTty) process.stdout.write('\n'); // the hidden Enter did not move the cursor
-  hidePrompt(client);
-  const waiting: ClientState = { name: 'logging_in', username };
-  enter(client, waiting);
-  let reply: Reply;
-  try {
-    reply = await askRegistry(client, { type: 'login', username, password, chatPort: client.chatPort });
-  } catch (error) {
-    if (client.state !== waiting) return;
-    note(client, errorText(error));
-    return showLoginScreen(client);
-  }
-  if (client.state !== waiting) return; // we quit meanwhile
-  if (reply.type !== 'logged_in') {
-    note(client, reply.type === 'error' ? `Login failed: ${printable(reply.message)}` : 'Login failed: unexpected answer');
-    return showLoginScreen(client);
-  }
-  client.session = {
-    username: reply.username,
-    token: reply.token,
-    heartbeatTimer: startHeartbeat(client, reply.username, reply.token, reply.heartbeatMs),
-    lostDuringChat: false,
-  };
-  say(client, paint(client, 'green', `Logged in as ${reply.username}. Peers reach you on port ${client.chatPort}. Type /help for commands.`));
-  showSearchScreen(client);
-}
-
-function showRegisterScreen(client: Client): void {
-  enter(client, { name: 'register_username' });
-  showPrompt(client, 'Register — new username (or /login to go back): ');
-}
-
-function onRegisterUsername(client: Client, line: string): void {
-  if (line === '') return showPrompt(client, client.terminal.prompt);
-  if (line === '/login') return showLoginScreen(client);
-  if (line === '/quit') return void quit(client);
-  enter(client, { name: 'register_password', username: line });
-  showPrompt(client, 'new password: ', true);
-}
-
-async function onRegisterPassword(client: Client, username: string, password: string): Promise<void> {
-  if (client.terminal.isTty) process.stdout.write('\n');
-  hidePrompt(client);
-  const waiting: ClientState = { name: 'registering', username };
-  enter(client, waiting);
-  let reply: Reply;
-  try {
-    reply = await askRegistry(client, { type: 'register', username, password });
-  } catch (error) {
-    if (client.state !== waiting) return;
-    note(client, errorText(error));
-    return showRegisterScreen(client);
-  }
-  if (client.state !== waiting) return;
-  if (reply.type !== 'registered') {
-    note(client, reply.type === 'error' ? `Registration failed: ${printable(reply.message)}` : 'Registration failed: unexpected answer');
-    return showRegisterScreen(client);
-  }
-  say(client, paint(client, 'green', `Registered ${reply.username}. Now log in.`));
-  showLoginScreen(client);
-}
-
-// ============================================================================================
-// Search
-// ============================================================================================
-
-const SEARCH_HELP = `Commands:
-  NAME or /search NAME   ask NAME to chat
-  /list                  who is online
-  /logout                log out and return to the login screen
-  /quit                  log out and exit
-  /help                  this list
-While waiting for an answer: /cancel gives up. In a chat: /back leaves it, /quit exits.`;
-
-function showSearchScreen(client: Client): void {
-  enter(client, { name: 'search' });
-  showPrompt(client, `${client.session?.username ?? '?'}> `);
-}
-
-function onSearchLine(client: Client, line: string): void {
-  const [command, ...rest] = line.split(/\s+/);
-  const argument = rest.join(' ');
-  if (line === '') return showPrompt(client, client.terminal.prompt);
-  if (command === '/help') {
-    say(client, SEARCH_HELP);
-    return showPrompt(client, client.terminal.prompt);
-  }
-  if (command === '/list') return void listOnline(client);
-  if (command === '/logout') return void logout(client);
-  if (command === '/quit') return void quit(client);
-  if (command === '/search' && argument !== '') return void callPeer(client, argument);
-  if (!line.startsWith('/') && rest.length === 0) return void callPeer(client, line);
-  note(client, 'Unknown command; type /help.');
-  showPrompt(client, client.terminal.prompt);
-}
-
-async function listOnline(client: Client): Promise<void> {
-  const session = client.session!;
-  hidePrompt(client);
-  const waiting: ClientState = { name: 'asking_registry', about: 'list' };
-  enter(client, waiting);
-  let reply: Reply;
-  try {
-    reply = await askRegistry(client, { type: 'list', token: session.token });
-  } catch (error) {
-    if (client.state === waiting) registryLost(client, errorText(error));
-    return;
-  }
-  if (client.state !== waiting) return;
-  if (reply.type === 'online') say(client, `Online (${reply.users.length}): ${reply.users.map(printable).join(', ')}`);
-  else if (reply.type === 'error' && reply.code === 'not_logged_in') return loseSession(client, SESSION_FORGOTTEN);
-  else note(client, reply.type === 'error' ? printable(reply.message) : 'unexpected answer from the registry');
-  showSearchScreen(client);
-}
-
-/** Asks the registry where `wanted` is, connects to them and sends our chat request. Each await
- * is followed by a check that we are still in this call: the user may have typed /cancel. */
-async function callPeer(client: Client, wanted: string): Promise<void> {
-  const session = client.session!;
-  if (normaliseUsername(wanted) === normaliseUsername(session.username)) {
-    note(client, 'That is you.');
-    return showPrompt(client, client.terminal.prompt);
-  }
-  if (!USERNAME_PATTERN.test(wanted)) {
-    note(client, `"${printable(wanted)}" is not a username; type /help.`);
-    return showPrompt(client, client.terminal.prompt);
-  }
-  hidePrompt(client);
-  const call: ClientState = { name: 'calling', peer: wanted, channel: null };
-  enter(client, call);
-  note(client, `Waiting for ${wanted}… (/cancel to give up)`);
-
-  // 1. Where is the peer? The registry answers with an address and a ticket.
-  let reply: Reply;
-  try {
-    reply = await askRegistry(client, { type: 'search', token: session.token, username: wanted });
-  } catch (error) {
-    if (client.state === call) registryLost(client, errorText(error));
-    return;
-  }
-  if (client.state !== call) return;
-  if (reply.type === 'error' && reply.code === 'not_logged_in') {
-    return loseSession(client, SESSION_FORGOTTEN);
-  }
-  if (reply.type !== 'found') {
-    note(client, reply.type === 'error' ? printable(reply.message) : 'unexpected answer from the registry');
-    return showSearchScreen(client);
-  }
-  const peer = reply.username;
-
-  // 2. Connect to the peer's client directly.
-  let channel: PeerChannel;
-  try {
-    channel = await PeerChannel.connect(reply.host, reply.port, conversationHandlers(client, peer), client.settings.registryTimeoutMs);
-  } catch (error) {
-    if (client.state !== call) return;
-    note(client, `${peer} is unreachable at ${reply.host}:${reply.port} (${errorText(error)}).`);
-    return showSearchScreen(client);
-  }
-  if (client.state !== call) {
-    channel.close(); // cancelled while connecting
-    return;
-  }
-  enter(client, { name: 'calling', peer, channel });
-
-  // 3. Knock, and wait (bounded) for the answer; it arrives in onConversationMessage.
-  channel.send({ type: 'chat_request', from: session.username, ticket: reply.ticket });
-  channel.expectWithin(client.settings.answerTimeoutMs);
-}
-
-/** The peer we called answered. */
-function onCallAnswered(client: Client, peer: string, channel: PeerChannel, message: PeerMessage): void {
-  if (message.type === 'chat_accept') {
-    say(client, paint(client, 'green', `${peer} accepted. You are chatting with ${peer}; /back leaves.`));
-    return startChat(client, peer, channel);
-  }
-  channel.close();
-  if (message.type === 'chat_decline') note(client, declineInWords(peer, message.reason));
-  else note(client, `${peer}'s client answered with "${message.type}" instead of an answer; hung up.`);
-  showSearchScreen(client);
-}
-
-function declineInWords(peer: string, reason: DeclineReason): string {
-  switch (reason) {
-    case 'declined': return `${peer} declined your request.`;
-    case 'busy': return `${peer} is busy (in another chat or deciding about one); try again later.`;
-    case 'timeout': return `${peer} did not answer in time: the request timed out.`;
-    case 'bad_ticket': return `${peer}'s client refused the request: bad ticket (did the registry restart?).`;
-  }
-}
-
-function cancelCall(client: Client): void {
-  const state = client.state;
-  if (state.name !== 'calling') return;
-  if (state.channel !== null) {
-    state.channel.send({ type: 'bye' }); // tells the peer to stop asking its user
-    state.channel.close();
-  }
-  note(client, `Cancelled the request to ${state.peer}.`);
-  showSearchScreen(client);
-}
-
-// ============================================================================================
-// Incoming requests
-// ============================================================================================
-//
-// Someone connects to our chat port. Until they send a chat_request we do not know who they
-// are, so they get greetingTimeoutMs to do so. Then, before bothering our user, we check their
-// ticket: only the registry (which knows our session token) can make one that passes.
 
 function onIncomingConnection(client: Client, socket: net.Socket): void {
-  // The first message must be a chat_request. After it, the channel's messages go to the same
-  // functions as any conversation (which drop the channel unless we are deciding or chatting with it).
-  /** The name in the caller's chat_request, or null before it arrived. Not yet proof of who
-   * they are: onChatRequest checks the ticket before anything depends on it. */
-  let caller: string | null = null;
-  const channel = new PeerChannel(socket, {
-    onMessage: (message) => {
-      if (caller !== null) return onConversationMessage(client, channel, message);
-      client.unintroducedPeers.delete(channel);
-      if (message.type !== 'chat_request') {
-        note(client, `Dropped a connection from ${channel.remote}: it sent "${message.type}" before any chat request.`);
-        return channel.close();
-      }
-      caller = message.from;
-      onChatRequest(client, channel, message);
-    },
-    onClose: (why) => {
-      if (caller !== null) return onConversationEnded(client, channel, why);
-      client.unintroducedPeers.delete(channel);
-      if (why.kind !== 'ended') note(client, `Dropped a connection from ${channel.remote}: ${describeEnd(why)}.`);
-    },
-    onTrace: (direction, line) => trace(client, direction, `peer ${caller ?? channel.remote}`, line),
-  });
-  client.unintroducedPeers.add(channel);
-  channel.expectWithin(client.settings.greetingTimeoutMs);
-}
-
-function onChatRequest(client: Client, channel: PeerChannel, request: ChatRequest): void {
-  const session = client.session;
-  const decline = (reason: DeclineReason) => {
-    channel.send({ type: 'chat_decline', reason });
-    channel.close();
-  };
-  // Busy: not logged in, or already calling, deciding or chatting. The user is not bothered.
-  if (session === null || client.state.name !== 'search') return decline('busy');
-  const verdict = checkTicket(session.token, request.ticket, request.from, session.username);
-  if (verdict !== 'valid') {
-    decline('bad_ticket');
-    note(client, paint(client, 'red',
-      `Warning: refused a chat request claiming to come from "${printable(request.from)}" at ${channel.remote}: ` +
-      `its ticket is not valid (${verdict.replace('_', ' ')}). Someone may be impersonating them.`));
-    return showPrompt(client, client.terminal.prompt);
-  }
-  const peer = request.from;
-  const timer = setTimeout(() => {
-    if (client.state.name !== 'deciding' || client.state.channel !== channel) return;
-    decline('timeout');
-    note(client, `No answer within ${formatSeconds(client.settings.decideTimeoutMs)}: declined ${peer}'s request automatically.`);
-    showSearchScreen(client);
-  }, client.settings.decideTimeoutMs);
-  enter(client, { name: 'deciding', peer, channel, timer });
-  say(client, paint(client, 'bold', `${peer} wants to chat with you.`));
-  showPrompt(client, `Accept ${peer}? (y/n) `);
-}
-
-function onDecision(client: Client, line: string): void {
-  const state = client.state;
-  if (state.name !== 'deciding') return;
-  if (line === '/quit') return void quit(client); // hangUpAll declines for us
-  const answer = line.toLowerCase();
-  if (answer !== 'y' && answer !== 'yes' && answer !== 'n' && answer !== 'no') {
-    return showPrompt(client, `Please answer y or n. Accept ${state.peer}? (y/n) `);
-  }
-  clearTimeout(state.timer);
-  if (answer === 'y' || answer === 'yes') {
-    state.channel.send({ type: 'chat_accept' });
-    say(client, paint(client, 'green', `You are chatting with ${state.peer}; /back leaves.`));
-    return startChat(client, state.peer, state.channel);
-  }
-  state.channel.send({ type: 'chat_decline', reason: 'declined' });
-  state.channel.close();
-  note(client, `Declined ${state.peer}.`);
-  showSearchScreen(client);
+  const conn = client.nextConn++;
+  const channel = new PeerChannel(socket, peerHandlers(client, conn));
+  client.channels.set(conn, channel);
+  const address = plainAddress(socket.remoteAddress);
+  dispatch(client, { type: 'peer_arrived', conn, address, remote: channel.remote });
 }
 
 // ============================================================================================
-// Chat
+// Effects: history files
 // ============================================================================================
 
-/** The handlers of a channel to a peer we called. (A channel a peer opened to us gets its own
- * handlers in onIncomingConnection, which pass to the same functions once the request arrived.) */
-function conversationHandlers(client: Client, peer: string): PeerChannelHandlers {
-  return {
-    onMessage: (message, channel) => onConversationMessage(client, channel, message),
-    onClose: (why, channel) => onConversationEnded(client, channel, why),
-    onTrace: (direction, line) => trace(client, direction, `peer ${peer}`, line),
-  };
-}
-
-/** The channel of the current state, if it has one. A message on any other channel belongs to a
- * conversation that is already over, and is ignored. */
-function currentChannel(state: ClientState): PeerChannel | null {
-  return state.name === 'calling' || state.name === 'deciding' || state.name === 'chat' ? state.channel : null;
-}
-
-function onConversationMessage(client: Client, channel: PeerChannel, message: PeerMessage): void {
-  const state = client.state;
-  if (currentChannel(state) !== channel) return channel.close();
-  switch (state.name) {
-    case 'calling':
-      return onCallAnswered(client, state.peer, channel, message);
-    case 'deciding':
-      // The caller may only give up (bye) while our user decides.
-      clearTimeout(state.timer);
-      channel.close();
-      note(client, message.type === 'bye'
-        ? `${state.peer} gave up asking.`
-        : `Dropped ${state.peer}: "${message.type}" makes no sense before an answer.`);
-      return showSearchScreen(client);
-    case 'chat':
-      return onChatMessage(client, state.peer, channel, message);
-  }
-}
-
-function onConversationEnded(client: Client, channel: PeerChannel, why: PeerChannelEnd): void {
-  const state = client.state;
-  if (currentChannel(state) !== channel) return;
-  switch (state.name) {
-    case 'calling':
-      note(client, why.kind === 'silent'
-        ? `No answer from ${state.peer}'s client within ${formatSeconds(why.waitedMs)}: the request timed out.`
-        : why.kind === 'ended' ? `${state.peer} hung up without answering.` : `Dropped ${state.peer}: ${describeEnd(why)}.`);
-      return showSearchScreen(client);
-    case 'deciding':
-      clearTimeout(state.timer);
-      note(client, `${state.peer} gave up asking (${describeEnd(why)}).`);
-      return showSearchScreen(client);
-    case 'chat':
-      if (why.kind !== 'ended') note(client, `Dropped ${state.peer}: ${describeEnd(why)}.`);
-      return endChat(client, `${state.peer} left the chat.`);
-  }
-}
-
-function startChat(client: Client, peer: string, channel: PeerChannel): void {
-  enter(client, { name: 'chat', peer, channel });
-  showPrompt(client, `${client.session!.username} → ${peer}> `);
-}
-
-function onChatLine(client: Client, line: string): void {
-  const state = client.state;
-  if (state.name !== 'chat') return;
-  if (line === '/back') {
-    state.channel.send({ type: 'bye' });
-    state.channel.close();
-    return endChat(client, `You left the chat with ${state.peer}.`);
-  }
-  if (line === '/quit') return void quit(client);
-  if (line === '/help') {
-    say(client, 'In a chat: type a line to send it; /back leaves the chat; /quit exits.');
-    return showPrompt(client, client.terminal.prompt);
-  }
-  if (line === '') return showPrompt(client, client.terminal.prompt);
-  if (line.startsWith('/')) {
-    note(client, 'Unknown command (in a chat: /back, /quit, /help).');
-    return showPrompt(client, client.terminal.prompt);
-  }
-  const at = Date.now();
-  const message: PeerMessage = { type: 'msg', text: line, at };
-  // The peer's client drops a connection whose line passes MAX_LINE_BYTES (see PeerChannel), so
-  // a long paste would end the chat. Refuse it here instead, and keep the chat.
-  const lineBytes = Buffer.byteLength(encodeLine(message)) - 1; // the limit does not count "\n"
-  if (lineBytes > MAX_LINE_BYTES) {
-    note(client, `Not sent: that message is too long (${lineBytes} bytes as a peer message; the limit is ${MAX_LINE_BYTES}).`);
-    return showPrompt(client, client.terminal.prompt);
-  }
-  state.channel.send(message);
-  const own = client.session!.username;
-  if (client.terminal.typedLineOnScreen) {
-    // readline left what we typed on the screen; replace it with the formatted line. (A line
-    // typed ahead while we waited has other output below it by now, and stays.)
-    const columns = process.stdout.columns || 80;
-    const rows = Math.ceil((client.terminal.prompt.length + line.length) / columns) || 1;
-    readline.moveCursor(process.stdout, 0, -rows);
-    readline.clearScreenDown(process.stdout);
-  }
-  say(client, `${paint(client, 'dim', `[${clock(at)}]`)} ${paint(client, 'cyan', own)}: ${line}`);
-  saveToHistory(client, state.peer, own, line, at);
-}
-
-function onChatMessage(client: Client, peer: string, channel: PeerChannel, message: PeerMessage): void {
-  if (message.type === 'msg') {
-    // Shown with our own clock: `at` is only the peer's claim, and clocks disagree.
-    const at = Date.now();
-    say(client, `${paint(client, 'dim', `[${clock(at)}]`)} ${paint(client, 'green', peer)}: ${printable(message.text)}`);
-    saveToHistory(client, peer, peer, message.text, at);
-    return;
-  }
-  channel.close();
-  if (message.type === 'bye') return endChat(client, `${peer} left the chat.`);
-  note(client, `Dropped ${peer}: "${message.type}" makes no sense in a chat.`);
-  endChat(client, `${peer} left the chat.`);
-}
-
-function endChat(client: Client, words: string): void {
-  note(client, words);
-  if (client.session?.lostDuringChat) {
-    dropSession(client);
-    note(client, 'The registry no longer knows this session; please log in again.');
-    return showLoginScreen(client);
-  }
-  showSearchScreen(client);
-}
-
-/** With --history, appends one line to historyDir/<you>/<peer>.log. A failure to write is
- * reported but does not end the chat. */
-function saveToHistory(client: Client, peer: string, author: string, text: string, at: number): void {
-  const dir = client.settings.historyDir;
-  if (dir === undefined || client.session === null) return;
+/** Appends one line to historyDir/<you>/<peer>.log. The folder was checked at start-up, so a
+ * failure here is something new (a full disk); it is reported and the chat goes on. */
+function saveToHistory(client: Client, you: string, peer: string, line: string): void {
+  const dir = client.state.settings.historyDir;
+  if (dir === undefined) return;
+  const file = historyFile(dir, you, peer);
   try {
-    const folder = path.join(dir, safeFileName(client.session.username));
-    mkdirSync(folder, { recursive: true });
-    appendFileSync(path.join(folder, `${safeFileName(peer)}.log`), `${new Date(at).toISOString()} ${author}: ${printable(text)}\n`);
+    if (file === null) throw new Error(`no safe file name for ${quoteSafely(peer)}`);
+    mkdirSync(path.dirname(file), { recursive: true });
+    appendFileSync(file, line + '\n');
   } catch (error) {
-    note(client, `Could not write the history: ${errorText(error)}`);
+    sayOnScreen(client.terminal, `Could not write the history: ${errorText(error)}`, 'yellow');
   }
 }
 
-/** Usernames may be "." or ".." (letters, digits, "_", "." and "-"), which as a folder name would
- * point outside the history directory. Normalised, and prefixed when made only of dots. */
-function safeFileName(name: string): string {
-  const normal = normaliseUsername(name);
-  return /^\.+$/.test(normal) ? `_${normal}` : normal;
+/** DIR/<you>/<peer>.log, built only from names that follow the username rule, lower-cased, and
+ * checked to stay inside DIR; null otherwise. The rule allows "." and "..", which as folder
+ * names would point elsewhere: those get a "_" in front. */
+function historyFile(dir: string, you: string, peer: string): string | null {
+  if (!USERNAME_PATTERN.test(you) || !USERNAME_PATTERN.test(peer)) return null;
+  const safe = (name: string) => {
+    const normal = normaliseUsername(name);
+    return /^\.+$/.test(normal) ? `_${normal}` : normal;
+  };
+  const root = path.resolve(dir);
+  const file = path.resolve(root, safe(you), `${safe(peer)}.log`);
+  return file.startsWith(root + path.sep) ? file : null;
 }
 
-// ============================================================================================
-// Session end and exit
-// ============================================================================================
-
-/** Ends whatever conversation the current state holds, telling the peer. */
-function hangUpAll(client: Client): void {
-  const state = client.state;
-  const channel = currentChannel(state);
-  if (state.name === 'deciding') {
-    clearTimeout(state.timer);
-    state.channel.send({ type: 'chat_decline', reason: 'declined' }); // they asked; we say no
-  } else if (channel !== null) {
-    channel.send({ type: 'bye' }); // chatting, or waiting for their answer: we are leaving
+/** --history DIR must be a folder we can write to; found out now, not on the first message.
+ * Writing a probe file is the only true test: root ignores permission bits. */
+function checkHistoryDir(dir: string): void {
+  const probe = path.join(dir, `.p2p-chat-probe-${process.pid}`);
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(probe, '');
+    rmSync(probe);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason = code === 'EEXIST' || code === 'ENOTDIR' ? 'it is a file, not a folder'
+      : code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? `cannot write there (${code})`
+      : errorText(error);
+    throw new UsageError(`--history ${dir}: ${reason}`);
   }
-  channel?.close();
-  for (const channel of client.unintroducedPeers) channel.close();
-  client.unintroducedPeers.clear();
-}
-
-/** Forgets the session locally and returns its token (for a logout request), or null. */
-function dropSession(client: Client): string | null {
-  const session = client.session;
-  if (session === null) return null;
-  clearInterval(session.heartbeatTimer);
-  client.session = null;
-  return session.token;
-}
-
-/** /logout: tell the registry at once (instead of letting it notice our silence), then Login. */
-async function logout(client: Client): Promise<void> {
-  const token = dropSession(client);
-  hidePrompt(client);
-  const waiting: ClientState = { name: 'asking_registry', about: 'logout' };
-  enter(client, waiting);
-  if (token !== null) {
-    try {
-      await askRegistry(client, { type: 'logout', token });
-      note(client, 'Logged out.');
-    } catch (error) {
-      note(client, `Logged out here, but could not tell the registry: ${errorText(error)}`);
-    }
-  }
-  if (client.state === waiting) showLoginScreen(client);
-}
-
-/** The registry forgot us (session_unknown, or not_logged_in): back to Login. In a chat we stay:
- * the conversation is between the two clients and does not need the registry. */
-function loseSession(client: Client, why: string): void {
-  if (client.state.name === 'chat' && client.session !== null) {
-    clearInterval(client.session.heartbeatTimer); // hellos for a dead session are pointless
-    client.session.lostDuringChat = true;
-    return note(client, `${why} This chat goes on; you will be back at Login when it ends.`);
-  }
-  hangUpAll(client);
-  dropSession(client);
-  note(client, why);
-  showLoginScreen(client);
-}
-
-/** The registry could not be reached for a request we needed: say so, back to Login. */
-function registryLost(client: Client, why: string): void {
-  loseSession(client, `${why}. The registry seems to be gone; log in again once it is back.`);
-}
-
-/** /quit, end of input, Ctrl-C, SIGTERM: leave every conversation, log out, exit 0. */
-async function quit(client: Client): Promise<void> {
-  if (client.state.name === 'quitting') return;
-  hangUpAll(client);
-  hidePrompt(client);
-  client.state = { name: 'quitting' };
-  const token = dropSession(client);
-  if (token !== null) {
-    try {
-      await askRegistry(client, { type: 'logout', token });
-    } catch {
-      // The registry is gone; it will forget us after timeoutMs anyway.
-    }
-  }
-  say(client, 'Bye.');
-  client.chatListener.close();
-  client.heartbeatSocket.close();
-  client.terminal.readline.close();
-  process.exit(0);
 }
 
 // ============================================================================================
 // Command line
 // ============================================================================================
 
+const defaults = DEFAULT_CLIENT_SETTINGS;
 const USAGE = `Usage: client.ts [options]
 
 The p2p-chat terminal client: log in at a registry, find someone, chat with them directly.
@@ -1176,34 +1690,28 @@ Options:
   --udp-port N           the registry's UDP port for heartbeats (default ${DEFAULT_UDP_PORT})
   --chat-port N          port where peers reach you (default 0: any free port)
   --history DIR          append each conversation to DIR/<you>/<peer>.log
-  --trace                print every protocol message sent and received
+  --trace                print the protocol messages sent and received
   -h, --help             show this help
 
 Timeouts (mostly for tests; milliseconds):
-  --registry-timeout-ms N   wait for the registry's answer (default ${DEFAULT_CLIENT_SETTINGS.registryTimeoutMs})
-  --answer-timeout-ms N     wait for a called peer's accept/decline (default ${DEFAULT_CLIENT_SETTINGS.answerTimeoutMs})
-  --decide-timeout-ms N     time to accept an incoming request (default ${DEFAULT_CLIENT_SETTINGS.decideTimeoutMs})
-  --greeting-timeout-ms N   time a new peer connection has to send its request (default ${DEFAULT_CLIENT_SETTINGS.greetingTimeoutMs})
+  --registry-timeout-ms N   wait for the registry's answer (default ${defaults.registryTimeoutMs})
+  --answer-timeout-ms N     wait for a called peer's answer (default ${defaults.answerTimeoutMs})
+  --decide-timeout-ms N     time to accept an incoming request (default ${defaults.decideTimeoutMs})
+  --greeting-timeout-ms N   time a new peer connection has to send its request
+                            (default ${defaults.greetingTimeoutMs})
 
 Environment:
   NO_COLOR               set to turn colour off`;
 
-
 /** Turns the command line into settings; null means --help was printed. */
 function parseCommandLine(args: string[]): ClientSettings | null {
+  const text = { type: 'string' } as const;
   const { values } = parseArgs({
     args,
     options: {
-      server: { type: 'string' },
-      'tcp-port': { type: 'string' },
-      'udp-port': { type: 'string' },
-      'chat-port': { type: 'string' },
-      history: { type: 'string' },
-      trace: { type: 'boolean' },
-      'registry-timeout-ms': { type: 'string' },
-      'answer-timeout-ms': { type: 'string' },
-      'decide-timeout-ms': { type: 'string' },
-      'greeting-timeout-ms': { type: 'string' },
+      server: text, 'tcp-port': text, 'udp-port': text, 'chat-port': text, history: text,
+      trace: { type: 'boolean' }, 'registry-timeout-ms': text, 'answer-timeout-ms': text,
+      'decide-timeout-ms': text, 'greeting-timeout-ms': text,
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -1211,26 +1719,31 @@ function parseCommandLine(args: string[]): ClientSettings | null {
     console.log(USAGE);
     return null;
   }
-  const defaults = DEFAULT_CLIENT_SETTINGS;
-  const day = 86_400_000;
+  const port = (flag: 'tcp-port' | 'udp-port' | 'chat-port', fallback: number, min = 1) =>
+    numberFlag(flag, values[flag], fallback, min, 65535);
+  const ms = (flag: `${string}-timeout-ms`, fallback: number) =>
+    numberFlag(flag, (values as Record<string, string | undefined>)[flag], fallback, 1, 86_400_000);
   return {
+    ...defaults,
     server: values.server ?? defaults.server,
-    tcpPort: numberFlag('tcp-port', values['tcp-port'], defaults.tcpPort, 1, 65535),
-    udpPort: numberFlag('udp-port', values['udp-port'], defaults.udpPort, 1, 65535),
-    chatPort: numberFlag('chat-port', values['chat-port'], defaults.chatPort, 0, 65535),
+    tcpPort: port('tcp-port', defaults.tcpPort),
+    udpPort: port('udp-port', defaults.udpPort),
+    chatPort: port('chat-port', defaults.chatPort, 0),
     historyDir: values.history,
     trace: values.trace ?? false,
-    registryTimeoutMs: numberFlag('registry-timeout-ms', values['registry-timeout-ms'], defaults.registryTimeoutMs, 1, day),
-    answerTimeoutMs: numberFlag('answer-timeout-ms', values['answer-timeout-ms'], defaults.answerTimeoutMs, 1, day),
-    decideTimeoutMs: numberFlag('decide-timeout-ms', values['decide-timeout-ms'], defaults.decideTimeoutMs, 1, day),
-    greetingTimeoutMs: numberFlag('greeting-timeout-ms', values['greeting-timeout-ms'], defaults.greetingTimeoutMs, 1, day),
+    registryTimeoutMs: ms('registry-timeout-ms', defaults.registryTimeoutMs),
+    answerTimeoutMs: ms('answer-timeout-ms', defaults.answerTimeoutMs),
+    decideTimeoutMs: ms('decide-timeout-ms', defaults.decideTimeoutMs),
+    greetingTimeoutMs: ms('greeting-timeout-ms', defaults.greetingTimeoutMs),
   };
 }
 
 function listen(server: net.Server, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {
-      reject(error.code === 'EADDRINUSE' ? new UsageError(`chat port ${port} is already in use; choose another with --chat-port`) : error);
+      reject(error.code === 'EADDRINUSE'
+        ? new UsageError(`chat port ${port} is already in use; choose another with --chat-port`)
+        : error);
     });
     server.listen(port, () => resolve((server.address() as net.AddressInfo).port));
   });
@@ -1240,8 +1753,10 @@ async function main(): Promise<void> {
   let settings: ClientSettings | null;
   try {
     settings = parseCommandLine(process.argv.slice(2));
+    if (settings?.historyDir !== undefined) checkHistoryDir(settings.historyDir);
   } catch (error) {
-    console.error(`error: ${errorText(error)}\n(see --help)`);
+    const hint = error instanceof UsageError && /^--history/.test(error.message) ? '' : '\n(see --help)';
+    console.error(`error: ${errorText(error)}${hint}`);
     process.exit(2);
   }
   if (settings === null) return;
@@ -1255,32 +1770,49 @@ async function main(): Promise<void> {
     console.error(`error: ${errorText(error)}`);
     process.exit(1);
   }
-  const heartbeatSocket = dgram.createSocket(settings.server.includes(':') ? 'udp6' : 'udp4');
+  // The registry's address, once: hellos go to it, and only it may answer them.
+  const family = net.isIP(settings.server) === 6 ? 6 : 4;
+  const registryAddress = await dns.promises.lookup(settings.server, { family })
+    .then((found) => found.address, () => settings.server);
+  const registryUdp = `${plainAddress(registryAddress)}:${settings.udpPort}`;
 
   const client: Client = {
-    settings,
-    state: { name: 'login_username' },
-    session: null,
+    state: initialState(settings, registryUdp, chatPort),
+    inbox: [],
     terminal: createTerminal(),
-    pendingInput: [],
-    handlingInput: false,
     chatListener,
-    chatPort,
-    unintroducedPeers: new Set(),
-    heartbeatSocket,
+    heartbeatSocket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'),
+    registryAddress,
+    channels: new Map(),
+    nextConn: 1,
+    timers: new Map(),
+    heartbeat: undefined,
   };
-
+  const { readline: lines, terminal } = { readline: client.terminal.readline, terminal: client.terminal };
   chatListener.on('connection', (socket) => onIncomingConnection(client, socket));
-  heartbeatSocket.on('message', (bytes, sender) => onDatagram(client, bytes, sender));
-  heartbeatSocket.on('error', () => {}); // e.g. the registry host is unreachable: heartbeats just fail
-  client.terminal.readline.on('line', (line) => onTypedLine(client, line));
-  client.terminal.readline.on('close', () => onTypedLine(client, END_OF_INPUT));
-  client.terminal.readline.on('SIGINT', () => void quit(client)); // Ctrl-C at a TTY
-  process.on('SIGINT', () => void quit(client));
-  process.on('SIGTERM', () => void quit(client));
+  client.heartbeatSocket.on('message', (bytes, sender) => {
+    const decoded = decodeDatagram(bytes);
+    const from = `${plainAddress(sender.address)}:${sender.port}`;
+    dispatch(client, { type: 'datagram', sender: from, message: decoded.ok ? decoded.message : null });
+  });
+  client.heartbeatSocket.on('error', () => {}); // e.g. the registry host is unreachable
+  lines.on('line', (line) => {
+    onLineTyped(terminal, line);
+    dispatch(client, { type: 'typed', line });
+    if (client.state.typedAhead.length > 0) terminal.typedRows = 0; // not shown yet: stays put
+  });
+  lines.on('close', () => dispatch(client, { type: 'input_ended' }));
+  // Ctrl-C at a TTY reaches readline; the rest arrive as signals. SIGHUP is the terminal
+  // window closing: leave just as politely. When the terminal is gone, writing to it fails
+  // (EIO, EPIPE): nobody is left to read it, but the goodbyes must still go out.
+  lines.on('SIGINT', () => dispatch(client, { type: 'signal', name: 'SIGINT' }));
+  for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(name, () => dispatch(client, { type: 'signal', name }));
+  }
+  process.stdout.on('error', () => {});
+  process.stdin.on('error', () => dispatch(client, { type: 'input_ended' }));
 
-  say(client, paint(client, 'bold', `p2p-chat — registry ${settings.server}:${settings.tcpPort}`));
-  showLoginScreen(client);
+  dispatch(client, { type: 'started' });
 }
 
 if (isMainModule(import.meta)) await main();

@@ -4,28 +4,34 @@
  * The registry never carries a chat message. It answers five requests over TCP and listens for
  * heartbeats over UDP; once it has introduced two clients, they talk to each other directly.
  *
- *                      TCP :5000  (one JSON object per line, answers in request order)
- *   client ──────────▶ register · login · search · list · logout ──▶ ┌──────────────────────┐
- *                                                                   │ registry             │
- *                      UDP :5001  (one JSON object per datagram)    │  accounts: UserStore │──▶ MongoDB
- *   client ──────────▶ hello {username, token}  every heartbeatMs ─▶ │  sessions: Map       │    or memory
- *          ◀────────── session_unknown  (if the token is not live)  │  sweeper: every ≤1 s │
- *                                                                   └──────────────────────┘
+ *                 TCP :5000  (one JSON object per line, answers in request order)
+ *   client ─────▶ register · login · search · list · logout ──▶ ┌────────────────────────┐
+ *                                                              │ registry               │
+ *                 UDP :5001  (one JSON object per datagram)    │  accounts: UserStore   │─▶ MongoDB
+ *   client ─────▶ hello {username, token}  every heartbeatMs ─▶ │  sessions: Maps        │   or memory
+ *          ◀───── session_unknown  (if the token is not live)  │  sweeper: every ≤ 1 s  │
+ *                                                              └────────────────────────┘
  *
- * A session is born at login, kept alive by hellos, and dies at logout or when the sweeper finds
+ * A session is born at login, kept alive by hellos, and dies at logout, when the sweeper finds
  * it silent for timeoutMs (the client crashed, lost its network, or was closed without logging
- * out). The online list is simply the set of live sessions.
+ * out), or when the same user logs in again somewhere else. The online list is simply the set of
+ * live sessions.
+ *
+ * Where a request goes, in the order of this file:
+ *
+ *   acceptConnection ─▶ receive ─▶ answerInOrder ─▶ answerRequest ─▶ handleSearch (or another
+ *   handler) ─▶ the answer is written back, in request order
  *
  * Layout:
- *   - settings and limits            what can be configured, with defaults
- *   - server state                   everything the registry remembers, declared together
- *   - accounts                       password hashing, the in-memory store and the MongoDB store
- *   - sessions and presence          login creates, hello refreshes, the sweeper removes
- *   - login throttling               slows down password guessing
- *   - request handlers               one function per message type
- *   - networking                     TCP connections (with limits) and UDP datagrams
- *   - start and stop                 startServer(), used by the CLI, the tests and the benchmarks
- *   - command line                   flags, errors for people, signals
+ *   - state                       settings with their defaults, and everything the registry holds
+ *   - startServer                 the wiring: listeners, the sweeper, shutdown
+ *   - TCP                         accept, receive, answer in order
+ *   - UDP                         hello
+ *   - request handlers            one function per message type
+ *   - sessions and the sweeper    login creates, hello refreshes, the sweeper removes
+ *   - accounts                    password hashing, the in-memory store and the MongoDB store
+ *   - limits and throttling       what keeps one host from taking the registry from everyone
+ *   - command line                flags, errors for people, signals
  */
 
 import { Buffer } from 'node:buffer';
@@ -39,84 +45,17 @@ import { parseArgs } from 'node:util';
 import type { Collection, MongoClient } from 'mongodb';
 import {
   DEFAULT_HEARTBEAT_MS, DEFAULT_TCP_PORT, DEFAULT_TIMEOUT_MS, DEFAULT_UDP_PORT, LineSplitter,
-  MAX_DATAGRAM_BYTES, TICKET_TTL_MS, USERNAME_PATTERN, USERNAME_RULE, decodeDatagram, decodeRequest,
-  encodeDatagram, encodeLine, errorText, isMainModule, makeTicket, normaliseUsername, numberFlag, plainAddress,
+  MAX_DATAGRAM_BYTES, MAX_LISTED_USERS, TICKET_TTL_MS, USERNAME_PATTERN, USERNAME_RULE,
+  decodeDatagram, decodeRequest, encodeDatagram, encodeLine, errorText, isMainModule, makeTicket,
+  normaliseUsername, numberFlag, plainAddress,
 } from './protocol.ts';
 import type {
   ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest, RegisterRequest, Reply,
-  SearchRequest,
+  SearchRequest, SessionUnknown, Storage,
 } from './protocol.ts';
 
 // ============================================================================================
-// Settings and limits
-// ============================================================================================
-
-export type ServerOptions = {
-  /** Address to listen on. Default 0.0.0.0 (every IPv4 interface), so other machines can join. */
-  host?: string;
-  /** TCP port for requests; 0 picks any free port (tests do this). */
-  tcpPort?: number;
-  /** UDP port for heartbeats; 0 picks any free port. */
-  udpPort?: number;
-  /** How often clients are told to say hello. */
-  heartbeatMs?: number;
-  /** Silence after which a session is swept away. */
-  timeoutMs?: number;
-  /** Where accounts live. Default: MongoDB if `mongodbUri` is given, memory otherwise. */
-  store?: UserStore;
-  /** MongoDB connection string (the CLI takes it from MONGODB_URI). */
-  mongodbUri?: string;
-  /** How long start-up waits for MongoDB before giving up. */
-  mongodbTimeoutMs?: number;
-  /** Most TCP connections open at once; one more is told so and closed. */
-  maxConnections?: number;
-  /** A connection that sends nothing, or never finishes a line, for this long is closed. */
-  idleMs?: number;
-  /** Failed logins for one username before it is made to wait. */
-  maxFailedLoginsPerUser?: number;
-  /** Failed logins from one address before it is made to wait (higher: many people share NATs). */
-  maxFailedLoginsPerAddress?: number;
-  /** How long the wait lasts, and how long failures are remembered. */
-  loginCooldownMs?: number;
-  /** Entries kept in each login-throttle table; the oldest is forgotten when a new one needs
-   * room. Default MAX_THROTTLE_ENTRIES (tests lower it to see the bound hold). */
-  maxThrottleEntries?: number;
-  /** Where event lines go. Default: stdout. */
-  log?: (line: string) => void;
-};
-
-type Settings = Required<Omit<ServerOptions, 'store' | 'mongodbUri' | 'log'>> & {
-  mongodbUri: string | undefined;
-};
-
-function resolveSettings(options: ServerOptions): Settings {
-  return {
-    host: options.host ?? '0.0.0.0',
-    tcpPort: options.tcpPort ?? DEFAULT_TCP_PORT,
-    udpPort: options.udpPort ?? DEFAULT_UDP_PORT,
-    heartbeatMs: options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
-    timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    mongodbUri: options.mongodbUri,
-    mongodbTimeoutMs: options.mongodbTimeoutMs ?? 3000,
-    maxConnections: options.maxConnections ?? 1000,
-    idleMs: options.idleMs ?? 60_000,
-    maxFailedLoginsPerUser: options.maxFailedLoginsPerUser ?? 5,
-    maxFailedLoginsPerAddress: options.maxFailedLoginsPerAddress ?? 20,
-    loginCooldownMs: options.loginCooldownMs ?? 30_000,
-    maxThrottleEntries: options.maxThrottleEntries ?? MAX_THROTTLE_ENTRIES,
-  };
-}
-
-/** Requests read ahead of their answers on one connection before we stop reading from it. A
- * client that pipelines thousands of requests is slowed down instead of filling our memory.
- * (The queue can briefly hold more: every line of the one read that crossed the mark, at most
- * one socket read — 64 KiB — of them.) */
-const MAX_QUEUED_REQUESTS = 64;
-/** Entries in each login-throttle table; the oldest is forgotten when a new one needs room. */
-const MAX_THROTTLE_ENTRIES = 10_000;
-
-// ============================================================================================
-// Server state
+// State
 // ============================================================================================
 //
 // Everything the registry remembers is declared here. Accounts are the only thing that
@@ -124,8 +63,63 @@ const MAX_THROTTLE_ENTRIES = 10_000;
 // deliberately in memory: after a restart every client logs in again, which they notice within
 // one heartbeat thanks to `session_unknown`.
 
-/** One logged-in user. */
-export type Session = {
+/** Every default, written once: startServer() fills in options from here, and --help prints
+ * these very values. */
+const DEFAULTS = {
+  /** Every IPv4 interface, so other machines can join. */
+  host: '0.0.0.0',
+  tcpPort: DEFAULT_TCP_PORT,
+  udpPort: DEFAULT_UDP_PORT,
+  heartbeatMs: DEFAULT_HEARTBEAT_MS,
+  timeoutMs: DEFAULT_TIMEOUT_MS,
+  mongodbTimeoutMs: 3000,
+  maxConnections: 1000,
+  /** Enough for a classroom behind one NAT, where every client opens a connection per request. */
+  maxConnectionsPerAddress: 64,
+  idleMs: 60_000,
+  /** Accounts one address may create per registrationWindowMs. */
+  maxRegistrationsPerAddress: 60,
+  registrationWindowMs: 60_000,
+  /** Failed logins before a wait: for one user from one address (a person mistyping)... */
+  maxFailedLoginsPerUserAtAddress: 5,
+  /** ...from one address across every user (one host guessing many names)... */
+  maxFailedLoginsPerAddress: 20,
+  /** ...and for one user across every address (guessing spread over many hosts). */
+  maxFailedLoginsPerUser: 100,
+  loginCooldownMs: 30_000,
+  /** Password checks one address may have waiting or running at once: a classroom of 30
+   * logging in at the same moment fits. */
+  maxHashesPerAddress: 32,
+  /** Entries kept in each throttle table; the oldest is forgotten when a new one needs room. */
+  maxThrottleEntries: 10_000,
+};
+
+/** What startServer() accepts; every field is optional and defaults to DEFAULTS. */
+export type ServerOptions = Partial<typeof DEFAULTS> & {
+  /** Where accounts live. Default: MongoDB if `mongodbUri` is given, memory otherwise. */
+  store?: UserStore;
+  /** MongoDB connection string (the CLI takes it from MONGODB_URI). */
+  mongodbUri?: string;
+  /** Where event lines go. Default: stdout. */
+  log?: (line: string) => void;
+};
+
+type Settings = typeof DEFAULTS & { mongodbUri: string | undefined };
+
+function resolveSettings(options: ServerOptions): Settings {
+  const given = Object.entries(options).filter(([key, value]) => key in DEFAULTS && value !== undefined);
+  const settings: Settings = { ...DEFAULTS, ...Object.fromEntries(given), mongodbUri: options.mongodbUri };
+  // Unless told otherwise, one address may hold at most half of the connection slots: with
+  // --max-connections 50, hosts elsewhere still find 25 free whatever one host does.
+  if (options.maxConnectionsPerAddress === undefined) {
+    const half = Math.max(1, Math.floor(settings.maxConnections / 2));
+    settings.maxConnectionsPerAddress = Math.min(DEFAULTS.maxConnectionsPerAddress, half);
+  }
+  return settings;
+}
+
+/** One logged-in user's live session. (The client has a Session of its own: its side of it.) */
+export type LiveSession = {
   /** The name as it was registered ("Alice"), for display. */
   username: string;
   /** The secret that proves a request comes from this session. Never logged. */
@@ -139,14 +133,16 @@ export type Session = {
   lastHeardAt: number;
   /** This session's neighbours in the last-heard queue (see Registry.oldestSession): the
    * session heard just before it, and the one heard just after it. */
-  heardBefore: Session | undefined;
-  heardAfter: Session | undefined;
+  heardBefore: LiveSession | undefined;
+  heardAfter: LiveSession | undefined;
 };
 
 /** One open TCP connection from a client (or from a person typing into nc). */
 type Connection = {
   /** The TCP connection itself. */
   socket: net.Socket;
+  /** The other end's address ("10.0.0.7"): the key of every per-address limit. */
+  address: string;
   /** "address:port" of the other end, for the log. */
   remote: string;
   /** Cuts the incoming byte stream into lines. */
@@ -156,54 +152,50 @@ type Connection = {
   /** True while an asynchronous answer (register or login: hashing, storage) is being worked
    * out. Later requests wait behind it, so answers leave in request order. */
   busy: boolean;
-  /** performance.now() when the unfinished line in `splitter` began, or 0 if none is pending. */
-  partialLineSince: number;
   /** Set when a line overflowed: nothing more is read; the answers queued before it are sent,
    * then an error, then the connection is closed. */
   hangingUp: boolean;
+  /** performance.now() when it connected or last sent a whole, valid request. Blank lines and
+   * garbage do not count: a connection that sends no request for idleMs is closed. */
+  lastRequestAt: number;
+  /** The timer that checks for that (see watchIdle). */
+  idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Its place in the line for the password hasher, while it waits there (see HashTurn). */
+  hashTurn: HashTurn | undefined;
 };
 const TOO_LONG = Symbol('line too long');
 
-/** Failed logins counted for one username or one address. */
-type FailureCount = {
-  /** Failures since `firstFailureAt`. */
-  failures: number;
-  /** performance.now() of the first failure counted; the count is forgotten a cooldown later. */
-  firstFailureAt: number;
-  /** performance.now() until which logins are refused, or 0. */
-  blockedUntil: number;
-};
-
-export type Registry = {
+/** What the registry holds. Tests and benchmarks reach it through RunningServer.registry. */
+type Registry = {
   /** What startServer() was given, with the defaults filled in. */
   settings: Settings;
   /** Accounts: name, display name, password hash and salt. */
   store: UserStore;
   /** Live sessions by token. */
-  sessionsByToken: Map<string, Session>;
+  sessionsByToken: Map<string, LiveSession>;
+  /** The same sessions by normalised username, for search, list and taking over at login. */
+  sessionsByName: Map<string, LiveSession>;
   /** The same sessions in a queue, in the order they were last heard from: a doubly linked list
-   * through Session.heardBefore / heardAfter, oldest first. A hello moves its session to the
-   * newest end in a few pointer updates. So the sweeper looks only at the oldest end and stops at
-   * the first session still alive: a pass costs one step plus one per expired session, however
-   * many people are online.
-   * Why not simply a Map in insertion order, deleting and re-inserting on each hello? V8 leaves a
-   * hole for every deleted entry until it next rebuilds the table, and every new iterator walks
-   * over the holes at the front; with a million sessions a pass cost ~0.6 ms instead of ~0.1 µs
-   * (bench/, figure 2). */
-  oldestSession: Session | undefined;
-  newestSession: Session | undefined;
-  /** The same sessions by normalised username, for search, list and "already online". */
-  sessionsByName: Map<string, Session>;
-  /** Open TCP connections, so we can enforce the limit and close them all at shutdown. */
+   * through heardBefore / heardAfter, oldest first, so the sweeper looks only at the oldest end
+   * (see "Sessions and the sweeper" for why not a Map). */
+  oldestSession: LiveSession | undefined;
+  newestSession: LiveSession | undefined;
+  /** Tokens of sessions ended by a login elsewhere → performance.now() when that happened. Kept
+   * for two timeouts (and at most maxThrottleEntries), so the old client's next hello is told
+   * `session_unknown` with reason "replaced" and can say why. Oldest first. */
+  replacedTokens: Map<string, number>;
+  /** Open TCP connections, so we can enforce the limits and close them all at shutdown... */
   connections: Set<Connection>;
-  /** Login failures by normalised username, and by client address. Two tables, so that a flood
-   * of made-up usernames cannot push an address's own count out. */
-  failuresByUser: Map<string, FailureCount>;
-  failuresByAddress: Map<string, FailureCount>;
-  /** Password hashes in progress, and the logins and registrations waiting for a turn (oldest
-   * first; at most one per connection, since a connection waits for each answer). See
-   * MAX_HASHES_AT_ONCE. */
-  hashing: { running: number; waiting: Array<() => void> };
+  /** ...and how many of them each address holds. */
+  connectionsByAddress: Map<string, number>;
+  /** Password hashes running, and the connections waiting for a turn (see "The password
+   * hasher's line"). */
+  hashing: Hashing;
+  /** Attempts counted against the throttles (see "Failed logins and registrations"). */
+  failedLoginsByUserAtAddress: AttemptCounts;
+  failedLoginsByAddress: AttemptCounts;
+  failedLoginsByUser: AttemptCounts;
+  registrationsByAddress: AttemptCounts;
   /** A salt to hash against when the user does not exist, so "no such user" takes as long as
    * "wrong password" and timing does not reveal which names are registered. */
   decoySalt: Buffer;
@@ -211,25 +203,127 @@ export type Registry = {
   log: (line: string) => void;
 };
 
-export function createRegistry(
-  settings: Settings,
-  store: UserStore,
-  log: (line: string) => void,
-): Registry {
+function createRegistry(settings: Settings, store: UserStore, log: (line: string) => void): Registry {
+  const s = settings;
   return {
     settings,
     store,
     sessionsByToken: new Map(),
+    sessionsByName: new Map(),
     oldestSession: undefined,
     newestSession: undefined,
-    sessionsByName: new Map(),
+    replacedTokens: new Map(),
     connections: new Set(),
-    failuresByUser: new Map(),
-    failuresByAddress: new Map(),
-    hashing: { running: 0, waiting: [] },
+    connectionsByAddress: new Map(),
+    hashing: { running: 0, waiting: new Map(), byAddress: new Map() },
+    failedLoginsByUserAtAddress: attemptCounts(s.maxFailedLoginsPerUserAtAddress, s.loginCooldownMs),
+    failedLoginsByAddress: attemptCounts(s.maxFailedLoginsPerAddress, s.loginCooldownMs),
+    failedLoginsByUser: attemptCounts(s.maxFailedLoginsPerUser, s.loginCooldownMs),
+    registrationsByAddress: attemptCounts(s.maxRegistrationsPerAddress, s.registrationWindowMs),
     decoySalt: randomBytes(16),
     log,
   };
+}
+
+/** The event log: one line per event, "<ISO time> <event> key=value …". Passwords and tokens
+ * never go in it; anything a client chose freely is quoted with JSON.stringify, so it cannot
+ * forge a line of its own. */
+function logEvent(registry: Registry, event: string, details: string): void {
+  registry.log(`${new Date().toISOString()} ${event} ${details}`);
+}
+
+// ============================================================================================
+// startServer: the wiring
+// ============================================================================================
+
+export type RunningServer = {
+  /** The ports actually bound (useful when 0 was asked for). */
+  tcpPort: number;
+  udpPort: number;
+  host: string;
+  /** The live state: the one door for tests and benchmarks that look inside. */
+  registry: Registry;
+  /** Stops listening, closes every connection and the account store. */
+  close(): Promise<void>;
+};
+
+/** Starts the registry. Used by the command line below, and by the tests and benchmarks. */
+export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
+  const settings = resolveSettings(options);
+  const log = options.log ?? stdoutLog();
+  const ownsStore = options.store === undefined;
+  const store = options.store ?? (settings.mongodbUri
+    ? await openMongoUserStore(settings.mongodbUri, settings.mongodbTimeoutMs)
+    : createMemoryUserStore());
+  const registry = createRegistry(settings, store, log);
+
+  const tcp = net.createServer((socket) => acceptConnection(registry, socket));
+  const udp = dgram.createSocket(settings.host.includes(':') ? 'udp6' : 'udp4');
+  udp.on('message', (bytes, sender) => handleHello(registry, udp, bytes, sender));
+  try {
+    await listening(tcp, 'TCP', settings.tcpPort, (done) => tcp.listen(settings.tcpPort, settings.host, done));
+    await listening(udp, 'UDP', settings.udpPort, (done) => udp.bind(settings.udpPort, settings.host, done));
+  } catch (error) {
+    tcp.close();
+    udp.close();
+    if (ownsStore) await store.close();
+    throw error;
+  }
+  udp.on('error', (error) => logEvent(registry, 'udp_error', errorText(error)));
+
+  // The sweeper runs often enough that a session is removed within a second of its deadline
+  // (sooner when tests use short timeouts).
+  const sweepEveryMs = Math.max(10, Math.min(1000, Math.floor(settings.timeoutMs / 4)));
+  const sweeper = setInterval(() => sweepExpiredSessions(registry, performance.now()), sweepEveryMs);
+
+  const tcpPort = (tcp.address() as net.AddressInfo).port;
+  const udpPort = udp.address().port;
+  logEvent(registry, 'start', `tcp=${settings.host}:${tcpPort} udp=${settings.host}:${udpPort} ` +
+    `heartbeat_ms=${settings.heartbeatMs} timeout_ms=${settings.timeoutMs}`);
+  logEvent(registry, 'storage', store.description);
+
+  // Graceful shutdown: stop accepting, drop every connection (their clients see the registry
+  // go and say so), close the UDP socket and the account store. Calling close() twice is safe.
+  let closing: Promise<void> | undefined;
+  return {
+    tcpPort,
+    udpPort,
+    host: settings.host,
+    registry,
+    close() {
+      closing ??= (async () => {
+        clearInterval(sweeper);
+        const tcpClosed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+        for (const connection of registry.connections) connection.socket.destroy();
+        await tcpClosed;
+        await new Promise<void>((resolve) => udp.close(() => resolve()));
+        if (ownsStore) await store.close().catch(() => {});
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Raised when a port is taken, naming the flag that changes it. */
+class PortInUseError extends Error {}
+
+/** Starts listening (TCP) or binding (UDP) and resolves once it worked. A port already taken
+ * becomes a PortInUseError naming the flag that picks another. */
+function listening(
+  socket: net.Server | dgram.Socket,
+  protocol: 'TCP' | 'UDP',
+  port: number,
+  start: (done: () => void) => void,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    socket.once('error', (error: NodeJS.ErrnoException) => {
+      const flag = `--${protocol.toLowerCase()}-port`;
+      reject(error.code === 'EADDRINUSE'
+        ? new PortInUseError(`${protocol} port ${port} is already in use; choose another with ${flag}`)
+        : error);
+    });
+    start(resolve);
+  });
 }
 
 /** The default event log: stdout. Writing to stdout is a system call, and a busy registry logs a
@@ -252,9 +346,460 @@ function stdoutLog(): (line: string) => void {
   };
 }
 
-/** The event log: one line per event, "<ISO time> <event> key=value …". */
-function logEvent(registry: Registry, event: string, details: string): void {
-  registry.log(`${new Date().toISOString()} ${event} ${details}`);
+// ============================================================================================
+// TCP: accept, receive, answer in order
+// ============================================================================================
+
+function acceptConnection(registry: Registry, socket: net.Socket): void {
+  socket.on('error', () => {}); // resets and the like: 'close' follows, which is all we need
+  const address = plainAddress(socket.remoteAddress);
+  const refusal = connectionRefusal(registry, address);
+  if (refusal !== undefined) {
+    // One line saying why, then hang up. Existing connections are not affected.
+    // Keep reading (and discarding) until the client closes: closing a socket with unread input
+    // sends a reset, which could destroy our explanation before the client reads it.
+    socket.end(encodeLine(errorReply('too_many_connections', refusal)));
+    socket.resume();
+    socket.setTimeout(2000, () => socket.destroy());
+    return;
+  }
+  const connection: Connection = {
+    socket,
+    address,
+    remote: `${address}:${socket.remotePort}`,
+    splitter: new LineSplitter(),
+    queue: [],
+    busy: false,
+    hangingUp: false,
+    lastRequestAt: performance.now(),
+    idleTimer: undefined,
+    hashTurn: undefined,
+  };
+  countConnection(registry, connection, +1);
+  socket.setNoDelay(true); // answers are small; send them now rather than batching (Nagle)
+  watchIdle(registry, connection);
+  socket.on('close', () => countConnection(registry, connection, -1));
+  socket.on('drain', () => answerInOrder(registry, connection));
+  socket.on('data', (chunk: Buffer) => receive(registry, connection, chunk));
+}
+
+/** Bytes arrived: cut them into lines, queue the lines, answer what can be answered. */
+function receive(registry: Registry, connection: Connection, chunk: Uint8Array): void {
+  const { lines, tooLong } = connection.splitter.push(chunk);
+  for (const line of lines) connection.queue.push(line);
+  if (tooLong) {
+    connection.queue.push(TOO_LONG);
+    connection.hangingUp = true;
+    connection.socket.pause(); // nothing after an overflow is read
+  }
+  // A client that pipelines thousands of requests is slowed down instead of filling our memory.
+  if (connection.queue.length > MAX_QUEUED_REQUESTS) connection.socket.pause();
+  answerInOrder(registry, connection);
+}
+
+/** Answers queued lines in order. Synchronous answers are written at once; for an asynchronous
+ * one we stop, and its completion calls us again. We also stop while the socket's send buffer is
+ * full ('drain' calls us again), so a client that never reads its answers cannot grow our memory.
+ *
+ * A client that pipelines (sends several requests before reading) gets its answers in one
+ * write: cork() holds our writes back and uncork() sends them together, so one system call
+ * carries the batch instead of one per answer — the main cost of pipelined search (bench/,
+ * figure 4). With one request waiting there is nothing to gather, and we skip it. */
+function answerInOrder(registry: Registry, connection: Connection): void {
+  const { socket, queue } = connection;
+  const gathering = queue.length > 1;
+  if (gathering) socket.cork();
+  while (!connection.busy && queue.length > 0 && !socket.destroyed && !socket.writableNeedDrain) {
+    const line = queue.shift()!;
+    if (line === TOO_LONG) {
+      queue.length = 0;
+      const limit = connection.splitter.maxLineBytes;
+      socket.end(encodeLine(errorReply('bad_request',
+        `line longer than ${limit} bytes; closing the connection`)));
+      break;
+    }
+    const answer = answerRequest(registry, connection, line);
+    if (answer instanceof Promise) {
+      connection.busy = true;
+      answer.then((reply) => {
+        connection.busy = false;
+        if (!socket.destroyed) socket.write(encodeLine(reply));
+        answerInOrder(registry, connection);
+      }, (error) => {
+        // Handlers turn every expected failure into an answer, so this is a bug. Log it and
+        // drop this one connection; the server and everyone else carry on.
+        logEvent(registry, 'internal_error',
+          `from=${connection.remote} error=${JSON.stringify(errorText(error))}`);
+        socket.destroy();
+      });
+      break;
+    }
+    socket.write(encodeLine(answer));
+  }
+  if (gathering) socket.uncork();
+  const drained = queue.length <= MAX_QUEUED_REQUESTS / 4;
+  if (drained && socket.isPaused() && !connection.hangingUp && !socket.destroyed) socket.resume();
+}
+
+/** Decodes one request line and routes it to its handler. */
+function answerRequest(registry: Registry, connection: Connection, line: Uint8Array): Reply | Promise<Reply> {
+  const decoded = decodeRequest(line);
+  if (!decoded.ok) return errorReply('bad_request', decoded.error);
+  connection.lastRequestAt = performance.now(); // a whole, valid request: the client is active
+  const request = decoded.message;
+  switch (request.type) {
+    case 'register': return handleRegister(registry, request, connection);
+    case 'login': return handleLogin(registry, request, connection);
+    case 'search': return handleSearch(registry, request, connection);
+    case 'list': return handleList(registry, request, connection);
+    case 'logout': return handleLogout(registry, request, connection);
+  }
+}
+
+// ============================================================================================
+// UDP: hello
+// ============================================================================================
+
+/** A datagram arrived. Only a hello with a live token and matching name changes anything. */
+function handleHello(registry: Registry, udp: dgram.Socket, bytes: Uint8Array, sender: dgram.RemoteInfo): void {
+  if (bytes.length > MAX_DATAGRAM_BYTES) return; // too big to be a hello: not worth parsing
+  const decoded = decodeDatagram(bytes);
+  if (!decoded.ok || decoded.message.type !== 'hello') return; // anything else is ignored
+  const hello = decoded.message;
+  const session = findSession(registry, hello.token);
+  if (typeof session === 'object' && sameName(session.username, hello.username)) {
+    refreshSession(registry, session, performance.now());
+    return;
+  }
+  // Tell the sender, so a client whose session we lost (we restarted, swept it, or a login
+  // elsewhere replaced it) finds out within one heartbeat instead of believing it is online.
+  // The answer is smaller than a hello, so a forged sender address cannot use us to amplify.
+  const answer: SessionUnknown = session === 'replaced'
+    ? { type: 'session_unknown', reason: 'replaced' }
+    : { type: 'session_unknown' };
+  udp.send(encodeDatagram(answer), sender.port, sender.address, () => {});
+}
+
+// ============================================================================================
+// Request handlers: one per message type
+// ============================================================================================
+//
+// Each takes the decoded request and returns the answer. Those that touch storage or hash a
+// password are async; the others answer at once.
+
+function errorReply(code: ErrorCode, message: string): ErrorReply {
+  return { type: 'error', code, message };
+}
+
+/** The answer for a token that is not live, saying why when we know. */
+function notLoggedIn(why: 'replaced' | undefined): ErrorReply {
+  return errorReply('not_logged_in', why === 'replaced'
+    ? 'this session ended because you logged in somewhere else; log in again'
+    : 'log in first: this session is unknown or has expired');
+}
+
+/** The answer to a request whose connection closed while it waited: nobody reads it. */
+const CONNECTION_GONE = errorReply('bad_request', 'the connection closed');
+
+async function handleRegister(registry: Registry, request: RegisterRequest, connection: Connection): Promise<Reply> {
+  const { username, password } = request;
+  const invalid = invalidCredentials(username, password);
+  if (invalid !== undefined) return invalid;
+  const charges: Charge[] = [[registry.registrationsByAddress, connection.address]];
+  const refused = admitToHashing(registry, connection, charges, 'too many registrations from your address');
+  if (refused !== undefined) {
+    logEvent(registry, 'register_throttled', `user=${username} from=${connection.remote}`);
+    return refused;
+  }
+  let refund = true; // a registration never hashed (its client left) does not count
+  let outcome: 'added' | 'taken';
+  try {
+    const salt = randomBytes(16);
+    const hash = await hashPassword(registry, connection, password, salt);
+    if (hash === undefined) return CONNECTION_GONE;
+    refund = false;
+    outcome = await registry.store.addUser({
+      name: normaliseUsername(username),
+      displayName: username,
+      passwordHash: hash.toString('hex'),
+      salt: salt.toString('hex'),
+    });
+  } catch (error) {
+    return storageFailed(registry, 'register', error);
+  } finally {
+    leaveHashing(registry, connection, charges, refund);
+  }
+  if (outcome === 'taken') {
+    logEvent(registry, 'register_refused', `user=${username} from=${connection.remote} reason=taken`);
+    return errorReply('username_taken', `the username ${username} is already taken`);
+  }
+  logEvent(registry, 'register', `user=${username} from=${connection.remote}`);
+  return { type: 'registered', username };
+}
+
+async function handleLogin(registry: Registry, request: LoginRequest, connection: Connection): Promise<Reply> {
+  const { username, password, chatPort } = request;
+  const { remote, address } = connection;
+  const invalid = invalidCredentials(username, password);
+  if (invalid !== undefined) return invalid;
+  const name = normaliseUsername(username);
+
+  // Every attempt counts from the moment it is let through to the hasher: a burst of guesses
+  // cannot all slip in before the first of them has failed.
+  const charges: Charge[] = [
+    [registry.failedLoginsByUserAtAddress, `${name} ${address}`],
+    [registry.failedLoginsByAddress, address],
+    [registry.failedLoginsByUser, name],
+  ];
+  const refused = admitToHashing(registry, connection, charges, 'too many failed logins');
+  if (refused !== undefined) {
+    logEvent(registry, 'login_throttled', `user=${username} from=${remote}`);
+    return refused;
+  }
+  let refund = true; // a login that does not fail gives its attempt back
+  try {
+    // Hash even when the user does not exist, so both failures take the same time.
+    const decoy: StoredUser = {
+      name,
+      displayName: username,
+      passwordHash: '00'.repeat(SCRYPT_KEY_BYTES),
+      salt: registry.decoySalt.toString('hex'),
+    };
+    const user = await registry.store.findUser(name);
+    const matches = await passwordMatches(registry, connection, user ?? decoy, password);
+    if (matches === undefined) return CONNECTION_GONE;
+    if (user === null || !matches) {
+      refund = false;
+      logEvent(registry, 'login_failed', `user=${username} from=${remote}`);
+      return errorReply('bad_credentials', 'wrong username or password');
+    }
+    // The right password clears what this user failed from here, and nothing else: the
+    // address's failures against other names still count.
+    registry.failedLoginsByUserAtAddress.entries.delete(`${name} ${address}`);
+    if (connection.socket.destroyed) return CONNECTION_GONE; // nobody to give the token to
+
+    // The right password takes over: a session still open elsewhere (a crashed client, or a
+    // replayed hello keeping a dead one alive) ends now, like IRC's GHOST.
+    const replaced = registry.sessionsByName.get(name);
+    if (replaced !== undefined) endReplacedSession(registry, replaced);
+    const session = openSession(registry, user.displayName, address, chatPort);
+    logEvent(registry, 'login', `user=${session.username} from=${remote} ` +
+      `chat=${session.host}:${chatPort}${replaced ? ' replaced=true' : ''}`);
+    return {
+      type: 'logged_in',
+      username: session.username,
+      token: session.token,
+      heartbeatMs: registry.settings.heartbeatMs,
+      timeoutMs: registry.settings.timeoutMs,
+      storage: registry.store.storage ?? 'memory',
+      ...(replaced ? { replaced: true } : {}),
+    };
+  } catch (error) {
+    // The store failed, or handed back a damaged record (a hash of the wrong length makes
+    // timingSafeEqual throw): either way the accounts cannot be trusted right now.
+    return storageFailed(registry, 'login', error);
+  } finally {
+    leaveHashing(registry, connection, charges, refund);
+  }
+}
+
+function handleSearch(registry: Registry, request: SearchRequest, connection: Connection): Reply {
+  const caller = findSession(registry, request.token);
+  if (typeof caller !== 'object') return notLoggedIn(caller);
+  if (!USERNAME_PATTERN.test(request.username)) return errorReply('invalid_username', USERNAME_RULE);
+  const callee = registry.sessionsByName.get(normaliseUsername(request.username));
+  const who = `user=${caller.username} for=${request.username} from=${connection.remote}`;
+  if (callee === undefined) {
+    logEvent(registry, 'search_miss', who);
+    return errorReply('not_online', `${request.username} is not online`);
+  }
+  logEvent(registry, 'search_hit', who);
+  const expiresAt = Date.now() + TICKET_TTL_MS; // wall-clock: the peer checks it with its own clock
+  return {
+    type: 'found',
+    username: callee.username,
+    host: callee.host,
+    port: callee.chatPort,
+    ticket: makeTicket(callee.token, caller.username, callee.username, expiresAt),
+  };
+}
+
+/** At most MAX_LISTED_USERS names, so the answer always fits in one line, sorted ignoring case
+ * (by their lower-case form, character by character: the same order in every runtime and
+ * locale); a prefix narrows the list, and `total` says how many matched in all. */
+function handleList(registry: Registry, request: ListRequest, connection: Connection): Reply {
+  const caller = findSession(registry, request.token);
+  if (typeof caller !== 'object') return notLoggedIn(caller);
+  const prefix = normaliseUsername(request.prefix ?? '');
+  const { first, total } = firstMatches(registry.sessionsByName.keys(), prefix, MAX_LISTED_USERS);
+  const users = first.map((name) => registry.sessionsByName.get(name)!.username);
+  const narrowed = request.prefix === undefined ? '' : ` prefix=${JSON.stringify(prefix.slice(0, 40))}`;
+  logEvent(registry, 'list', `user=${caller.username} from=${connection.remote}${narrowed} ` +
+    `total=${total} shown=${users.length}`);
+  return { type: 'online', users, total };
+}
+
+function handleLogout(registry: Registry, request: LogoutRequest, connection: Connection): Reply {
+  const session = findSession(registry, request.token);
+  if (typeof session !== 'object') return notLoggedIn(session);
+  closeSession(registry, session);
+  logEvent(registry, 'logout', `user=${session.username} from=${connection.remote}`);
+  return { type: 'logged_out' };
+}
+
+/** An answer for a username or password we will not even try, or undefined if both are fine. */
+function invalidCredentials(username: string, password: string): ErrorReply | undefined {
+  if (!USERNAME_PATTERN.test(username)) return errorReply('invalid_username', USERNAME_RULE);
+  if (password.length === 0) return errorReply('invalid_password', 'the password must not be empty');
+  // A lone surrogate ("\ud800") has no UTF-8 form: hashing would turn it into U+FFFD, making
+  // "\ud800", "\udfff" and "\ufffd" one password. Such text is refused instead.
+  if (!(password as unknown as { isWellFormed(): boolean }).isWellFormed()) {
+    return errorReply('invalid_password', 'the password must be well-formed Unicode text');
+  }
+  return undefined;
+}
+
+function storageFailed(registry: Registry, what: string, error: unknown): ErrorReply {
+  logEvent(registry, 'storage_error', `during=${what} error=${JSON.stringify(errorText(error))}`);
+  return errorReply('storage_unavailable',
+    'the account storage is not available right now; try again later');
+}
+
+/** The first `count` of `names` (lower-case) that start with `prefix`, in order, and how many
+ * start with it in all. The simple way is filter, sort, slice; but that sorts every online name
+ * for every `list`, and with a million people online one request would cost a second. Instead
+ * one pass keeps the best `count` seen so far in a sorted array: a name that sorts after all of
+ * them (most names, once the array is full) costs one comparison. */
+function firstMatches(names: Iterable<string>, prefix: string, count: number): { first: string[]; total: number } {
+  const first: string[] = [];
+  let total = 0;
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    total += 1;
+    if (first.length === count && name >= first[count - 1]) continue;
+    let low = 0; // binary search for where the name goes
+    let high = first.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (first[middle] < name) low = middle + 1;
+      else high = middle;
+    }
+    first.splice(low, 0, name);
+    if (first.length > count) first.pop();
+  }
+  return { first, total };
+}
+
+// ============================================================================================
+// Sessions and the sweeper
+// ============================================================================================
+
+/** The live session a token belongs to; "replaced" if a login elsewhere ended it lately;
+ * undefined if we do not know it (never issued, logged out, swept, or the registry restarted). */
+function findSession(registry: Registry, token: string): LiveSession | 'replaced' | undefined {
+  const session = registry.sessionsByToken.get(token);
+  if (session !== undefined) return session;
+  return registry.replacedTokens.has(token) ? 'replaced' : undefined;
+}
+
+function sameName(a: string, b: string): boolean {
+  return normaliseUsername(a) === normaliseUsername(b);
+}
+
+/** Starts a session. The caller has checked the password. Exported for bench/target.ts, which
+ * makes a million sessions without hashing a million passwords. */
+export function openSession(registry: Registry, username: string, host: string, chatPort: number): LiveSession {
+  const session: LiveSession = {
+    username,
+    // 128 random bits: unguessable, and 22 characters instead of 43 — a million sessions hold
+    // a million tokens, and this pays for the two queue pointers below.
+    token: randomBytes(16).toString('base64url'),
+    host,
+    chatPort,
+    lastHeardAt: performance.now(),
+    heardBefore: undefined,
+    heardAfter: undefined,
+  };
+  registry.sessionsByToken.set(session.token, session);
+  registry.sessionsByName.set(normaliseUsername(username), session);
+  appendToQueue(registry, session);
+  return session;
+}
+
+function closeSession(registry: Registry, session: LiveSession): void {
+  // Only a live session is in the queue: closing one twice must not unlink it twice.
+  if (!registry.sessionsByToken.delete(session.token)) return;
+  registry.sessionsByName.delete(normaliseUsername(session.username));
+  removeFromQueue(registry, session);
+}
+
+/** A login elsewhere ends `session`. Its token is remembered for a while, so the old client is
+ * told why (at most maxThrottleEntries: the oldest is forgotten first). */
+function endReplacedSession(registry: Registry, session: LiveSession): void {
+  closeSession(registry, session);
+  const remembered = registry.replacedTokens;
+  if (remembered.size >= registry.settings.maxThrottleEntries) {
+    remembered.delete(remembered.keys().next().value as string);
+  }
+  remembered.set(session.token, performance.now());
+}
+
+/** A hello arrived: move the session to the newest end of the last-heard queue. Exported for
+ * bench/target.ts (figure 3). */
+export function refreshSession(registry: Registry, session: LiveSession, now: number): void {
+  session.lastHeardAt = now;
+  if (registry.newestSession === session) return;
+  removeFromQueue(registry, session);
+  appendToQueue(registry, session);
+}
+
+/** Removes every session silent for timeoutMs. Oldest first, stopping at the first live one.
+ * Returns how many were removed. Exported for bench/target.ts (figure 3), which times it. */
+export function sweepExpiredSessions(registry: Registry, now: number): number {
+  const { timeoutMs } = registry.settings;
+  let removed = 0;
+  for (let session = registry.oldestSession; session !== undefined; session = registry.oldestSession) {
+    const silentFor = now - session.lastHeardAt;
+    if (silentFor < timeoutMs) break; // everyone after this was heard later
+    closeSession(registry, session); // which makes the next session the oldest
+    removed += 1;
+    logEvent(registry, 'timeout', `user=${session.username} silent_for=${(silentFor / 1000).toFixed(1)}s`);
+  }
+  // Replaced tokens are kept two timeouts: by then the old client has sent a hello (it sends one
+  // every heartbeatMs) or has been gone long enough to know by itself.
+  for (const [token, replacedAt] of registry.replacedTokens) {
+    if (now - replacedAt < 2 * timeoutMs) break; // oldest first: the rest are younger
+    registry.replacedTokens.delete(token);
+  }
+  return removed;
+}
+
+// The last-heard queue. The sweeper needs the sessions in the order they were last heard from,
+// and a hello moves its session to the newest end in a few pointer updates. So the sweeper looks
+// only at the oldest end and stops at the first session still alive: a pass costs one step plus
+// one per expired session, however many people are online.
+// Why not simply a Map in insertion order, deleting and re-inserting on each hello? V8 leaves a
+// hole for every deleted entry until it next rebuilds the table, and every new iterator walks
+// over the holes at the front; with a million sessions a pass cost ~0.6 ms instead of ~0.1 µs
+// (bench/, figure 2).
+
+/** Puts a session at the newest end of the last-heard queue. */
+function appendToQueue(registry: Registry, session: LiveSession): void {
+  session.heardBefore = registry.newestSession;
+  session.heardAfter = undefined;
+  if (registry.newestSession === undefined) registry.oldestSession = session;
+  else registry.newestSession.heardAfter = session;
+  registry.newestSession = session;
+}
+
+/** Takes a session out of the last-heard queue and joins its two neighbours. */
+function removeFromQueue(registry: Registry, session: LiveSession): void {
+  if (session.heardBefore === undefined) registry.oldestSession = session.heardAfter;
+  else session.heardBefore.heardAfter = session.heardAfter;
+  if (session.heardAfter === undefined) registry.newestSession = session.heardBefore;
+  else session.heardAfter.heardBefore = session.heardBefore;
+  session.heardBefore = undefined;
+  session.heardAfter = undefined;
 }
 
 // ============================================================================================
@@ -266,6 +811,7 @@ function logEvent(registry: Registry, event: string, details: string): void {
 // table cannot be attacked with one precomputed dictionary. Node runs scrypt on its thread pool,
 // so hashing (~50 ms) does not block the event loop and other clients keep being served.
 
+/** One account as stored. Exported for the store tests. */
 export type StoredUser = {
   /** Normalised (lower-case) name: the unique key. */
   name: string;
@@ -277,10 +823,14 @@ export type StoredUser = {
   salt: string;
 };
 
-/** Where accounts are kept. Every method may reject; callers turn that into storage_unavailable. */
+/** Where accounts are kept. Every method may reject; callers turn that into storage_unavailable.
+ * Exported for the tests, which pass stores that fail on purpose. */
 export type UserStore = {
   /** One line for the start-up log saying where accounts live. */
   readonly description: string;
+  /** What `logged_in` tells clients: "mongodb" if accounts outlive a restart. A store that does
+   * not say is taken as "memory", the cautious answer. */
+  readonly storage?: Storage;
   /** Adds the user unless the name is taken. Must be atomic: of two racing calls for one name,
    * exactly one gets 'added'. */
   addUser(user: StoredUser): Promise<'added' | 'taken'>;
@@ -290,39 +840,45 @@ export type UserStore = {
 
 const SCRYPT_KEY_BYTES = 64;
 
-/** How many passwords are hashed at once. scrypt runs on libuv's thread pool (four threads), so
- * a burst of logins could keep every core busy hashing and leave none for the event loop, which
- * answers everyone else: on two cores, search p99 rose past 5 ms during a login storm (bench/,
- * figure 5). One core is always left free; further hashes wait their turn. The price: on two
- * cores, about half as many logins per second at full load. */
-const MAX_HASHES_AT_ONCE = Math.max(1, os.availableParallelism() - 1);
-
-async function hashPassword(registry: Registry, password: string, salt: Buffer): Promise<Buffer> {
-  const slots = registry.hashing;
-  if (slots.running < MAX_HASHES_AT_ONCE) slots.running += 1;
-  else await new Promise<void>((resolve) => slots.waiting.push(resolve)); // a finishing hash hands us its slot
+/** scrypt(password, salt) once the hasher has a turn for this connection (see "The password
+ * hasher's line"), or undefined if the connection closed while it waited: nobody is left to
+ * read the answer, so the work is dropped. */
+async function hashPassword(
+  registry: Registry,
+  connection: Connection,
+  password: string,
+  salt: Buffer,
+): Promise<Buffer | undefined> {
+  if (!(await waitForHashTurn(registry, connection))) return undefined;
   try {
     return await new Promise((resolve, reject) => {
       scrypt(password, salt, SCRYPT_KEY_BYTES, (error, key) => (error ? reject(error) : resolve(key)));
     });
   } finally {
-    const next = slots.waiting.shift();
-    if (next !== undefined) next(); // the slot passes straight to the next in line
-    else slots.running -= 1;
+    passHashTurn(registry);
   }
 }
 
-/** Hashes the attempt with the user's salt and compares in constant time. */
-async function passwordMatches(registry: Registry, user: StoredUser, password: string): Promise<boolean> {
-  const attempt = await hashPassword(registry, password, Buffer.from(user.salt, 'hex'));
+/** Hashes the attempt with the user's salt and compares in constant time; undefined if the
+ * connection closed first. */
+async function passwordMatches(
+  registry: Registry,
+  connection: Connection,
+  user: StoredUser,
+  password: string,
+): Promise<boolean | undefined> {
+  const attempt = await hashPassword(registry, connection, password, Buffer.from(user.salt, 'hex'));
+  if (attempt === undefined) return undefined;
   return timingSafeEqual(attempt, Buffer.from(user.passwordHash, 'hex'));
 }
 
-/** Accounts in a Map: gone when the process ends. Fine for a demo, a class, or the tests. */
+/** Accounts in a Map: gone when the process ends. Fine for a demo, a class, or the tests.
+ * Exported for the tests and bench/target.ts. */
 export function createMemoryUserStore(): UserStore {
   const users = new Map<string, StoredUser>();
   return {
     description: 'accounts are kept in memory; set MONGODB_URI to keep them in MongoDB',
+    storage: 'memory',
     async addUser(user) {
       // No await between the check and the set: nothing else can run in between, so this is
       // atomic in JavaScript's single-threaded world.
@@ -339,7 +895,8 @@ export function createMemoryUserStore(): UserStore {
 }
 
 /** Accounts in MongoDB's `users` collection (database: the one named in the URI). A unique index
- * on `name` is what makes registration race-free: the database itself refuses the second insert. */
+ * on `name` is what makes registration race-free: the database itself refuses the second insert.
+ * Exported for the store tests. */
 export async function openMongoUserStore(uri: string, timeoutMs: number): Promise<UserStore> {
   const { MongoClient: Client, MongoServerError } = await import('mongodb');
   const client: MongoClient = new Client(uri, {
@@ -358,6 +915,7 @@ export async function openMongoUserStore(uri: string, timeoutMs: number): Promis
   const DUPLICATE_KEY = 11000;
   return {
     description: `accounts are kept in MongoDB at ${redactUri(uri)}`,
+    storage: 'mongodb',
     async addUser(user) {
       try {
         await users.insertOne({ ...user });
@@ -377,499 +935,305 @@ export async function openMongoUserStore(uri: string, timeoutMs: number): Promis
 }
 
 /** "mongodb://bob:secret@host/db" → "mongodb://bob:***@host/db": URIs go in logs, passwords don't. */
-export function redactUri(uri: string): string {
+function redactUri(uri: string): string {
   return uri.replace(/\/\/([^:@/]*):([^@/]*)@/, '//$1:***@');
 }
 
 // ============================================================================================
-// Sessions and presence
-// ============================================================================================
-
-/** Starts a session. The caller has checked the password and that the user is not online. */
-export function openSession(registry: Registry, username: string, host: string, chatPort: number): Session {
-  const session: Session = {
-    username,
-    // 128 random bits: unguessable, and 22 characters instead of 43 — a million sessions hold
-    // a million tokens, and this pays for the two queue pointers below.
-    token: randomBytes(16).toString('base64url'),
-    host,
-    chatPort,
-    lastHeardAt: performance.now(),
-    heardBefore: undefined,
-    heardAfter: undefined,
-  };
-  registry.sessionsByToken.set(session.token, session);
-  registry.sessionsByName.set(normaliseUsername(username), session);
-  appendToQueue(registry, session);
-  return session;
-}
-
-export function closeSession(registry: Registry, session: Session): void {
-  // Only a live session is in the queue: closing one twice must not unlink it twice.
-  if (!registry.sessionsByToken.delete(session.token)) return;
-  registry.sessionsByName.delete(normaliseUsername(session.username));
-  removeFromQueue(registry, session);
-}
-
-/** A hello arrived: move the session to the newest end of the last-heard queue. */
-export function refreshSession(registry: Registry, session: Session, now: number): void {
-  session.lastHeardAt = now;
-  if (registry.newestSession === session) return;
-  removeFromQueue(registry, session);
-  appendToQueue(registry, session);
-}
-
-/** Puts a session at the newest end of the last-heard queue. */
-function appendToQueue(registry: Registry, session: Session): void {
-  session.heardBefore = registry.newestSession;
-  session.heardAfter = undefined;
-  if (registry.newestSession === undefined) registry.oldestSession = session;
-  else registry.newestSession.heardAfter = session;
-  registry.newestSession = session;
-}
-
-/** Takes a session out of the last-heard queue and joins its two neighbours. */
-function removeFromQueue(registry: Registry, session: Session): void {
-  if (session.heardBefore === undefined) registry.oldestSession = session.heardAfter;
-  else session.heardBefore.heardAfter = session.heardAfter;
-  if (session.heardAfter === undefined) registry.newestSession = session.heardBefore;
-  else session.heardAfter.heardBefore = session.heardBefore;
-  session.heardBefore = undefined;
-  session.heardAfter = undefined;
-}
-
-/** Removes every session silent for timeoutMs. Oldest first, stopping at the first live one.
- * Returns how many were removed. */
-export function sweepExpiredSessions(registry: Registry, now: number): number {
-  let removed = 0;
-  for (let session = registry.oldestSession; session !== undefined; session = registry.oldestSession) {
-    const silentFor = now - session.lastHeardAt;
-    if (silentFor < registry.settings.timeoutMs) break; // everyone after this was heard later
-    closeSession(registry, session); // which makes the next session the oldest
-    removed += 1;
-    logEvent(registry, 'timeout', `user=${session.username} silent_for=${(silentFor / 1000).toFixed(1)}s`);
-  }
-  return removed;
-}
-
-// ============================================================================================
-// Login throttling
+// Limits and throttling
 // ============================================================================================
 //
-// Without a limit, anyone could try passwords as fast as scrypt allows. After a few failures for
-// one username (or many from one address) further logins are refused, without even hashing,
-// until a cooldown passes. A successful login resets both counts.
+// Everything above is the registry working for people who use it as meant. This part keeps one
+// host from taking it from everyone else. Each limit says what it defends against; the numbers
+// are in DEFAULTS, and README → "Security and limits" lists them with their flags.
+//
+//   - connections: a global cap, and a per-address cap (by default at most half of it);
+//   - idle connections: a connection must send a whole request every idleMs (blank lines and
+//     garbage do not count), or it is closed and its slot freed;
+//   - pipelining: at most MAX_QUEUED_REQUESTS read ahead of their answers;
+//   - the password hasher: a few hashes at once, addresses take turns, each address has a share;
+//   - failed logins, per user at an address, per address and per user; registrations per address.
 
-function failureEntry(table: Map<string, FailureCount>, key: string, now: number, cooldownMs: number): FailureCount | undefined {
-  const entry = table.get(key);
-  if (entry && now - entry.firstFailureAt > cooldownMs && now >= entry.blockedUntil) {
-    table.delete(key); // old failures are forgiven
+/** Requests read ahead of their answers on one connection before we stop reading from it. (The
+ * queue can briefly hold more: every line of the one read that crossed the mark, at most one
+ * socket read — 64 KiB — of them.) */
+const MAX_QUEUED_REQUESTS = 64;
+
+// ---- Connections ----
+
+/** Why a new connection from `address` cannot be let in, or undefined if it can. */
+function connectionRefusal(registry: Registry, address: string): string | undefined {
+  const { maxConnections } = registry.settings;
+  if (registry.connections.size >= maxConnections) {
+    return `the registry has ${maxConnections} connections open; try again later`;
+  }
+  const perAddress = registry.settings.maxConnectionsPerAddress;
+  if ((registry.connectionsByAddress.get(address) ?? 0) >= perAddress) {
+    return `your address already has ${perAddress} connections open to the registry; ` +
+      'close one or try again later';
+  }
+  return undefined;
+}
+
+/** Adds (+1) or removes (-1) an open connection. A closing connection also leaves the hasher's
+ * line and stops its idle timer. */
+function countConnection(registry: Registry, connection: Connection, change: 1 | -1): void {
+  const held = (registry.connectionsByAddress.get(connection.address) ?? 0) + change;
+  if (held > 0) registry.connectionsByAddress.set(connection.address, held);
+  else registry.connectionsByAddress.delete(connection.address);
+  if (change === 1) {
+    registry.connections.add(connection);
+    return;
+  }
+  registry.connections.delete(connection);
+  clearTimeout(connection.idleTimer);
+  dropHashTurn(registry, connection);
+}
+
+/** Closes the connection once it has sent no whole, valid request for idleMs: neither silence,
+ * blank lines, garbage nor a line dribbled a byte at a time keeps a slot. A connection whose
+ * request we are still working on (hashing, storage) is ours to wait for, not idle. One timer per
+ * connection, re-armed at most once per idleMs: nothing is done per byte or per request. */
+function watchIdle(registry: Registry, connection: Connection): void {
+  const { idleMs } = registry.settings;
+  const check = () => {
+    const quietMs = performance.now() - connection.lastRequestAt;
+    if (!connection.busy && quietMs >= idleMs) {
+      connection.socket.destroy();
+      return;
+    }
+    const nextCheckMs = connection.busy ? idleMs : idleMs - quietMs;
+    connection.idleTimer = setTimeout(check, Math.max(1, Math.ceil(nextCheckMs)));
+  };
+  connection.idleTimer = setTimeout(check, idleMs);
+}
+
+// ---- The password hasher's line ----
+//
+// scrypt runs on libuv's thread pool (four threads), so a burst of logins could keep every core
+// busy hashing and leave none for the event loop, which answers everyone else: on two cores,
+// search p99 rose past 5 ms during a login storm (bench/, figure 5). So at most
+// MAX_HASHES_AT_ONCE hash at once, one core is always left free, and the rest wait in line.
+//
+// The line is fair between addresses: each address has its own queue and the addresses take
+// turns, one hash each. One host sending thousands of requests delays someone elsewhere by at
+// most one of its hashes, not by all of them. An address may have at most maxHashesPerAddress
+// requests admitted (waiting or hashing); more are answered at once with too_many_attempts. A
+// request whose connection closes while it waits leaves the line unhashed: a flood of requests
+// on connections closed right after writing costs us next to nothing.
+
+const MAX_HASHES_AT_ONCE = Math.max(1, os.availableParallelism() - 1);
+
+/** A connection's place in the hasher's line; `start(true)` gives it the turn, `start(false)`
+ * drops it. */
+type HashTurn = { connection: Connection; start: (go: boolean) => void };
+
+type Hashing = {
+  /** Hashes running now (at most MAX_HASHES_AT_ONCE). */
+  running: number;
+  /** Turns waiting, by address; the first address in the Map goes next. At most one turn per
+   * connection, since a connection waits for each answer. */
+  waiting: Map<string, HashTurn[]>;
+  /** Requests admitted (waiting or hashing) per address: what maxHashesPerAddress limits. */
+  byAddress: Map<string, number>;
+};
+
+/** Resolves true when this connection may hash, false if it closed while it waited. */
+function waitForHashTurn(registry: Registry, connection: Connection): Promise<boolean> {
+  const hashing = registry.hashing;
+  if (hashing.running < MAX_HASHES_AT_ONCE) {
+    hashing.running += 1;
+    return Promise.resolve(true);
+  }
+  return new Promise((start) => {
+    const turn: HashTurn = { connection, start };
+    connection.hashTurn = turn;
+    const turns = hashing.waiting.get(connection.address);
+    if (turns === undefined) hashing.waiting.set(connection.address, [turn]);
+    else turns.push(turn);
+  });
+}
+
+/** A hash finished: its slot passes straight to the first address in line, which then goes to
+ * the back of the line if it has more waiting. */
+function passHashTurn(registry: Registry): void {
+  const { waiting } = registry.hashing;
+  for (;;) {
+    const next = waiting.entries().next();
+    if (next.done) break;
+    const [address, turns] = next.value;
+    const turn = turns.shift()!;
+    waiting.delete(address);
+    if (turns.length > 0) waiting.set(address, turns);
+    turn.connection.hashTurn = undefined;
+    if (turn.connection.socket.destroyed) {
+      turn.start(false); // closed but not yet counted out: drop it and look again
+      continue;
+    }
+    turn.start(true);
+    return;
+  }
+  registry.hashing.running -= 1;
+}
+
+/** The connection closed: if it was waiting for the hasher, it leaves the line unhashed. */
+function dropHashTurn(registry: Registry, connection: Connection): void {
+  const turn = connection.hashTurn;
+  if (turn === undefined) return;
+  connection.hashTurn = undefined;
+  const { waiting } = registry.hashing;
+  const turns = waiting.get(connection.address) ?? [];
+  turns.splice(turns.indexOf(turn), 1);
+  if (turns.length === 0) waiting.delete(connection.address);
+  turn.start(false);
+}
+
+// ---- Failed logins and registrations ----
+//
+// Without limits, anyone could try passwords as fast as scrypt allows, or fill our memory with
+// accounts. Each limit is a table of counts; when a count reaches its limit, the key waits out a
+// cooldown, and requests are refused without hashing. An attempt is counted when it is admitted
+// to the hasher, not when it fails, so a burst sent at once is counted as it arrives.
+//
+// Failed logins are counted three ways, so that guessing is slowed wherever it comes from while
+// nobody can lock a user out knowing only the name:
+//   - per user at one address (5 per 30 s): a person mistyping, or one host guessing one name.
+//     It does not stop the same user from another address;
+//   - per address (20 per 30 s): one host guessing many names;
+//   - per user over all addresses (100 per 30 s): guessing spread over many hosts.
+// A success gives its own attempt back and clears the user's count at that address, and nothing
+// else: an attacker's correct login to their own account does not clear their failures against
+// other people.
+
+/** One key's recent attempts. */
+type AttemptCount = {
+  /** Attempts counted since `since`. */
+  attempts: number;
+  /** performance.now() of the first attempt counted; the count is forgotten a window later. */
+  since: number;
+  /** performance.now() until which attempts are refused, or 0. */
+  blockedUntil: number;
+};
+
+/** A table of counts with its limit: at most `limit` attempts per `windowMs` for one key. */
+type AttemptCounts = { entries: Map<string, AttemptCount>; limit: number; windowMs: number };
+
+/** A count to add to when a request is admitted: a table and a key in it. */
+type Charge = [counts: AttemptCounts, key: string];
+
+function attemptCounts(limit: number, windowMs: number): AttemptCounts {
+  return { entries: new Map(), limit, windowMs };
+}
+
+/** The key's count, forgetting it if it is older than the window and not blocking anything. */
+function currentCount(counts: AttemptCounts, key: string, now: number): AttemptCount | undefined {
+  const entry = counts.entries.get(key);
+  if (entry && now - entry.since > counts.windowMs && now >= entry.blockedUntil) {
+    counts.entries.delete(key); // old attempts are forgiven
     return undefined;
   }
   return entry;
 }
 
-/** Milliseconds this login must still wait, or 0. */
-function throttleWaitMs(registry: Registry, name: string, address: string, now: number): number {
-  const { loginCooldownMs } = registry.settings;
-  const byUser = failureEntry(registry.failuresByUser, name, now, loginCooldownMs);
-  const byAddress = failureEntry(registry.failuresByAddress, address, now, loginCooldownMs);
-  return Math.max(0, (byUser?.blockedUntil ?? 0) - now, (byAddress?.blockedUntil ?? 0) - now);
-}
-
-function countFailure(table: Map<string, FailureCount>, key: string, limit: number, now: number, cooldownMs: number, maxEntries: number): void {
-  let entry = failureEntry(table, key, now, cooldownMs);
-  if (entry === undefined) {
-    if (table.size >= maxEntries) table.delete(table.keys().next().value as string);
-    entry = { failures: 0, firstFailureAt: now, blockedUntil: 0 };
-    table.set(key, entry);
-  }
-  entry.failures += 1;
-  if (entry.failures >= limit) entry.blockedUntil = now + cooldownMs;
-}
-
-function recordLoginFailure(registry: Registry, name: string, address: string, now: number): void {
-  const s = registry.settings;
-  countFailure(registry.failuresByUser, name, s.maxFailedLoginsPerUser, now, s.loginCooldownMs, s.maxThrottleEntries);
-  countFailure(registry.failuresByAddress, address, s.maxFailedLoginsPerAddress, now, s.loginCooldownMs, s.maxThrottleEntries);
-}
-
-// ============================================================================================
-// Request handlers: one per message type
-// ============================================================================================
-//
-// Each takes the decoded request and returns the answer. Those that touch storage or hash a
-// password are async; the others answer at once.
-
-function errorReply(code: ErrorCode, message: string): ErrorReply {
-  return { type: 'error', code, message };
-}
-
-function storageFailed(registry: Registry, what: string, error: unknown): ErrorReply {
-  logEvent(registry, 'storage_error', `during=${what} error=${JSON.stringify(errorText(error))}`);
-  return errorReply('storage_unavailable', 'the account storage is not available right now; try again later');
-}
-
-async function handleRegister(registry: Registry, request: RegisterRequest, remote: string): Promise<Reply> {
-  const { username, password } = request;
-  if (!USERNAME_PATTERN.test(username)) return errorReply('invalid_username', USERNAME_RULE);
-  if (password.length === 0) return errorReply('invalid_password', 'the password must not be empty');
-  const salt = randomBytes(16);
-  let outcome: 'added' | 'taken';
-  try {
-    const hash = await hashPassword(registry, password, salt);
-    outcome = await registry.store.addUser({
-      name: normaliseUsername(username),
-      displayName: username,
-      passwordHash: hash.toString('hex'),
-      salt: salt.toString('hex'),
-    });
-  } catch (error) {
-    return storageFailed(registry, 'register', error);
-  }
-  if (outcome === 'taken') {
-    logEvent(registry, 'register_refused', `user=${username} from=${remote} reason=taken`);
-    return errorReply('username_taken', `the username ${username} is already taken`);
-  }
-  logEvent(registry, 'register', `user=${username} from=${remote}`);
-  return { type: 'registered', username };
-}
-
-async function handleLogin(registry: Registry, request: LoginRequest, connection: Connection): Promise<Reply> {
-  const { username, password, chatPort } = request;
-  const { remote } = connection;
-  if (!USERNAME_PATTERN.test(username)) return errorReply('invalid_username', USERNAME_RULE);
-  if (password.length === 0) return errorReply('invalid_password', 'the password must not be empty');
-  const name = normaliseUsername(username);
-  const address = plainAddress(connection.socket.remoteAddress);
-
-  const waitMs = throttleWaitMs(registry, name, address, performance.now());
-  if (waitMs > 0) {
-    logEvent(registry, 'login_throttled', `user=${username} from=${remote}`);
-    const seconds = Math.ceil(waitMs / 1000);
-    return errorReply('too_many_attempts', `too many failed logins; try again in ${seconds} s`);
-  }
-
-  // Hash even when the user does not exist, so both failures take the same time.
-  const decoy: StoredUser = { name, displayName: username, passwordHash: '00'.repeat(SCRYPT_KEY_BYTES), salt: registry.decoySalt.toString('hex') };
-  let user: StoredUser | null;
-  let matches: boolean;
-  try {
-    user = await registry.store.findUser(name);
-    matches = await passwordMatches(registry, user ?? decoy, password);
-  } catch (error) {
-    // The store failed, or handed back a damaged record (a hash of the wrong length makes
-    // timingSafeEqual throw): either way the accounts cannot be trusted right now.
-    return storageFailed(registry, 'login', error);
-  }
-  if (user === null || !matches) {
-    recordLoginFailure(registry, name, address, performance.now());
-    logEvent(registry, 'login_failed', `user=${username} from=${remote}`);
-    return errorReply('bad_credentials', 'wrong username or password');
-  }
-  registry.failuresByUser.delete(name);
-  registry.failuresByAddress.delete(address);
-
-  if (registry.sessionsByName.has(name)) {
-    logEvent(registry, 'login_refused', `user=${user.displayName} from=${remote} reason=already_online`);
-    return errorReply('already_online', `${user.displayName} is already logged in elsewhere`);
-  }
-  if (connection.socket.destroyed) {
-    return errorReply('bad_request', 'connection closed'); // nobody left to give the token to
-  }
-  const session = openSession(registry, user.displayName, address, chatPort);
-  logEvent(registry, 'login', `user=${session.username} from=${remote} chat=${session.host}:${chatPort}`);
-  return {
-    type: 'logged_in',
-    username: session.username,
-    token: session.token,
-    heartbeatMs: registry.settings.heartbeatMs,
-    timeoutMs: registry.settings.timeoutMs,
-  };
-}
-
-const NOT_LOGGED_IN = 'log in first: this session is unknown or has expired';
-
-function handleSearch(registry: Registry, request: SearchRequest, remote: string): Reply {
-  const caller = registry.sessionsByToken.get(request.token);
-  if (caller === undefined) return errorReply('not_logged_in', NOT_LOGGED_IN);
-  if (!USERNAME_PATTERN.test(request.username)) return errorReply('invalid_username', USERNAME_RULE);
-  const callee = registry.sessionsByName.get(normaliseUsername(request.username));
-  if (callee === undefined) {
-    logEvent(registry, 'search_miss', `user=${caller.username} for=${request.username} from=${remote}`);
-    return errorReply('not_online', `${request.username} is not online`);
-  }
-  logEvent(registry, 'search_hit', `user=${caller.username} for=${callee.username} from=${remote}`);
-  const expiresAt = Date.now() + TICKET_TTL_MS; // wall-clock: the peer checks it with its own clock
-  return {
-    type: 'found',
-    username: callee.username,
-    host: callee.host,
-    port: callee.chatPort,
-    ticket: makeTicket(callee.token, caller.username, callee.username, expiresAt),
-  };
-}
-
-function handleList(registry: Registry, request: ListRequest, remote: string): Reply {
-  const caller = registry.sessionsByToken.get(request.token);
-  if (caller === undefined) return errorReply('not_logged_in', NOT_LOGGED_IN);
-  const users = Array.from(registry.sessionsByName.values(), (session) => session.username);
-  users.sort((a, b) => normaliseUsername(a).localeCompare(normaliseUsername(b)));
-  logEvent(registry, 'list', `user=${caller.username} from=${remote} online=${users.length}`);
-  return { type: 'online', users };
-}
-
-function handleLogout(registry: Registry, request: LogoutRequest, remote: string): Reply {
-  const session = registry.sessionsByToken.get(request.token);
-  if (session === undefined) return errorReply('not_logged_in', NOT_LOGGED_IN);
-  closeSession(registry, session);
-  logEvent(registry, 'logout', `user=${session.username} from=${remote}`);
-  return { type: 'logged_out' };
-}
-
-/** A UDP datagram arrived. Only a hello with a live token and matching name changes anything. */
-function handleDatagram(registry: Registry, udp: dgram.Socket, bytes: Uint8Array, sender: dgram.RemoteInfo): void {
-  if (bytes.length > MAX_DATAGRAM_BYTES) return; // too big to be a hello: not worth parsing
-  const decoded = decodeDatagram(bytes);
-  if (!decoded.ok || decoded.message.type !== 'hello') return; // anything else is ignored
-  const hello = decoded.message;
-  const session = registry.sessionsByToken.get(hello.token);
-  if (session !== undefined && normaliseUsername(session.username) === normaliseUsername(hello.username)) {
-    refreshSession(registry, session, performance.now());
-    return;
-  }
-  // Tell the sender, so a client whose session we lost (we restarted, or swept it) finds out
-  // within one heartbeat instead of believing it is online. The answer is smaller than the
-  // hello, so a forged sender address cannot use us to amplify traffic.
-  udp.send(encodeDatagram({ type: 'session_unknown' }), sender.port, sender.address, () => {});
-}
-
-/** Decodes one request line and routes it to its handler. */
-function answerLine(registry: Registry, connection: Connection, line: Uint8Array): Reply | Promise<Reply> {
-  const decoded = decodeRequest(line);
-  if (!decoded.ok) return errorReply('bad_request', decoded.error);
-  const request = decoded.message;
-  switch (request.type) {
-    case 'register': return handleRegister(registry, request, connection.remote);
-    case 'login': return handleLogin(registry, request, connection);
-    case 'search': return handleSearch(registry, request, connection.remote);
-    case 'list': return handleList(registry, request, connection.remote);
-    case 'logout': return handleLogout(registry, request, connection.remote);
-  }
-}
-
-// ============================================================================================
-// Networking
-// ============================================================================================
-
-function acceptConnection(registry: Registry, socket: net.Socket): void {
-  socket.on('error', () => {}); // resets and the like: 'close' follows, which is all we need
-  const { maxConnections, idleMs } = registry.settings;
-  if (registry.connections.size >= maxConnections) {
-    // One line saying why, then hang up. Existing connections are not affected.
-    // Keep reading (and discarding) until the client closes: closing a socket with unread input
-    // sends a reset, which could destroy our explanation before the client reads it.
-    socket.end(encodeLine(errorReply('too_many_connections', `the registry has ${maxConnections} connections open; try again later`)));
-    socket.resume();
-    socket.setTimeout(2000, () => socket.destroy());
-    return;
-  }
-  const connection: Connection = {
-    socket,
-    remote: `${plainAddress(socket.remoteAddress)}:${socket.remotePort}`,
-    splitter: new LineSplitter(),
-    queue: [],
-    busy: false,
-    partialLineSince: 0,
-    hangingUp: false,
-  };
-  registry.connections.add(connection);
-  socket.setNoDelay(true); // answers are small; send them now rather than batching (Nagle)
-  socket.setTimeout(idleMs); // 'timeout' fires after idleMs with no traffic at all
-  socket.on('timeout', () => socket.destroy());
-  socket.on('close', () => registry.connections.delete(connection));
-  socket.on('drain', () => serveQueue(registry, connection));
-  socket.on('data', (chunk: Buffer) => receive(registry, connection, chunk));
-}
-
-function receive(registry: Registry, connection: Connection, chunk: Uint8Array): void {
-  const { lines, tooLong } = connection.splitter.push(chunk);
-  for (const line of lines) connection.queue.push(line);
-  if (tooLong) {
-    connection.queue.push(TOO_LONG);
-    connection.hangingUp = true;
-    connection.socket.pause(); // nothing after an overflow is read
-  }
-  // A client that keeps a line open by sending a byte now and then never trips the idle timer;
-  // this catches it: a line must be finished within idleMs of its first byte.
+/** Lets a password request through to the hasher, counting it in every table of `charges` and
+ * in its address's share; or, if one of them is full, the too_many_attempts answer (with the
+ * wait) and nothing is counted. A request let through must later call leaveHashing(). */
+function admitToHashing(registry: Registry, connection: Connection, charges: Charge[], why: string): ErrorReply | undefined {
   const now = performance.now();
-  if (connection.splitter.bufferedBytes === 0) connection.partialLineSince = 0;
-  else if (connection.partialLineSince === 0) connection.partialLineSince = now;
-  else if (now - connection.partialLineSince > registry.settings.idleMs) {
-    connection.socket.destroy();
-    return;
+  let waitMs = 0;
+  for (const [counts, key] of charges) {
+    waitMs = Math.max(waitMs, (currentCount(counts, key, now)?.blockedUntil ?? 0) - now);
   }
-  if (connection.queue.length > MAX_QUEUED_REQUESTS) connection.socket.pause();
-  serveQueue(registry, connection);
+  if (waitMs > 0) {
+    return errorReply('too_many_attempts', `${why}; try again in ${Math.ceil(waitMs / 1000)} s`);
+  }
+  const { byAddress } = registry.hashing;
+  const share = registry.settings.maxHashesPerAddress;
+  const admitted = byAddress.get(connection.address) ?? 0;
+  if (admitted >= share) {
+    return errorReply('too_many_attempts',
+      `the registry is already checking ${share} passwords from your address; try again in 1 s`);
+  }
+  byAddress.set(connection.address, admitted + 1);
+  for (const [counts, key] of charges) countAttempt(registry, counts, key, now);
+  return undefined;
 }
 
-/** Answers queued lines in order. Synchronous answers are written at once; for an asynchronous
- * one we stop, and its completion calls us again. We also stop while the socket's send buffer is
- * full ('drain' calls us again), so a client that never reads its answers cannot grow our memory. */
-function serveQueue(registry: Registry, connection: Connection): void {
-  const { socket, queue } = connection;
-  // A client that pipelines (sends several requests before reading) gets its answers in one
-  // write: cork() holds our writes back and uncork() sends them together, so one system call
-  // carries the batch instead of one per answer — the main cost of pipelined search (bench/,
-  // figure 4). With one request waiting there is nothing to gather, and we skip it.
-  const gathering = queue.length > 1;
-  if (gathering) socket.cork();
-  try {
-    answerQueued(registry, connection);
-  } finally {
-    if (gathering) socket.uncork();
+/** A request let in by admitToHashing() is done. With `refund`, its attempts are given back
+ * (it succeeded, or never reached the hasher). */
+function leaveHashing(registry: Registry, connection: Connection, charges: Charge[], refund: boolean): void {
+  const { byAddress } = registry.hashing;
+  const left = (byAddress.get(connection.address) ?? 1) - 1;
+  if (left > 0) byAddress.set(connection.address, left);
+  else byAddress.delete(connection.address);
+  if (!refund) return;
+  for (const [counts, key] of charges) {
+    const entry = counts.entries.get(key);
+    if (entry === undefined) continue;
+    entry.attempts -= 1;
+    if (entry.attempts < counts.limit) entry.blockedUntil = 0;
+    if (entry.attempts <= 0) counts.entries.delete(key);
   }
 }
 
-function answerQueued(registry: Registry, connection: Connection): void {
-  const { socket, queue } = connection;
-  while (!connection.busy && queue.length > 0 && !socket.destroyed && !socket.writableNeedDrain) {
-    const line = queue.shift()!;
-    if (line === TOO_LONG) {
-      queue.length = 0;
-      socket.end(encodeLine(errorReply('bad_request', `line longer than ${connection.splitter.maxLineBytes} bytes; closing the connection`)));
-      return;
+function countAttempt(registry: Registry, counts: AttemptCounts, key: string, now: number): void {
+  let entry = currentCount(counts, key, now);
+  if (entry === undefined) {
+    // The table is bounded: when full, the oldest key is forgotten to make room.
+    if (counts.entries.size >= registry.settings.maxThrottleEntries) {
+      counts.entries.delete(counts.entries.keys().next().value as string);
     }
-    const answer = answerLine(registry, connection, line);
-    if (answer instanceof Promise) {
-      connection.busy = true;
-      answer.then(
-        (reply) => {
-          connection.busy = false;
-          if (!socket.destroyed) socket.write(encodeLine(reply));
-          serveQueue(registry, connection);
-        },
-        (error) => {
-          // Handlers turn every expected failure into an answer, so this is a bug. Log it and
-          // drop this one connection; the server and everyone else carry on.
-          logEvent(registry, 'internal_error', `from=${connection.remote} error=${JSON.stringify(errorText(error))}`);
-          socket.destroy();
-        },
-      );
-      return;
-    }
-    socket.write(encodeLine(answer));
+    entry = { attempts: 0, since: now, blockedUntil: 0 };
+    counts.entries.set(key, entry);
   }
-  if (queue.length <= MAX_QUEUED_REQUESTS / 4 && socket.isPaused() && !connection.hangingUp && !socket.destroyed) {
-    socket.resume();
-  }
-}
-
-// ============================================================================================
-// Start and stop
-// ============================================================================================
-
-export type RunningServer = {
-  /** The ports actually bound (useful when 0 was asked for). */
-  tcpPort: number;
-  udpPort: number;
-  host: string;
-  /** The live state, for tests and benchmarks that look inside. */
-  registry: Registry;
-  /** Stops listening, closes every connection and the account store. */
-  close(): Promise<void>;
-};
-
-/** Raised when a port is taken, naming the flag that changes it. */
-export class PortInUseError extends Error {}
-
-export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
-  const settings = resolveSettings(options);
-  const log = options.log ?? stdoutLog();
-  const ownsStore = options.store === undefined;
-  const store = options.store ??
-    (settings.mongodbUri ? await openMongoUserStore(settings.mongodbUri, settings.mongodbTimeoutMs) : createMemoryUserStore());
-  const registry = createRegistry(settings, store, log);
-
-  const tcp = net.createServer((socket) => acceptConnection(registry, socket));
-  const udp = dgram.createSocket(settings.host.includes(':') ? 'udp6' : 'udp4');
-  udp.on('message', (bytes, sender) => handleDatagram(registry, udp, bytes, sender));
-  try {
-    await listening(tcp, 'TCP', settings.tcpPort, (done) => tcp.listen(settings.tcpPort, settings.host, done));
-    await listening(udp, 'UDP', settings.udpPort, (done) => udp.bind(settings.udpPort, settings.host, done));
-  } catch (error) {
-    tcp.close();
-    udp.close();
-    if (ownsStore) await store.close();
-    throw error;
-  }
-  udp.on('error', (error) => logEvent(registry, 'udp_error', errorText(error)));
-
-  // The sweeper runs often enough that a session is removed within a second of its deadline
-  // (sooner when tests use short timeouts).
-  const sweepEveryMs = Math.max(10, Math.min(1000, Math.floor(settings.timeoutMs / 4)));
-  const sweeper = setInterval(() => sweepExpiredSessions(registry, performance.now()), sweepEveryMs);
-
-  const tcpPort = (tcp.address() as net.AddressInfo).port;
-  const udpPort = udp.address().port;
-  logEvent(registry, 'start', `tcp=${settings.host}:${tcpPort} udp=${settings.host}:${udpPort} heartbeat_ms=${settings.heartbeatMs} timeout_ms=${settings.timeoutMs}`);
-  logEvent(registry, 'storage', store.description);
-
-  let closing: Promise<void> | undefined;
-  return {
-    tcpPort,
-    udpPort,
-    host: settings.host,
-    registry,
-    close() {
-      closing ??= (async () => {
-        clearInterval(sweeper);
-        const tcpClosed = new Promise<void>((resolve) => tcp.close(() => resolve()));
-        for (const connection of registry.connections) connection.socket.destroy();
-        await tcpClosed;
-        await new Promise<void>((resolve) => udp.close(() => resolve()));
-        if (ownsStore) await store.close().catch(() => {});
-      })();
-      return closing;
-    },
-  };
-}
-
-/** Starts listening (TCP) or binding (UDP) and resolves once it worked. A port already taken
- * becomes a PortInUseError naming the flag that picks another. */
-function listening(socket: net.Server | dgram.Socket, protocol: 'TCP' | 'UDP', port: number, start: (done: () => void) => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    socket.once('error', (error: NodeJS.ErrnoException) => {
-      reject(error.code === 'EADDRINUSE'
-        ? new PortInUseError(`${protocol} port ${port} is already in use; choose another with --${protocol.toLowerCase()}-port`)
-        : error);
-    });
-    start(resolve);
-  });
+  entry.attempts += 1;
+  if (entry.attempts >= counts.limit) entry.blockedUntil = now + counts.windowMs;
 }
 
 // ============================================================================================
 // Command line
 // ============================================================================================
 
+type NumberSetting = { [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends number ? K : never }[keyof typeof DEFAULTS];
+
+/** The whole-number flags: name, the setting it changes, its range, and what it does. --help is
+ * printed from this table and DEFAULTS, so the text and the program cannot disagree. */
+const NUMBER_FLAGS: ReadonlyArray<readonly [string, NumberSetting, number, number, string]> = [
+  ['tcp-port', 'tcpPort', 0, 65535, 'TCP port for requests'],
+  ['udp-port', 'udpPort', 0, 65535, 'UDP port for heartbeats'],
+  ['heartbeat-ms', 'heartbeatMs', 1, 3_600_000, 'how often clients say hello'],
+  ['timeout-ms', 'timeoutMs', 1, 86_400_000, 'silence after which a user is dropped'],
+  ['max-connections', 'maxConnections', 1, 1_000_000, 'TCP connections open at once'],
+  ['max-connections-per-address', 'maxConnectionsPerAddress', 1, 1_000_000,
+    'of those, from one address (unless given: at most half of --max-connections)'],
+  ['idle-ms', 'idleMs', 1, 86_400_000, 'close a connection that sends no request for this long'],
+  ['max-registrations-per-address', 'maxRegistrationsPerAddress', 1, 1_000_000,
+    'accounts one address may create per minute'],
+  ['max-failed-logins-per-user-at-address', 'maxFailedLoginsPerUserAtAddress', 1, 1_000_000,
+    'failed logins for one user from one address before a cooldown'],
+  ['max-failed-logins-per-address', 'maxFailedLoginsPerAddress', 1, 1_000_000,
+    'failed logins from one address, any users, before a cooldown'],
+  ['max-failed-logins-per-user', 'maxFailedLoginsPerUser', 1, 1_000_000,
+    'failed logins for one user, any addresses, before a cooldown'],
+  ['login-cooldown-ms', 'loginCooldownMs', 1, 86_400_000,
+    'how long failures are remembered, and the wait once a limit is reached'],
+  ['max-hashes-per-address', 'maxHashesPerAddress', 1, 1_000_000,
+    'logins and registrations one address may have waiting for the hasher'],
+];
+
 const USAGE = `Usage: server.ts [options]
 
 The p2p-chat registry: accounts, who is online, and introductions between peers.
 
 Options:
-  --host ADDRESS         address to listen on (default 0.0.0.0)
-  --tcp-port N           TCP port for requests (default ${DEFAULT_TCP_PORT})
-  --udp-port N           UDP port for heartbeats (default ${DEFAULT_UDP_PORT})
-  --heartbeat-ms N       how often clients say hello (default ${DEFAULT_HEARTBEAT_MS})
-  --timeout-ms N         silence after which a user is dropped (default ${DEFAULT_TIMEOUT_MS})
-  --max-connections N    TCP connections open at once (default 1000)
-  --idle-ms N            close a connection silent for this long (default 60000)
-  -h, --help             show this help
+  ${'--host ADDRESS'.padEnd(46)}address to listen on (default ${DEFAULTS.host})
+${NUMBER_FLAGS.map(([flag, setting, , , help]) =>
+  `  ${`--${flag} N`.padEnd(46)}${help} (default ${DEFAULTS[setting]})`).join('\n')}
+  ${'-h, --help'.padEnd(46)}show this help
 
 Environment:
-  MONGODB_URI            keep accounts in MongoDB (e.g. mongodb://localhost:27017/p2p_chat);
-                         without it, accounts are kept in memory`;
-
+  MONGODB_URI   keep accounts in MongoDB (e.g. mongodb://localhost:27017/p2p_chat);
+                without it, accounts are kept in memory`;
 
 async function main(): Promise<void> {
   let options: ServerOptions;
@@ -877,29 +1241,19 @@ async function main(): Promise<void> {
     const { values } = parseArgs({
       options: {
         host: { type: 'string' },
-        'tcp-port': { type: 'string' },
-        'udp-port': { type: 'string' },
-        'heartbeat-ms': { type: 'string' },
-        'timeout-ms': { type: 'string' },
-        'max-connections': { type: 'string' },
-        'idle-ms': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        ...Object.fromEntries(NUMBER_FLAGS.map(([flag]) => [flag, { type: 'string' as const }])),
       },
     });
     if (values.help) {
       console.log(USAGE);
       return;
     }
-    options = {
-      host: values.host,
-      tcpPort: numberFlag('tcp-port', values['tcp-port'], DEFAULT_TCP_PORT, 0, 65535),
-      udpPort: numberFlag('udp-port', values['udp-port'], DEFAULT_UDP_PORT, 0, 65535),
-      heartbeatMs: numberFlag('heartbeat-ms', values['heartbeat-ms'], DEFAULT_HEARTBEAT_MS, 1, 3_600_000),
-      timeoutMs: numberFlag('timeout-ms', values['timeout-ms'], DEFAULT_TIMEOUT_MS, 1, 86_400_000),
-      maxConnections: numberFlag('max-connections', values['max-connections'], 1000, 1, 1_000_000),
-      idleMs: numberFlag('idle-ms', values['idle-ms'], 60_000, 1, 86_400_000),
-      mongodbUri: process.env.MONGODB_URI || undefined,
-    };
+    options = { host: values.host as string | undefined, mongodbUri: process.env.MONGODB_URI || undefined };
+    for (const [flag, setting, min, max] of NUMBER_FLAGS) {
+      const given = (values as Record<string, string | undefined>)[flag];
+      if (given !== undefined) options[setting] = numberFlag(flag, given, DEFAULTS[setting], min, max);
+    }
   } catch (error) {
     console.error(`error: ${errorText(error)}\n(see --help)`);
     process.exit(2);

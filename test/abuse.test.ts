@@ -64,7 +64,7 @@ before(async () => {
   memoryBefore = memoryMiB();
   main = await startTestServer({
     idleMs: 5000,
-    maxFailedLoginsPerUser: 3,
+    maxFailedLoginsPerUserAtAddress: 3,
     maxFailedLoginsPerAddress: 1000, // this server's guessing is per user; per address is tested apart
     loginCooldownMs: 1500,
   });
@@ -243,7 +243,7 @@ test('abuse: a password-guessing loop is throttled per user, with the wait in th
   }
   const loopMs = milliseconds(started);
   console.log(`abuse: ${guesses} guesses in ${loopMs} ms → ${JSON.stringify(codes)}; last message: "${lastThrottle}"`);
-  assert.deepEqual(codes, { bad_credentials: 3, too_many_attempts: guesses - 3 }, 'only maxFailedLoginsPerUser guesses are checked');
+  assert.deepEqual(codes, { bad_credentials: 3, too_many_attempts: guesses - 3 }, 'only maxFailedLoginsPerUserAtAddress guesses are checked');
   const wait = /try again in (\d+) s/.exec(lastThrottle);
   assert.ok(wait, 'the message says how long to wait');
   assert.ok(Number(wait[1]) >= 1 && Number(wait[1]) <= 2, `wait of ${wait[1]} s fits a 1.5 s cooldown`);
@@ -300,18 +300,18 @@ test('abuse: the throttle tables stay at their cap however many usernames are gu
       for (let i = worker; i < names; i += 4) {
         const answer = await client.request({ type: 'login', username: `made-up-${i}`, password: 'x', chatPort: 7000 });
         assert.equal(answer.code, 'bad_credentials');
-        largest = Math.max(largest, server.registry.failuresByUser.size);
+        largest = Math.max(largest, server.registry.failedLoginsByUser.entries.size);
       }
       client.close();
     }));
-    console.log(`abuse: ${names} distinct usernames failed; throttle table by user holds ${server.registry.failuresByUser.size} ` +
-      `(largest seen ${largest}, cap ${cap}); by address holds ${server.registry.failuresByAddress.size}`);
-    assert.equal(server.registry.failuresByUser.size, cap);
+    console.log(`abuse: ${names} distinct usernames failed; throttle table by user holds ${server.registry.failedLoginsByUser.entries.size} ` +
+      `(largest seen ${largest}, cap ${cap}); by address holds ${server.registry.failedLoginsByAddress.entries.size}`);
+    assert.equal(server.registry.failedLoginsByUser.entries.size, cap);
     assert.ok(largest <= cap);
-    assert.equal(server.registry.failuresByAddress.size, 1);
+    assert.equal(server.registry.failedLoginsByAddress.entries.size, 1);
     // The newest names are the ones remembered; the oldest were forgotten to make room.
-    assert.ok(server.registry.failuresByUser.has(`made-up-${names - 1}`));
-    assert.ok(!server.registry.failuresByUser.has('made-up-0'));
+    assert.ok(server.registry.failedLoginsByUser.entries.has(`made-up-${names - 1}`));
+    assert.ok(!server.registry.failedLoginsByUser.entries.has('made-up-0'));
   } finally {
     await server.close();
   }
@@ -319,7 +319,7 @@ test('abuse: the throttle tables stay at their cap however many usernames are gu
 
 test('abuse: many idle connections are closed after idleMs; an active one stays', async () => {
   const idleMs = 400;
-  const server = await startTestServer({ idleMs });
+  const server = await startTestServer({ idleMs, maxConnectionsPerAddress: 200 });
   try {
     const count = 100;
     const started = performance.now();
@@ -369,7 +369,7 @@ test('abuse: a slow dribbler that never finishes its line is closed', async () =
 });
 
 test('abuse: over maxConnections a newcomer gets one too_many_connections line; existing ones keep working', async () => {
-  const server = await startTestServer({ maxConnections: 5 });
+  const server = await startTestServer({ maxConnections: 5, maxConnectionsPerAddress: 5 });
   try {
     const existing = await Promise.all(Array.from({ length: 5 }, () => LineClient.connect(server.tcpPort)));
     for (const client of existing) assert.equal((await client.request({ type: 'list', token: 'x' })).code, 'not_logged_in');
@@ -474,7 +474,7 @@ test('abuse: after all that, a normal client still registers, logs in and search
   const memoryAfter = memoryMiB();
   console.log(`abuse: test process memory (server in-process) before: rss ${memoryBefore.rss} MiB, heap ${memoryBefore.heapUsed} MiB; ` +
     `after: rss ${memoryAfter.rss} MiB, heap ${memoryAfter.heapUsed} MiB; server state: ${main.registry.connections.size} connections, ` +
-    `${main.registry.sessionsByToken.size} sessions, throttle tables ${main.registry.failuresByUser.size}/${main.registry.failuresByAddress.size}`);
+    `${main.registry.sessionsByToken.size} sessions, throttle tables ${main.registry.failedLoginsByUser.entries.size}/${main.registry.failedLoginsByAddress.entries.size}`);
   assert.ok(memoryAfter.heapUsed - memoryBefore.heapUsed < 200, 'heap grew by less than 200 MiB');
   assert.ok(memoryAfter.rss - memoryBefore.rss < 400, 'rss grew by less than 400 MiB');
 });
@@ -529,7 +529,7 @@ test('abuse: a store that rejects → register/login answer storage_unavailable;
     try {
       await waitUntil(() => !server.registry.sessionsByName.has('silent'), 5000, 'the silent user to be swept');
       await sleep(1700); // longer than timeoutMs: only the hellos keep alice and bob online
-      assert.deepEqual(await client.request({ type: 'list', token: aliceToken }), { type: 'online', users: ['alice', 'bob'] });
+      assert.deepEqual(await client.request({ type: 'list', token: aliceToken }), { type: 'online', users: ['alice', 'bob'], total: 2 });
       const found = await client.request({ type: 'search', token: aliceToken, username: 'bob' });
       assert.equal(found.type, 'found');
       assert.equal(found.port, 7002);

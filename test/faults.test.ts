@@ -158,7 +158,7 @@ test('faults: a peer killed mid-chat → the other side prints "NAME left the ch
   }
 });
 
-test('faults: the registry killed mid-chat → the chat goes on; /list and /logout then say the registry is gone', async () => {
+test('faults: the registry killed mid-chat → the chat goes on; /list says it is unreachable, /logout still logs out', async () => {
   const spawned = new SpawnedProcesses();
   try {
     const { server, tcpPort, udpPort } = await spawned.server();
@@ -180,9 +180,9 @@ test('faults: the registry killed mid-chat → the chat goes on; /list and /logo
 
     let started = performance.now();
     alice.type('/list');
-    await alice.waitFor(/cannot reach the registry at 127\.0\.0\.1:\d+ \(ECONNREFUSED\)\. The registry seems to be gone/);
+    await alice.waitFor(/cannot reach the registry at 127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);
     const listMs = since(started);
-    await alice.waitFor('Login — username');
+    await alice.waitFor('alice> '); // one failed request does not end the session
 
     started = performance.now();
     bob.type('/logout');
@@ -203,9 +203,9 @@ test('faults: a frozen registry (SIGSTOP) is a timeout for the client, not a han
     server.kill('SIGSTOP'); // the kernel still accepts connections; nobody answers them
     const started = performance.now();
     alice.type('/list');
-    await alice.waitFor(/no answer from the registry at 127\.0\.0\.1:\d+ within 800 ms\. The registry seems to be gone/, 5000);
+    await alice.waitFor(/no answer from the registry at 127\.0\.0\.1:\d+ within 800 ms/, 5000);
     const noticedMs = since(started);
-    await alice.waitFor('Login — username');
+    await alice.waitFor('alice> '); // still logged in: only a lost session returns to Login
     console.log(`faults: frozen registry → /list gave up after ${noticedMs} ms (--registry-timeout-ms 800)`);
     assert.ok(noticedMs >= 700, 'it waited for the timeout');
   } finally {
@@ -305,16 +305,23 @@ test('faults: a crowd of silent connections and invalid UTF-8 at a client, then 
     const { tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
     const { client: alice, chatPort } = await spawned.loggedInClient(tcpPort, udpPort, 'alice', ['--greeting-timeout-ms', '400']);
 
-    // 20 connections that say nothing and one that sends invalid UTF-8, all at once.
+    // 20 connections that say nothing, all at once from one address: the client keeps 4 of them
+    // (its per-address cap) for their greeting time and closes the rest at once.
     const crowdStarted = performance.now();
-    intruders.push(...await Promise.all(Array.from({ length: 21 }, () => LineClient.connect(chatPort))));
-    intruders[20].write(Uint8Array.from([0x7b, 0xff, 0xfe, 0x7d, 0x0a]));
-    await alice.waitFor(/Dropped a connection from (::ffff:)?127\.0\.0\.1:\d+: it sent something that is not a p2p-chat message \(the message is not valid UTF-8\)/, 5000);
+    intruders.push(...await Promise.all(Array.from({ length: 20 }, () => LineClient.connect(chatPort))));
+    await waitUntil(() => intruders.filter((c) => c.closed).length >= 16, 1000, '16 to be closed at once');
+    const capMs = since(crowdStarted);
     await waitUntil(() => intruders.every((connection) => connection.closed), 5000, 'the silent crowd to be dropped');
     const crowdMs = since(crowdStarted);
-    const silentDrops = alice.stdout.match(/it said nothing for 400 ms/g)?.length ?? 0;
-    assert.equal(silentDrops, 20, 'each silent connection is reported once');
-    assert.ok(crowdMs >= 350, 'the silent ones were given their greeting time');
+    assert.ok(crowdMs >= 350, 'the ones kept were given their greeting time');
+    // Then one that sends invalid UTF-8: dropped too. All of it is told in two or three lines.
+    const utf8 = await LineClient.connect(chatPort);
+    intruders.push(utf8);
+    utf8.write(Uint8Array.from([0x7b, 0xff, 0xfe, 0x7d, 0x0a]));
+    await utf8.waitClosed();
+    await alice.waitFor(/dropped 20 chat connections from 127\.0\.0\.1 in the last 5 s/, 7000);
+    const dropLines = alice.stdout.split('\n').filter((line) => /dropped/i.test(line)).length;
+    assert.ok(dropLines <= 3, `${dropLines} lines about dropped connections`);
 
     // A peer we call accepts, then starts a line that never ends.
     flood = await fakePeer(tcpPort, 'flood', (socket) => {
@@ -329,7 +336,8 @@ test('faults: a crowd of silent connections and invalid UTF-8 at a client, then 
     const floodMs = since(floodStarted);
     await waitUntil(flood.allClosed, 3000, 'alice to hang up on the flooding peer');
 
-    console.log(`faults: client dropped 20 silent connections + 1 invalid UTF-8 in ${crowdMs} ms (greeting timeout 400 ms); ` +
+    console.log(`faults: client closed 16 of 20 silent connections in ${capMs} ms, all in ${crowdMs} ms ` +
+      `(greeting timeout 400 ms), told in ${dropLines} lines; ` +
       `a huge line mid-chat ${floodMs} ms after the accept (fake peer starts it after 200 ms)`);
     // Still usable.
     await alice.waitFor('alice> ');

@@ -62,9 +62,57 @@ describe('accounts: register and login', () => {
     assert.ok(typeof answer.token === 'string' && Buffer.from(answer.token, 'base64url').length >= 16, 'token ≥ 128 bits');
   });
 
-  test('a second login while the first session lives is already_online', async () => {
-    const answer = await client.request({ type: 'login', username: 'alice', password: 'wonderland', chatPort: 6002 });
-    assert.equal(answer.code, 'already_online');
+  test('login says where accounts live: storage "memory" for the in-memory store', async () => {
+    const answer = await client.request({ type: 'login', username: 'alice', password: 'wonderland', chatPort: 6001 });
+    assert.equal(answer.storage, 'memory');
+    assert.equal(answer.replaced, true, 'the session of the test before was replaced');
+  });
+
+  test('the right password takes over a live session: old token dead at once, its hello told "replaced"', async () => {
+    const first = await client.request({ type: 'login', username: 'alice', password: 'wonderland', chatPort: 6001 });
+    assert.equal(first.type, 'logged_in');
+    const second = await client.request({ type: 'login', username: 'ALICE', password: 'wonderland', chatPort: 6002 });
+    assert.equal(second.type, 'logged_in');
+    assert.equal(second.replaced, true);
+    assert.notEqual(second.token, first.token);
+    // The old token is dead for every request, and its hello learns why.
+    const old = await client.request({ type: 'list', token: first.token });
+    assert.equal(old.code, 'not_logged_in');
+    assert.match(String(old.message), /logged in somewhere else/);
+    const hello = JSON.stringify({ type: 'hello', username: 'alice', token: first.token });
+    const answer = await sendDatagram(server.udpPort, hello, 1000);
+    assert.deepEqual(JSON.parse(answer!), { type: 'session_unknown', reason: 'replaced' });
+    // The new session is the one online, with the new chat port.
+    const found = await client.request({ type: 'search', token: second.token, username: 'alice' });
+    assert.equal(found.port, 6002);
+    assert.ok(server.logLines.some((line) => / login user=Alice .* replaced=true$/.test(line)), 'logged');
+    // A first login (nobody online) says nothing about replacing.
+    await client.request({ type: 'logout', token: second.token });
+    const fresh = await client.request({ type: 'login', username: 'alice', password: 'wonderland', chatPort: 6003 });
+    assert.equal(fresh.replaced, undefined);
+    assert.ok(!('replaced' in fresh));
+  });
+
+  test('a wrong password does not touch the live session', async () => {
+    const live = await client.request({ type: 'login', username: 'alice', password: 'wonderland', chatPort: 6001 });
+    const wrong = await client.request({ type: 'login', username: 'alice', password: 'not-it', chatPort: 6009 });
+    assert.equal(wrong.code, 'bad_credentials');
+    assert.equal((await client.request({ type: 'search', token: live.token, username: 'alice' })).port, 6001);
+  });
+
+  test('a password that is not well-formed Unicode is invalid_password, not one of three equal ones', async () => {
+    // JSON.stringify writes a lone surrogate as the escape "\ud800", as a hostile client would.
+    for (const password of ['\ud800', '\udfff', 'ab\ud800cd', '\udc00\ud800']) {
+      const answer = await client.request({ type: 'register', username: 'surrogate', password });
+      assert.equal(answer.code, 'invalid_password', JSON.stringify(password));
+    }
+    // A proper pair (an emoji) is fine, and U+FFFD is a password of its own.
+    const emoji = await client.request({ type: 'register', username: 'emoji', password: '\ud83d\ude00' });
+    assert.equal(emoji.type, 'registered');
+    const replacement = await client.request({ type: 'register', username: 'fffd', password: '\ufffd' });
+    assert.equal(replacement.type, 'registered');
+    const login = await client.request({ type: 'login', username: 'fffd', password: '\ud800', chatPort: 7000 });
+    assert.equal(login.code, 'invalid_password');
   });
 
   test('wrong password and unknown user get the same answer', async () => {
@@ -128,7 +176,10 @@ describe('presence, search, list and logout', () => {
     assert.equal(online.type, 'online');
     const users = online.users as string[];
     assert.ok(users.includes('erin') && users.includes('Bob'));
-    assert.deepEqual(users, [...users].sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase())));
+    // Sorted by lower-case form, character by character (the same in every runtime and locale).
+    const lower = users.map((name) => name.toLowerCase());
+    assert.deepEqual(lower, [...lower].sort());
+    assert.equal(online.total, users.length);
     assert.equal((await client.request({ type: 'list', token: 'made-up' })).code, 'not_logged_in');
     client.close();
   });
@@ -398,7 +449,9 @@ describe('server.ts as a program', () => {
   test('--help explains the flags; a bad flag value is a clear error', async () => {
     const help = spawnScript('server.ts', ['--help']);
     assert.equal(await help.exited, 0);
-    for (const flag of ['--tcp-port', '--udp-port', '--host', '--heartbeat-ms', '--timeout-ms', 'MONGODB_URI']) {
+    const flags = ['--tcp-port', '--udp-port', '--host', '--heartbeat-ms', '--timeout-ms', '--idle-ms',
+      '--max-connections-per-address', '--max-registrations-per-address', 'MONGODB_URI'];
+    for (const flag of flags) {
       assert.ok(help.stdout.includes(flag), flag);
     }
     const bad = spawnScript('server.ts', ['--timeout-ms', 'soon']);
