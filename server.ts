@@ -8,7 +8,7 @@
  *   client ─────▶ register · login · search · list · logout ──▶ ┌────────────────────────┐
  *                                                              │ registry               │
  *                 UDP :5001  (one JSON object per datagram)    │  accounts: UserStore   │─▶ MongoDB
- *   client ─────▶ hello {username, token}  every heartbeatMs ─▶ │  sessions: Maps        │   or memory
+ *   client ─────▶ hello {username, token}  every heartbeatMs ─▶ │  sessions: Maps        │ (or RAM)
  *          ◀───── session_unknown  (if the token is not live)  │  sweeper: every ≤ 1 s  │
  *                                                              └────────────────────────┘
  *
@@ -107,8 +107,9 @@ export type ServerOptions = Partial<typeof DEFAULTS> & {
 type Settings = typeof DEFAULTS & { mongodbUri: string | undefined };
 
 function resolveSettings(options: ServerOptions): Settings {
-  const given = Object.entries(options).filter(([key, value]) => key in DEFAULTS && value !== undefined);
-  const settings: Settings = { ...DEFAULTS, ...Object.fromEntries(given), mongodbUri: options.mongodbUri };
+  const given = Object.fromEntries(Object.entries(options)
+    .filter(([key, value]) => key in DEFAULTS && value !== undefined));
+  const settings: Settings = { ...DEFAULTS, ...given, mongodbUri: options.mongodbUri };
   // Unless told otherwise, one address may hold at most half of the connection slots: with
   // --max-connections 50, hosts elsewhere still find 25 free whatever one host does.
   if (options.maxConnectionsPerAddress === undefined) {
@@ -203,7 +204,11 @@ type Registry = {
   log: (line: string) => void;
 };
 
-function createRegistry(settings: Settings, store: UserStore, log: (line: string) => void): Registry {
+function createRegistry(
+  settings: Settings,
+  store: UserStore,
+  log: (line: string) => void,
+): Registry {
   const s = settings;
   return {
     settings,
@@ -216,7 +221,8 @@ function createRegistry(settings: Settings, store: UserStore, log: (line: string
     connections: new Set(),
     connectionsByAddress: new Map(),
     hashing: { running: 0, waiting: new Map(), byAddress: new Map() },
-    failedLoginsByUserAtAddress: attemptCounts(s.maxFailedLoginsPerUserAtAddress, s.loginCooldownMs),
+    failedLoginsByUserAtAddress:
+      attemptCounts(s.maxFailedLoginsPerUserAtAddress, s.loginCooldownMs),
     failedLoginsByAddress: attemptCounts(s.maxFailedLoginsPerAddress, s.loginCooldownMs),
     failedLoginsByUser: attemptCounts(s.maxFailedLoginsPerUser, s.loginCooldownMs),
     registrationsByAddress: attemptCounts(s.maxRegistrationsPerAddress, s.registrationWindowMs),
@@ -261,8 +267,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const udp = dgram.createSocket(settings.host.includes(':') ? 'udp6' : 'udp4');
   udp.on('message', (bytes, sender) => handleHello(registry, udp, bytes, sender));
   try {
-    await listening(tcp, 'TCP', settings.tcpPort, (done) => tcp.listen(settings.tcpPort, settings.host, done));
-    await listening(udp, 'UDP', settings.udpPort, (done) => udp.bind(settings.udpPort, settings.host, done));
+    const { host, tcpPort, udpPort } = settings;
+    await listening(tcp, 'TCP', tcpPort, (done) => tcp.listen(tcpPort, host, done));
+    await listening(udp, 'UDP', udpPort, (done) => udp.bind(udpPort, host, done));
   } catch (error) {
     tcp.close();
     udp.close();
@@ -274,7 +281,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // The sweeper runs often enough that a session is removed within a second of its deadline
   // (sooner when tests use short timeouts).
   const sweepEveryMs = Math.max(10, Math.min(1000, Math.floor(settings.timeoutMs / 4)));
-  const sweeper = setInterval(() => sweepExpiredSessions(registry, performance.now()), sweepEveryMs);
+  const sweep = () => sweepExpiredSessions(registry, performance.now());
+  const sweeper = setInterval(sweep, sweepEveryMs);
 
   const tcpPort = (tcp.address() as net.AddressInfo).port;
   const udpPort = udp.address().port;
@@ -318,9 +326,8 @@ function listening(
   return new Promise((resolve, reject) => {
     socket.once('error', (error: NodeJS.ErrnoException) => {
       const flag = `--${protocol.toLowerCase()}-port`;
-      reject(error.code === 'EADDRINUSE'
-        ? new PortInUseError(`${protocol} port ${port} is already in use; choose another with ${flag}`)
-        : error);
+      const taken = `${protocol} port ${port} is already in use; choose another with ${flag}`;
+      reject(error.code === 'EADDRINUSE' ? new PortInUseError(taken) : error);
     });
     start(resolve);
   });
@@ -442,7 +449,11 @@ function answerInOrder(registry: Registry, connection: Connection): void {
 }
 
 /** Decodes one request line and routes it to its handler. */
-function answerRequest(registry: Registry, connection: Connection, line: Uint8Array): Reply | Promise<Reply> {
+function answerRequest(
+  registry: Registry,
+  connection: Connection,
+  line: Uint8Array,
+): Reply | Promise<Reply> {
   const decoded = decodeRequest(line);
   if (!decoded.ok) return errorReply('bad_request', decoded.error);
   connection.lastRequestAt = performance.now(); // a whole, valid request: the client is active
@@ -461,7 +472,12 @@ function answerRequest(registry: Registry, connection: Connection, line: Uint8Ar
 // ============================================================================================
 
 /** A datagram arrived. Only a hello with a live token and matching name changes anything. */
-function handleHello(registry: Registry, udp: dgram.Socket, bytes: Uint8Array, sender: dgram.RemoteInfo): void {
+function handleHello(
+  registry: Registry,
+  udp: dgram.Socket,
+  bytes: Uint8Array,
+  sender: dgram.RemoteInfo,
+): void {
   if (bytes.length > MAX_DATAGRAM_BYTES) return; // too big to be a hello: not worth parsing
   const decoded = decodeDatagram(bytes);
   if (!decoded.ok || decoded.message.type !== 'hello') return; // anything else is ignored
@@ -501,12 +517,17 @@ function notLoggedIn(why: 'replaced' | undefined): ErrorReply {
 /** The answer to a request whose connection closed while it waited: nobody reads it. */
 const CONNECTION_GONE = errorReply('bad_request', 'the connection closed');
 
-async function handleRegister(registry: Registry, request: RegisterRequest, connection: Connection): Promise<Reply> {
+async function handleRegister(
+  registry: Registry,
+  request: RegisterRequest,
+  connection: Connection,
+): Promise<Reply> {
   const { username, password } = request;
   const invalid = invalidCredentials(username, password);
   if (invalid !== undefined) return invalid;
   const charges: Charge[] = [[registry.registrationsByAddress, connection.address]];
-  const refused = admitToHashing(registry, connection, charges, 'too many registrations from your address');
+  const why = 'too many registrations from your address';
+  const refused = admitToHashing(registry, connection, charges, why);
   if (refused !== undefined) {
     logEvent(registry, 'register_throttled', `user=${username} from=${connection.remote}`);
     return refused;
@@ -530,14 +551,19 @@ async function handleRegister(registry: Registry, request: RegisterRequest, conn
     leaveHashing(registry, connection, charges, refund);
   }
   if (outcome === 'taken') {
-    logEvent(registry, 'register_refused', `user=${username} from=${connection.remote} reason=taken`);
+    logEvent(registry, 'register_refused',
+      `user=${username} from=${connection.remote} reason=taken`);
     return errorReply('username_taken', `the username ${username} is already taken`);
   }
   logEvent(registry, 'register', `user=${username} from=${connection.remote}`);
   return { type: 'registered', username };
 }
 
-async function handleLogin(registry: Registry, request: LoginRequest, connection: Connection): Promise<Reply> {
+async function handleLogin(
+  registry: Registry,
+  request: LoginRequest,
+  connection: Connection,
+): Promise<Reply> {
   const { username, password, chatPort } = request;
   const { remote, address } = connection;
   const invalid = invalidCredentials(username, password);
@@ -606,7 +632,9 @@ async function handleLogin(registry: Registry, request: LoginRequest, connection
 function handleSearch(registry: Registry, request: SearchRequest, connection: Connection): Reply {
   const caller = findSession(registry, request.token);
   if (typeof caller !== 'object') return notLoggedIn(caller);
-  if (!USERNAME_PATTERN.test(request.username)) return errorReply('invalid_username', USERNAME_RULE);
+  if (!USERNAME_PATTERN.test(request.username)) {
+    return errorReply('invalid_username', USERNAME_RULE);
+  }
   const callee = registry.sessionsByName.get(normaliseUsername(request.username));
   const who = `user=${caller.username} for=${request.username} from=${connection.remote}`;
   if (callee === undefined) {
@@ -633,7 +661,9 @@ function handleList(registry: Registry, request: ListRequest, connection: Connec
   const prefix = normaliseUsername(request.prefix ?? '');
   const { first, total } = firstMatches(registry.sessionsByName.keys(), prefix, MAX_LISTED_USERS);
   const users = first.map((name) => registry.sessionsByName.get(name)!.username);
-  const narrowed = request.prefix === undefined ? '' : ` prefix=${JSON.stringify(prefix.slice(0, 40))}`;
+  const narrowed = request.prefix === undefined
+    ? ''
+    : ` prefix=${JSON.stringify(prefix.slice(0, 40))}`;
   logEvent(registry, 'list', `user=${caller.username} from=${connection.remote}${narrowed} ` +
     `total=${total} shown=${users.length}`);
   return { type: 'online', users, total };
@@ -650,7 +680,9 @@ function handleLogout(registry: Registry, request: LogoutRequest, connection: Co
 /** An answer for a username or password we will not even try, or undefined if both are fine. */
 function invalidCredentials(username: string, password: string): ErrorReply | undefined {
   if (!USERNAME_PATTERN.test(username)) return errorReply('invalid_username', USERNAME_RULE);
-  if (password.length === 0) return errorReply('invalid_password', 'the password must not be empty');
+  if (password.length === 0) {
+    return errorReply('invalid_password', 'the password must not be empty');
+  }
   // A lone surrogate ("\ud800") has no UTF-8 form: hashing would turn it into U+FFFD, making
   // "\ud800", "\udfff" and "\ufffd" one password. Such text is refused instead.
   if (!(password as unknown as { isWellFormed(): boolean }).isWellFormed()) {
@@ -670,7 +702,11 @@ function storageFailed(registry: Registry, what: string, error: unknown): ErrorR
  * for every `list`, and with a million people online one request would cost a second. Instead
  * one pass keeps the best `count` seen so far in a sorted array: a name that sorts after all of
  * them (most names, once the array is full) costs one comparison. */
-function firstMatches(names: Iterable<string>, prefix: string, count: number): { first: string[]; total: number } {
+function firstMatches(
+  names: Iterable<string>,
+  prefix: string,
+  count: number,
+): { first: string[]; total: number } {
   const first: string[] = [];
   let total = 0;
   for (const name of names) {
@@ -708,7 +744,12 @@ function sameName(a: string, b: string): boolean {
 
 /** Starts a session. The caller has checked the password. Exported for bench/target.ts, which
  * makes a million sessions without hashing a million passwords. */
-export function openSession(registry: Registry, username: string, host: string, chatPort: number): LiveSession {
+export function openSession(
+  registry: Registry,
+  username: string,
+  host: string,
+  chatPort: number,
+): LiveSession {
   const session: LiveSession = {
     username,
     // 128 random bits: unguessable, and 22 characters instead of 43 — a million sessions hold
@@ -758,12 +799,15 @@ export function refreshSession(registry: Registry, session: LiveSession, now: nu
 export function sweepExpiredSessions(registry: Registry, now: number): number {
   const { timeoutMs } = registry.settings;
   let removed = 0;
-  for (let session = registry.oldestSession; session !== undefined; session = registry.oldestSession) {
+  for (;;) {
+    const session = registry.oldestSession;
+    if (session === undefined) break;
     const silentFor = now - session.lastHeardAt;
     if (silentFor < timeoutMs) break; // everyone after this was heard later
     closeSession(registry, session); // which makes the next session the oldest
     removed += 1;
-    logEvent(registry, 'timeout', `user=${session.username} silent_for=${(silentFor / 1000).toFixed(1)}s`);
+    const seconds = (silentFor / 1000).toFixed(1);
+    logEvent(registry, 'timeout', `user=${session.username} silent_for=${seconds}s`);
   }
   // Replaced tokens are kept two timeouts: by then the old client has sent a hello (it sends one
   // every heartbeatMs) or has been gone long enough to know by itself.
@@ -852,7 +896,8 @@ async function hashPassword(
   if (!(await waitForHashTurn(registry, connection))) return undefined;
   try {
     return await new Promise((resolve, reject) => {
-      scrypt(password, salt, SCRYPT_KEY_BYTES, (error, key) => (error ? reject(error) : resolve(key)));
+      scrypt(password, salt, SCRYPT_KEY_BYTES, (error, key) => error ? reject(error) : resolve(key),
+      );
     });
   } finally {
     passHashTurn(registry);
@@ -934,7 +979,8 @@ export async function openMongoUserStore(uri: string, timeoutMs: number): Promis
   };
 }
 
-/** "mongodb://bob:secret@host/db" → "mongodb://bob:***@host/db": URIs go in logs, passwords don't. */
+/** "mongodb://bob:secret@host/db" → "mongodb://bob:***@host/db": URIs go in logs, passwords
+ * don't. */
 function redactUri(uri: string): string {
   return uri.replace(/\/\/([^:@/]*):([^@/]*)@/, '//$1:***@');
 }
@@ -1138,7 +1184,12 @@ function currentCount(counts: AttemptCounts, key: string, now: number): AttemptC
 /** Lets a password request through to the hasher, counting it in every table of `charges` and
  * in its address's share; or, if one of them is full, the too_many_attempts answer (with the
  * wait) and nothing is counted. A request let through must later call leaveHashing(). */
-function admitToHashing(registry: Registry, connection: Connection, charges: Charge[], why: string): ErrorReply | undefined {
+function admitToHashing(
+  registry: Registry,
+  connection: Connection,
+  charges: Charge[],
+  why: string,
+): ErrorReply | undefined {
   const now = performance.now();
   let waitMs = 0;
   for (const [counts, key] of charges) {
@@ -1161,7 +1212,12 @@ function admitToHashing(registry: Registry, connection: Connection, charges: Cha
 
 /** A request let in by admitToHashing() is done. With `refund`, its attempts are given back
  * (it succeeded, or never reached the hasher). */
-function leaveHashing(registry: Registry, connection: Connection, charges: Charge[], refund: boolean): void {
+function leaveHashing(
+  registry: Registry,
+  connection: Connection,
+  charges: Charge[],
+  refund: boolean,
+): void {
   const { byAddress } = registry.hashing;
   const left = (byAddress.get(connection.address) ?? 1) - 1;
   if (left > 0) byAddress.set(connection.address, left);
@@ -1194,7 +1250,10 @@ function countAttempt(registry: Registry, counts: AttemptCounts, key: string, no
 // Command line
 // ============================================================================================
 
-type NumberSetting = { [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends number ? K : never }[keyof typeof DEFAULTS];
+/** The names of the settings that hold a number. */
+type NumberSetting = {
+  [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends number ? K : never;
+}[keyof typeof DEFAULTS];
 
 /** The whole-number flags: name, the setting it changes, its range, and what it does. --help is
  * printed from this table and DEFAULTS, so the text and the program cannot disagree. */
@@ -1205,31 +1264,36 @@ const NUMBER_FLAGS: ReadonlyArray<readonly [string, NumberSetting, number, numbe
   ['timeout-ms', 'timeoutMs', 1, 86_400_000, 'silence after which a user is dropped'],
   ['max-connections', 'maxConnections', 1, 1_000_000, 'TCP connections open at once'],
   ['max-connections-per-address', 'maxConnectionsPerAddress', 1, 1_000_000,
-    'of those, from one address (unless given: at most half of --max-connections)'],
-  ['idle-ms', 'idleMs', 1, 86_400_000, 'close a connection that sends no request for this long'],
+    'of those, from one address (unset: ≤ half)'],
+  ['idle-ms', 'idleMs', 1, 86_400_000, 'close a connection sending no request this long'],
   ['max-registrations-per-address', 'maxRegistrationsPerAddress', 1, 1_000_000,
     'accounts one address may create per minute'],
   ['max-failed-logins-per-user-at-address', 'maxFailedLoginsPerUserAtAddress', 1, 1_000_000,
-    'failed logins for one user from one address before a cooldown'],
+    'failed logins for one user from one address'],
   ['max-failed-logins-per-address', 'maxFailedLoginsPerAddress', 1, 1_000_000,
-    'failed logins from one address, any users, before a cooldown'],
+    'failed logins from one address, any users'],
   ['max-failed-logins-per-user', 'maxFailedLoginsPerUser', 1, 1_000_000,
-    'failed logins for one user, any addresses, before a cooldown'],
+    'failed logins for one user, any addresses'],
   ['login-cooldown-ms', 'loginCooldownMs', 1, 86_400_000,
-    'how long failures are remembered, and the wait once a limit is reached'],
+    'how long failures count, and the wait at a limit'],
   ['max-hashes-per-address', 'maxHashesPerAddress', 1, 1_000_000,
-    'logins and registrations one address may have waiting for the hasher'],
+    'password checks one address may have in line'],
 ];
+
+/** One line of --help: the flag, then what it does, on the next line when both do not fit. */
+function usageLine(flag: string, help: string): string {
+  return flag.length < 34 ? `  ${flag.padEnd(34)}${help}` : `  ${flag}\n  ${' '.repeat(34)}${help}`;
+}
 
 const USAGE = `Usage: server.ts [options]
 
 The p2p-chat registry: accounts, who is online, and introductions between peers.
 
 Options:
-  ${'--host ADDRESS'.padEnd(46)}address to listen on (default ${DEFAULTS.host})
+${usageLine('--host ADDRESS', `address to listen on (default ${DEFAULTS.host})`)}
 ${NUMBER_FLAGS.map(([flag, setting, , , help]) =>
-  `  ${`--${flag} N`.padEnd(46)}${help} (default ${DEFAULTS[setting]})`).join('\n')}
-  ${'-h, --help'.padEnd(46)}show this help
+  usageLine(`--${flag} N`, `${help} (default ${DEFAULTS[setting]})`)).join('\n')}
+${usageLine('-h, --help', 'show this help')}
 
 Environment:
   MONGODB_URI   keep accounts in MongoDB (e.g. mongodb://localhost:27017/p2p_chat);
@@ -1249,10 +1313,12 @@ async function main(): Promise<void> {
       console.log(USAGE);
       return;
     }
-    options = { host: values.host as string | undefined, mongodbUri: process.env.MONGODB_URI || undefined };
+    const host = values.host as string | undefined;
+    options = { host, mongodbUri: process.env.MONGODB_URI || undefined };
     for (const [flag, setting, min, max] of NUMBER_FLAGS) {
       const given = (values as Record<string, string | undefined>)[flag];
-      if (given !== undefined) options[setting] = numberFlag(flag, given, DEFAULTS[setting], min, max);
+      if (given === undefined) continue; // left to startServer(), which fills in DEFAULTS
+      options[setting] = numberFlag(flag, given, DEFAULTS[setting], min, max);
     }
   } catch (error) {
     console.error(`error: ${errorText(error)}\n(see --help)`);

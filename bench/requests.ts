@@ -20,7 +20,9 @@ import { Buffer } from 'node:buffer';
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { BenchConfig, Row, Target } from './common.ts';
-import { connect, formatMs, formatRate, formatRatio, percentile, startTarget } from './common.ts';
+import {
+  connect, formatMicros, formatMs, formatRate, formatRatio, percentile, startTarget,
+} from './common.ts';
 
 // ============================================================================================
 // Sizes
@@ -49,14 +51,25 @@ export type LoadResult = {
   perSecond: number;
   /** Latency of every request answered, in ms. */
   latenciesMs: number[];
+  /** CPU time the server process used per answer (user + system), in µs, when measured: what
+   * a reader can check a rate against (one core at 100 % for a second is 1 000 000 µs). */
+  serverCpuMicros?: number;
 };
 
 /** Keeps `connections` connections busy for `seconds`, `depth` requests in flight on each.
  * `lineFor(i)` is the request line connection i sends (with its "\n"). Every answer is one line,
  * so counting "\n" bytes is enough to match answers to requests: they come back in order. */
-export async function runLoad(port: number, connections: number, depth: number, seconds: number, lineFor: (connection: number) => Buffer): Promise<LoadResult> {
+export async function runLoad(
+  port: number,
+  connections: number,
+  depth: number,
+  seconds: number,
+  lineFor: (connection: number) => Buffer,
+  oneWritePerRequest = false,
+): Promise<LoadResult> {
   const sockets: net.Socket[] = [];
   for (let i = 0; i < connections; i += 1) sockets.push(await connect(port));
+  if (oneWritePerRequest) sockets.forEach((socket) => socket.setNoDelay(true));
   const latenciesMs: number[] = [];
   let sending = true;
   let requestsSent = 0;
@@ -70,7 +83,8 @@ export async function runLoad(port: number, connections: number, depth: number, 
       const now = performance.now();
       for (let k = 0; k < count; k += 1) sentAt.push(now);
       requestsSent += count;
-      socket.write(count === 1 ? line : Buffer.concat(Array(count).fill(line)));
+      if (oneWritePerRequest) for (let k = 0; k < count; k += 1) socket.write(line);
+      else socket.write(count === 1 ? line : Buffer.concat(Array(count).fill(line)));
     };
     socket.on('data', (chunk: Buffer) => {
       const now = performance.now();
@@ -97,15 +111,30 @@ export async function runLoad(port: number, connections: number, depth: number, 
 // The rows of the table
 // ============================================================================================
 
-/** Several runs of the same case merged into one: answers per second over their total time, and every
- * latency sample. */
+/** Several runs of the same case merged into one: answers per second over their total time,
+ * every latency sample, and server CPU per answer over all of them. */
 function merge(results: LoadResult[]): LoadResult {
   const seconds = results.reduce((sum, result) => sum + result.latenciesMs.length / result.perSecond, 0);
   const latenciesMs = results.flatMap((result) => result.latenciesMs);
-  return { perSecond: latenciesMs.length / seconds, latenciesMs };
+  const cpu = results.reduce((sum, result) => sum + (result.serverCpuMicros ?? 0) * result.latenciesMs.length, 0);
+  return { perSecond: latenciesMs.length / seconds, latenciesMs, serverCpuMicros: cpu / latenciesMs.length };
 }
 
-type Case = { connections: number; depth: number; ours: LoadResult; echo: LoadResult };
+/** runLoad() against a server in `target`, with the CPU that server used per answer. */
+async function measuredLoad(target: Target, ...load: Parameters<typeof runLoad>): Promise<LoadResult> {
+  const cpuBefore = await target.cpuMicros();
+  const result = await runLoad(...load);
+  const cpuAfter = await target.cpuMicros();
+  return { ...result, serverCpuMicros: (cpuAfter - cpuBefore) / result.latenciesMs.length };
+}
+
+type Case = {
+  connections: number;
+  depth: number;
+  oneWritePerRequest: boolean;
+  ours: LoadResult;
+  echo: LoadResult;
+};
 
 export async function runRequests(config: BenchConfig): Promise<Row[]> {
   const { connectionCounts, seconds, rounds } = config.quick ? QUICK : FULL;
@@ -129,24 +158,34 @@ export async function runRequests(config: BenchConfig): Promise<Row[]> {
   // A warm-up first, so that neither is measured before V8 has optimised its hot code.
   await runLoad(registryPort, 10, PIPELINE_DEPTH, seconds, lineFor);
   await runLoad(echoPort, 10, PIPELINE_DEPTH, seconds, lineFor);
-  const cases: Case[] = [];
+  // Every case as (connections, depth, one write per request?). The last kind sends each
+  // pipelined request in a write of its own, as a load generator written in C with one send()
+  // per request does, instead of refilling the pipeline with one write: the registry then reads
+  // and answers requests one or a few at a time, and gathers less. Only at full size.
+  const shapes: Array<[number, number, boolean]> = [];
   for (const connections of connectionCounts) {
-    for (const depth of [1, PIPELINE_DEPTH]) {
-      const oursRounds: LoadResult[] = [];
-      const echoRounds: LoadResult[] = [];
-      for (let round = 0; round < rounds; round += 1) {
-        oursRounds.push(await runLoad(registryPort, connections, depth, seconds, lineFor));
-        echoRounds.push(await runLoad(echoPort, connections, depth, seconds, lineFor));
-      }
-      cases.push({ connections, depth, ours: merge(oursRounds), echo: merge(echoRounds) });
+    shapes.push([connections, 1, false], [connections, PIPELINE_DEPTH, false]);
+  }
+  if (!config.quick) shapes.push([largestCount, PIPELINE_DEPTH, true]);
+  const cases: Case[] = [];
+  for (const [connections, depth, oneWritePerRequest] of shapes) {
+    const oursRounds: LoadResult[] = [];
+    const echoRounds: LoadResult[] = [];
+    for (let round = 0; round < rounds; round += 1) {
+      oursRounds.push(await measuredLoad(registryTarget, registryPort, connections, depth, seconds,
+        lineFor, oneWritePerRequest));
+      echoRounds.push(await measuredLoad(echoTarget, echoPort, connections, depth, seconds,
+        lineFor, oneWritePerRequest));
     }
+    cases.push({ connections, depth, oneWritePerRequest, ours: merge(oursRounds), echo: merge(echoRounds) });
   }
   await registryTarget.stop();
   await echoTarget.stop();
 
   const describe = (result: LoadResult) =>
-    `${formatRate(result.perSecond)}, p50 ${formatMs(percentile(result.latenciesMs, 0.5))}, p99 ${formatMs(percentile(result.latenciesMs, 0.99))}`;
-  return cases.map(({ connections, depth, ours, echo: bare }) => {
+    `${formatRate(result.perSecond)} (${formatMicros(result.serverCpuMicros ?? 0)} server CPU each), ` +
+    `p50 ${formatMs(percentile(result.latenciesMs, 0.5))}, p99 ${formatMs(percentile(result.latenciesMs, 0.99))}`;
+  return cases.map(({ connections, depth, oneWritePerRequest, ours, echo: bare }) => {
     const share = ours.perSecond / bare.perSecond;
     // The latency target is for one request at a time: with 16 in flight on each of 100
     // connections, every request queues behind 1,600 others and p99 measures the queue.
@@ -154,7 +193,8 @@ export async function runRequests(config: BenchConfig): Promise<Row[]> {
     const p99 = percentile(ours.latenciesMs, 0.99);
     const met = share >= THROUGHPUT_TARGET && (!latencyTarget || p99 < P99_TARGET_MS);
     return {
-      figure: `4. search, ${connections} conn, ${depth === 1 ? 'one at a time' : `pipelined ×${depth}`}`,
+      figure: `4. search, ${connections} conn, ${depth === 1 ? 'one at a time' : `pipelined ×${depth}`}` +
+        (oneWritePerRequest ? ', one write per request' : ''),
       ours: describe(ours),
       baseline: `${describe(bare)} (NDJSON echo)`,
       ratio: formatRatio(ours.perSecond, bare.perSecond),

@@ -81,9 +81,11 @@ export class LineClient {
     });
   }
 
-  static connect(port: number, host = '127.0.0.1'): Promise<LineClient> {
+  /** `localAddress` picks the source address (127.0.0.2, 127.0.0.3, … on Linux loopback), so
+   * a test can be several hosts at once. */
+  static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<LineClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect(port, host, () => resolve(new LineClient(socket)));
+      const socket = net.connect({ port, host, localAddress }, () => resolve(new LineClient(socket)));
       socket.once('error', reject);
     });
   }
