@@ -326,7 +326,7 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
 
 // ---- Login and Register ----
 
-function onLoginScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+function onLoginScreen(state: ClientState, event: ScreenEvent, out: Out): Next {
   const screen = state.screen;
   if (event.type === 'answer' && screen.name === 'logging_in' && event.request.type === 'login') {
     const reply = event.reply;
@@ -356,6 +356,7 @@ function onLoginScreen(state: ClientState, event: ScreenEvent, out: Out, now: nu
   if (line === '') return reprompt(state, out);
   if (command === '/register') return registerScreen(state, out);
   if (command === '/help') return help(state, LOGIN_HELP, out);
+  if (command === '/quit') return quit(state, out);
   if (command !== null) return unknownCommand(state, line, out);
   if (!USERNAME_PATTERN.test(line)) return notAUsername(state, line, out);
   prompt(out, 'password: ', true);
@@ -377,7 +378,7 @@ function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out:
   return searchScreen(next, out);
 }
 
-function onRegisterScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+function onRegisterScreen(state: ClientState, event: ScreenEvent, out: Out): Next {
   const screen = state.screen;
   if (event.type === 'answer' && screen.name === 'registering' && event.request.type === 'register') {
     const reply = event.reply;
@@ -405,6 +406,7 @@ function onRegisterScreen(state: ClientState, event: ScreenEvent, out: Out, now:
   if (line === '') return reprompt(state, out);
   if (command === '/login') return loginScreen(state, out);
   if (command === '/help') return help(state, REGISTER_HELP, out);
+  if (command === '/quit') return quit(state, out);
   if (command !== null) return unknownCommand(state, line, out);
   if (!USERNAME_PATTERN.test(line)) return notAUsername(state, line, out);
   prompt(out, 'new password: ', true);
@@ -445,6 +447,7 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out, now: n
   if (command === '/help') return help(state, SEARCH_HELP, out);
   if (command === '/list') return askList(waitFor(state, { name: 'asking', about: 'list' }, out), argument, out);
   if (command === '/logout') return logout(state, out);
+  if (command === '/quit') return quit(state, out);
   if (command === '/search' && argument !== '') return callPeer(state, argument, out, now);
   if (command !== null) return unknownCommand(state, line, out);
   return callPeer(state, line, out, now);
@@ -817,8 +820,10 @@ function orElse(state: ClientState, event: ScreenEvent, out: Out): ClientState {
 /** A valid request that we cannot show now: the caller hears "busy"; our user hears who. */
 function busy(state: ClientState, event: { conn: number; from: string }, out: Out): ClientState {
   hangUp(out, event.conn, { type: 'chat_decline', reason: 'busy' });
-  if (state.session !== null) say(out, `${event.from} tried to reach you while you were busy.`, 'dim');
-  return state;
+  if (state.session === null) return state;
+  // Told like dropped peers: one line, then a count, so a thousand callers make a few lines.
+  return noteDrop(state, '%d more callers tried to reach you while you were busy',
+    `${event.from} tried to reach you while you were busy.`, out, 'dim');
 }
 
 /** The registry forgot us (session_unknown, or not_logged_in). In a chat we stay: the
@@ -918,17 +923,19 @@ function onIntroduction(state: ClientState, event: ScreenEvent & { type: 'peer_s
       `(${verdict.replace('_', ' ')}). Someone may be impersonating them.`, out, 'red');
   }
   const seenTickets = rememberTicket(state.seenTickets, request.ticket, now);
+  if (seenTickets === null) return busy(next, { conn: event.conn, from: request.from }, out);
   const screenEvent = { type: 'request' as const, conn: event.conn, from: request.from };
   const taken = SCREENS[state.screen.name]({ ...next, seenTickets }, screenEvent, out, now);
   return taken === NOT_NOW ? { ...next, seenTickets } : taken;
 }
 
-/** Adds a used ticket; forgets expired ones, and the oldest beyond MAX_SEEN_TICKETS. */
+/** Adds a used ticket and forgets expired ones. A live ticket is never forgotten (its replay
+ * would then pass): when MAX_SEEN_TICKETS live ones are held, null, and the call is refused. */
 function rememberTicket(seen: ReadonlyMap<string, number>, ticket: string, now: number) {
   // A valid ticket is "v1.<caller>.<callee>.<expiresAtMs>.<signature>" (see protocol.ts).
   const expiresAt = Number(ticket.split('.')[3]);
-  const kept = [...seen].filter(([, expiry]) => expiry >= now).slice(-(MAX_SEEN_TICKETS - 1));
-  return new Map([...kept, [ticket, expiresAt]]);
+  const kept = [...seen].filter(([, expiry]) => expiry >= now);
+  return kept.length >= MAX_SEEN_TICKETS ? null : new Map([...kept, [ticket, expiresAt]]);
 }
 
 /** A dropped connection (or ignored datagram). The first after a quiet spell is told at once,
@@ -1084,6 +1091,7 @@ function searchScreen(state: ClientState, out: Out): ClientState {
  * what glues emoji like 👨‍👩‍👧 together. */
 function printable(text: string): string {
   return text.replace(
+    // deno-lint-ignore no-control-regex -- matching control characters is the point
     /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]/g,
     '\uFFFD');
 }
@@ -1253,8 +1261,11 @@ type Terminal = {
 };
 
 /** The parts of readline's Interface we use beyond its type: the draft (`line`, `cursor`,
- * documented but typed read-only), and the Up-arrow history and its size. */
-type EditableLine = { line: string; cursor: number; history?: string[]; historySize: number };
+ * documented but typed read-only), the Up-arrow history and its size, and the rows it drew
+ * below the prompt's first row last time (Node's and Deno's readline both keep these). */
+type EditableLine = {
+  line: string; cursor: number; history?: string[]; historySize: number; prevRows?: number;
+};
 const HISTORY_SIZE = 100;
 
 function createTerminal(): Terminal {
@@ -1339,19 +1350,35 @@ function sayOnScreen(terminal: Terminal, text: string, colour?: Colour, replaces
     out.write(`${painted}\n${terminal.prompt}`); // the typed password stays hidden
     return;
   }
-  // With the draft emptied, readline redraws just the prompt, starting from the top row of the
-  // old prompt and draft: that erases exactly the rows they took. We print our line there,
-  // then give the draft back and let readline draw prompt and draft below.
-  const editable = terminal.readline as unknown as EditableLine;
-  const draft = [editable.line, editable.cursor] as const;
-  [editable.line, editable.cursor] = ['', 0];
-  terminal.readline.prompt(true);
+  // Go up to the prompt's first row (readline measures the draft in columns: wide CJK
+  // characters, emoji, a draft that wraps), erase prompt and draft, print our line there, and
+  // let readline draw prompt and draft again below it. readline remembers how many rows it
+  // drew last (`prevRows`) but not after a paste; we tell it we start on a fresh row.
+  readline.moveCursor(out, 0, -cursorRow(terminal));
   readline.cursorTo(out, 0);
   readline.clearScreenDown(out);
   out.write(painted + '\n');
-  [editable.line, editable.cursor] = draft;
+  const editable = terminal.readline as unknown as EditableLine;
+  editable.prevRows = 0;
   terminal.readline.prompt(true);
+  editable.prevRows = cursorRow(terminal); // so its next redraw goes up no further than we did
 }
+
+/** The row of the cursor below the prompt's first row. readline's own measure counts a ZWJ
+ * emoji sequence (👨‍👩‍👧) as its parts (6 columns) while many terminals (tmux among them) draw it
+ * as one (2 columns). Going up one row too many would erase a message, one too few leaves a
+ * stale row of draft: we take the smaller of readline's count and one by whole graphemes. */
+function cursorRow(terminal: Terminal): number {
+  const { line, cursor } = terminal.readline as unknown as EditableLine;
+  let columns = 0;
+  for (const { segment } of graphemes.segment(terminal.prompt + line.slice(0, cursor))) {
+    const wide = /\p{Extended_Pictographic}|\p{Regional_Indicator}|[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6\u{20000}-\u{3fffd}]/u;
+    columns += wide.test(segment) ? 2 : /^\p{Cc}+$/u.test(segment) ? 0 : 1;
+  }
+  const byGraphemes = Math.floor(columns / (process.stdout.columns || 80));
+  return Math.min(terminal.readline.getCursorPos().rows, byGraphemes);
+}
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
 /** Shows a prompt ('' shows none). From a pipe it is a line of its own: scripts wait for it. */
 function showPrompt(terminal: Terminal, text: string, secret = false): void {

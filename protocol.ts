@@ -459,7 +459,8 @@ export class LineSplitter {
 
 function ticketSignature(key: string, caller: string, callee: string, expiresAt: number): string {
   return createHmac('sha256', key)
-    .update(`p2p-chat ticket\n${normaliseUsername(caller)}\n${normaliseUsername(callee)}\n${expiresAt}`)
+    .update(['p2p-chat ticket', normaliseUsername(caller), normaliseUsername(callee), expiresAt]
+      .join('\n'))
     .digest('hex');
 }
 
@@ -468,7 +469,12 @@ function base64url(text: string): string {
 }
 
 /** Made by the registry in answer to `search`. `calleeToken` is the peer's session token. */
-export function makeTicket(calleeToken: string, caller: string, callee: string, expiresAt: number): string {
+export function makeTicket(
+  calleeToken: string,
+  caller: string,
+  callee: string,
+  expiresAt: number,
+): string {
   const signature = ticketSignature(calleeToken, caller, callee, expiresAt);
   return ['v1', base64url(caller), base64url(callee), String(expiresAt), signature].join('.');
 }
@@ -486,9 +492,9 @@ export function checkTicket(
   // Buffer.from(…, 'hex' | 'base64url') skips characters it does not understand, so each part is
   // checked strictly first: otherwise "<signature>x" would pass as the signature.
   const parts = ticket.split('.');
-  if (parts.length !== 5 || parts[0] !== 'v1' || !/^\d{1,15}$/.test(parts[3]) || !/^[0-9a-f]{64}$/.test(parts[4])) {
-    return 'forged';
-  }
+  const wellFormed = parts.length === 5 && parts[0] === 'v1' && /^\d{1,15}$/.test(parts[3]) &&
+    /^[0-9a-f]{64}$/.test(parts[4]);
+  if (!wellFormed) return 'forged';
   const caller = Buffer.from(parts[1], 'base64url').toString('utf8');
   const callee = Buffer.from(parts[2], 'base64url').toString('utf8');
   if (base64url(caller) !== parts[1] || base64url(callee) !== parts[2]) return 'forged';
@@ -517,7 +523,13 @@ export function errorText(error: unknown): string {
 export class UsageError extends Error {}
 
 /** Parses a whole-number flag, or explains what is wrong with it. */
-export function numberFlag(flag: string, value: string | undefined, fallback: number, min: number, max: number): number {
+export function numberFlag(
+  flag: string,
+  value: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
   if (value === undefined) return fallback;
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
