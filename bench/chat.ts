@@ -84,7 +84,10 @@ async function rawSender(port: number): Promise<Sender> {
     }
   });
   return {
-    send: () => socket.write(JSON.stringify({ type: 'msg', text: TEXT, at: Date.now() } satisfies ChatMessage) + '\n'),
+    send: () => {
+      const message = { type: 'msg', text: TEXT, at: Date.now() } satisfies ChatMessage;
+      return socket.write(JSON.stringify(message) + '\n');
+    },
     onEcho: (callback) => (echoed = callback),
     close: () => socket.destroy(),
   };
@@ -108,7 +111,8 @@ async function measure(sender: Sender, inFlight: number, seconds: number): Promi
     sender.onEcho(() => {
       const now = performance.now();
       roundTripsMs.push(now - sentAt.shift()!);
-      if (sending && (now - started > seconds * 1000 || sent >= MAX_MESSAGES_PER_RUN)) sending = false;
+      const done = now - started > seconds * 1000 || sent >= MAX_MESSAGES_PER_RUN;
+      if (sending && done) sending = false;
       if (sending) {
         sentAt.push(performance.now());
         sent += 1;
@@ -162,7 +166,8 @@ export async function runChat(config: BenchConfig): Promise<Row[]> {
     {
       figure: '6. Chat round trip, one message at a time (PeerChannel both ends)',
       ours: `p50 ${formatMs(ourP50)}, p99 ${formatMs(percentile(ourTrips, 0.99))}`,
-      baseline: `p50 ${formatMs(rawP50)}, p99 ${formatMs(percentile(rawTrips, 0.99))} (raw node:net NDJSON echo)`,
+      baseline: `p50 ${formatMs(rawP50)}, p99 ${formatMs(percentile(rawTrips, 0.99))} ` +
+        '(raw node:net NDJSON echo)',
       ratio: formatRatio(ourP50, rawP50),
       target: `≤ ${RTT_TARGET_RATIO}× raw (p50)`,
       met: ourP50 <= RTT_TARGET_RATIO * rawP50 ? 'yes' : 'no',

@@ -122,7 +122,10 @@ export function sleep(ms: number): Promise<void> {
 export class Target {
   readonly child: ChildProcess;
   private nextId = 1;
-  private waiting = new Map<number, { resolve: (answer: Record<string, unknown>) => void; reject: (error: Error) => void }>();
+  private waiting = new Map<number, {
+    resolve: (answer: Record<string, unknown>) => void;
+    reject: (error: Error) => void;
+  }>();
 
   constructor(child: ChildProcess) {
     this.child = child;
@@ -130,8 +133,9 @@ export class Target {
       const waiter = this.waiting.get(message.id as number);
       if (waiter === undefined) return;
       this.waiting.delete(message.id as number);
-      if (typeof message.error === 'string') waiter.reject(new Error(`bench target: ${message.error}`));
-      else waiter.resolve(message);
+      if (typeof message.error === 'string') {
+        waiter.reject(new Error(`bench target: ${message.error}`));
+      } else waiter.resolve(message);
     });
     child.on('exit', () => {
       for (const waiter of this.waiting.values()) waiter.reject(new Error('bench target exited'));

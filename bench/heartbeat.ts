@@ -29,7 +29,9 @@ import { Buffer } from 'node:buffer';
 import dgram from 'node:dgram';
 import { performance } from 'node:perf_hooks';
 import type { BenchConfig, Row, Target } from './common.ts';
-import { formatCount, formatMicros, formatRatio, formatRate, sleep, startTarget, udpDrops } from './common.ts';
+import {
+  formatCount, formatMicros, formatRatio, formatRate, sleep, startTarget, udpDrops,
+} from './common.ts';
 
 // ============================================================================================
 // Sizes and rates
@@ -40,7 +42,9 @@ const HEARTBEAT_MS = 2000;
 /** A session is swept after this many heartbeat intervals of silence (10 s ÷ 2 s by default). */
 const TIMEOUT_IN_HEARTBEATS = 5;
 
-const FULL = { sessions: 10_000, costSeconds: 1, costRounds: 4, rates: [20_000, 40_000, 80_000, 160_000] };
+const FULL = {
+  sessions: 10_000, costSeconds: 1, costRounds: 4, rates: [20_000, 40_000, 80_000, 160_000],
+};
 const QUICK = { sessions: 1_000, costSeconds: 0.3, costRounds: 1, rates: [20_000] };
 
 /** Issue 4's target: at most this many times the bare receiver's CPU per datagram. */
@@ -52,14 +56,20 @@ const COST_TARGET_RATIO = 1.5;
 
 /** One ready-made hello datagram per session, so the generator does no JSON work while sending. */
 function helloDatagrams(tokens: string[], prefix: string): Buffer[] {
-  return tokens.map((token, i) => Buffer.from(JSON.stringify({ type: 'hello', username: `${prefix}${i}`, token })));
+  return tokens.map((token, i) =>
+    Buffer.from(JSON.stringify({ type: 'hello', username: `${prefix}${i}`, token })));
 }
 
 /** Sends `datagrams` round robin to 127.0.0.1:port at `perSecond` for `seconds`. Every
  * millisecond or so it sends as many as the clock says are due, so the rate holds even when the
  * timer fires late. If we fall far behind (a busy machine) we skip the backlog instead of sending
  * it in one burst; the rate actually achieved, which we return with the count sent, tells. */
-async function sendAtRate(port: number, datagrams: Buffer[], perSecond: number, seconds: number): Promise<{ sent: number; achievedPerSecond: number }> {
+async function sendAtRate(
+  port: number,
+  datagrams: Buffer[],
+  perSecond: number,
+  seconds: number,
+): Promise<{ sent: number; achievedPerSecond: number }> {
   const socket = dgram.createSocket('udp4');
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
   const total = Math.round(perSecond * seconds);
@@ -98,7 +108,13 @@ type Cost = { cpuMicros: number; received: number };
 /** Runs the load once against the receiver in `target`, listening on `port`. Loopback loses
  * nothing except what the kernel drops when a socket's receive buffer is full, and Linux counts
  * those per socket, so: received = sent − drops. */
-async function measureCost(target: Target, port: number, datagrams: Buffer[], perSecond: number, seconds: number): Promise<Cost> {
+async function measureCost(
+  target: Target,
+  port: number,
+  datagrams: Buffer[],
+  perSecond: number,
+  seconds: number,
+): Promise<Cost> {
   const dropsBefore = udpDrops(port);
   const cpuBefore = await target.cpuMicros();
   const { sent } = await sendAtRate(port, datagrams, perSecond, seconds);
@@ -113,7 +129,10 @@ async function runCost(config: BenchConfig): Promise<Row> {
 
   // Our registry, with N sessions opened directly, and the bare receiver, side by side.
   const registryTarget = await startTarget();
-  const registry = await registryTarget.ask('start-registry', { heartbeatMs: HEARTBEAT_MS, timeoutMs: HEARTBEAT_MS * TIMEOUT_IN_HEARTBEATS });
+  const registry = await registryTarget.ask('start-registry', {
+    heartbeatMs: HEARTBEAT_MS,
+    timeoutMs: HEARTBEAT_MS * TIMEOUT_IN_HEARTBEATS,
+  });
   const registryPort = registry.udpPort as number;
   const { tokens } = await registryTarget.ask('open-sessions', { count: sessions, prefix: 'user' });
   const datagrams = helloDatagrams(tokens as string[], 'user');
@@ -128,10 +147,12 @@ async function runCost(config: BenchConfig): Promise<Row> {
   const ours: Cost = { cpuMicros: 0, received: 0 };
   const bare: Cost = { cpuMicros: 0, received: 0 };
   for (let round = 0; round < costRounds; round += 1) {
-    const oursThisRound = await measureCost(registryTarget, registryPort, datagrams, perSecond, costSeconds);
+    const oursThisRound =
+      await measureCost(registryTarget, registryPort, datagrams, perSecond, costSeconds);
     ours.cpuMicros += oursThisRound.cpuMicros;
     ours.received += oursThisRound.received;
-    const bareThisRound = await measureCost(counterTarget, counterPort, datagrams, perSecond, costSeconds);
+    const bareThisRound =
+      await measureCost(counterTarget, counterPort, datagrams, perSecond, costSeconds);
     bare.cpuMicros += bareThisRound.cpuMicros;
     bare.received += bareThisRound.received;
   }
@@ -141,7 +162,8 @@ async function runCost(config: BenchConfig): Promise<Row> {
   const oursPerDatagram = ours.cpuMicros / ours.received;
   const barePerDatagram = bare.cpuMicros / bare.received;
   return {
-    figure: `1. Heartbeat: CPU per hello, ${formatCount(sessions)} sessions at ${formatRate(perSecond)}`,
+    figure: `1. Heartbeat: CPU per hello, ${formatCount(sessions)} sessions at ` +
+      formatRate(perSecond),
     ours: formatMicros(oursPerDatagram),
     baseline: `${formatMicros(barePerDatagram)} (bare dgram counter)`,
     ratio: formatRatio(oursPerDatagram, barePerDatagram),
@@ -154,7 +176,14 @@ async function runCost(config: BenchConfig): Promise<Row> {
 // Part 2: highest safe rate
 // ============================================================================================
 
-type Step = { perSecond: number; seconds: number; achievedPerSecond: number; swept: number; dropped: number; sent: number };
+type Step = {
+  perSecond: number;
+  seconds: number;
+  achievedPerSecond: number;
+  swept: number;
+  dropped: number;
+  sent: number;
+};
 
 /** One step: a fresh registry whose timeout is five of the intervals at which each session is
  * heard at this rate, under load for two timeouts. */
@@ -169,7 +198,14 @@ async function runStep(target: Target, sessions: number, perSecond: number): Pro
   const seconds = Math.max(0.5, (2 * timeoutMs) / 1000);
   const { sent, achievedPerSecond } = await sendAtRate(port, datagrams, perSecond, seconds);
   const { count } = await target.ask('session-count');
-  return { perSecond, seconds, achievedPerSecond, swept: sessions - (count as number), dropped: udpDrops(port) - dropsBefore, sent };
+  return {
+    perSecond,
+    seconds,
+    achievedPerSecond,
+    swept: sessions - (count as number),
+    dropped: udpDrops(port) - dropsBefore,
+    sent,
+  };
 }
 
 async function runCapacity(config: BenchConfig): Promise<Row> {
@@ -187,7 +223,8 @@ async function runCapacity(config: BenchConfig): Promise<Row> {
   }
   await target.stop();
 
-  const droppedShare = (step: { dropped: number; sent: number }) => `${((100 * step.dropped) / step.sent).toFixed(1)} % dropped`;
+  const droppedShare = (step: { dropped: number; sent: number }) =>
+    `${((100 * step.dropped) / step.sent).toFixed(1)} % dropped`;
   let ours: string;
   let baseline = '—';
   if (highestSafe === undefined) {
@@ -197,21 +234,26 @@ async function runCapacity(config: BenchConfig): Promise<Row> {
     // how much the kernel drops for it shows how much of our loss the machine causes anyway.
     const counterTarget = await startTarget();
     const counterPort = (await counterTarget.ask('start-counter')).udpPort as number;
-    const datagrams = helloDatagrams(Array.from({ length: sessions }, () => 'x'.repeat(43)), 'user');
+    const fakeTokens = Array.from({ length: sessions }, () => 'x'.repeat(43));
+    const datagrams = helloDatagrams(fakeTokens, 'user');
     const dropsBefore = udpDrops(counterPort);
-    const { sent } = await sendAtRate(counterPort, datagrams, highestSafe.perSecond, highestSafe.seconds);
+    const { sent } =
+      await sendAtRate(counterPort, datagrams, highestSafe.perSecond, highestSafe.seconds);
     await sleep(100);
-    baseline = `bare counter at that rate: ${droppedShare({ dropped: udpDrops(counterPort) - dropsBefore, sent })}`;
+    const dropped = udpDrops(counterPort) - dropsBefore;
+    baseline = `bare counter at that rate: ${droppedShare({ dropped, sent })}`;
     await counterTarget.stop();
     // If the generator could not reach the offered rate, the limit is ours, not the registry's.
     const generatorBound = highestSafe.achievedPerSecond < 0.9 * highestSafe.perSecond;
-    ours = `${formatRate(highestSafe.achievedPerSecond)} (${droppedShare(highestSafe)}${generatorBound ? '; the generator was the limit' : ''})`;
+    ours = `${formatRate(highestSafe.achievedPerSecond)} (${droppedShare(highestSafe)}` +
+      `${generatorBound ? '; the generator was the limit' : ''})`;
     ours += firstUnsafe === undefined
       ? '; highest step tried'
       : `; at ${formatRate(firstUnsafe.achievedPerSecond)} ${firstUnsafe.swept} swept`;
   }
   return {
-    figure: `1. Heartbeat: highest rate with no live session swept (${formatCount(sessions)} sessions)`,
+    figure: '1. Heartbeat: highest rate with no live session swept ' +
+      `(${formatCount(sessions)} sessions)`,
     ours,
     baseline,
     ratio: '—',

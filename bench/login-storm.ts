@@ -47,7 +47,8 @@ const P99_TARGET_MS = 5;
 // ============================================================================================
 
 /** Sends one request line and resolves with the parsed answer line. One request in flight. If
- * the connection closes (or is silent for 10 s, and so is closed) the answer is { type: 'closed' }. */
+ * the connection closes (or is silent for 10 s, and so is closed) the answer is
+ * { type: 'closed' }. */
 function requester(socket: net.Socket): (request: object) => Promise<Record<string, unknown>> {
   let buffered = '';
   let waiting: ((line: string) => void) | undefined;
@@ -77,7 +78,11 @@ function requester(socket: net.Socket): (request: object) => Promise<Record<stri
 // ============================================================================================
 
 /** S connections logging in and out until `stop()` says so; returns every login's latency. */
-async function loginStorm(port: number, connections: number, stop: () => boolean): Promise<{ latenciesMs: number[]; failures: number }> {
+async function loginStorm(
+  port: number,
+  connections: number,
+  stop: () => boolean,
+): Promise<{ latenciesMs: number[]; failures: number }> {
   const latenciesMs: number[] = [];
   let failures = 0;
   let nextAccount = 0;
@@ -89,7 +94,9 @@ async function loginStorm(port: number, connections: number, stop: () => boolean
       while (!stop() && nextAccount < STORM_ACCOUNTS) {
         const username = `storm${nextAccount++}`;
         const started = performance.now();
-        const answer = await request({ type: 'login', username, password: PASSWORD, chatPort: 7000 });
+        const answer = await request({
+          type: 'login', username, password: PASSWORD, chatPort: 7000,
+        });
         latenciesMs.push(performance.now() - started);
         if (answer.type === 'closed') break;
         if (answer.type !== 'logged_in') failures += 1;
@@ -109,7 +116,8 @@ async function bareScryptRate(inFlight: number, seconds: number): Promise<number
   const started = performance.now();
   const loop = async () => {
     while (performance.now() - started < seconds * 1000) {
-      await new Promise<void>((resolve, reject) => scrypt(PASSWORD, salt, SCRYPT_KEY_BYTES, (error) => (error ? reject(error) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        scrypt(PASSWORD, salt, SCRYPT_KEY_BYTES, (error) => (error ? reject(error) : resolve())));
       hashes += 1;
     }
   };
@@ -125,7 +133,8 @@ export async function runLoginStorm(config: BenchConfig): Promise<Row[]> {
   await target.ask('add-users', { count: STORM_ACCOUNTS, prefix: 'storm', password: PASSWORD });
   const { tokens } = await target.ask('open-sessions', { count: 1, prefix: 'prober' });
   await target.ask('open-sessions', { count: 1, prefix: 'callee' });
-  const searchLine = Buffer.from(JSON.stringify({ type: 'search', token: (tokens as string[])[0], username: 'callee0' }) + '\n');
+  const search = { type: 'search', token: (tokens as string[])[0], username: 'callee0' };
+  const searchLine = Buffer.from(JSON.stringify(search) + '\n');
 
   // Quiet: the prober alone (after a short warm-up).
   await runLoad(port, 1, 1, seconds / 4, () => searchLine);
@@ -156,7 +165,9 @@ export async function runLoginStorm(config: BenchConfig): Promise<Row[]> {
     },
     {
       figure: `5. Login storm: logins per second (${stormConnections} in flight)`,
-      ours: `${formatRate(loginRate)}, p50 ${formatMs(percentile(loginLatencies, 0.5))}, p99 ${formatMs(percentile(loginLatencies, 0.99))}${failures > 0 ? `, ${failures} failed` : ''}`,
+      ours: `${formatRate(loginRate)}, p50 ${formatMs(percentile(loginLatencies, 0.5))}, ` +
+        `p99 ${formatMs(percentile(loginLatencies, 0.99))}` +
+        (failures > 0 ? `, ${failures} failed` : ''),
       baseline: `${formatRate(bareRate)} (bare scrypt, ${stormConnections} in flight)`,
       ratio: formatRatio(loginRate, bareRate),
       target: '—',

@@ -78,7 +78,9 @@ async function measureSize(sessions: number, timingMs: number): Promise<SizePoin
 // The rows of the table
 // ============================================================================================
 
-export async function runMemoryAndSweep(config: BenchConfig): Promise<{ rows: Row[]; points: SizePoint[] }> {
+export async function runMemoryAndSweep(
+  config: BenchConfig,
+): Promise<{ rows: Row[]; points: SizePoint[] }> {
   const sizes = config.quick ? QUICK_SIZES : FULL_SIZES;
   const points: SizePoint[] = [];
   // A pass where nobody expires is far too short for the clock to time on its own, so it is
@@ -96,7 +98,8 @@ export async function runMemoryAndSweep(config: BenchConfig): Promise<{ rows: Ro
     const flat = point.sweepSteadyMs <= FLAT_TOLERANCE * smallest.sweepSteadyMs;
     rows.push({
       figure: `2. Sweep pass, none expire, ${formatCount(point.sessions)} sessions`,
-      ours: `${formatMs(point.sweepSteadyMs)} (before any hello: ${formatMs(point.sweepBeforeHellosMs)})`,
+      ours: `${formatMs(point.sweepSteadyMs)} ` +
+        `(before any hello: ${formatMs(point.sweepBeforeHellosMs)})`,
       baseline: `${formatMs(point.fullScanMs)} (scan every session)`,
       ratio: formatRatio(point.sweepSteadyMs, point.fullScanMs),
       target: `flat in N (≤ ${FLAT_TOLERANCE}× the ${formatCount(smallest.sessions)} pass)`,

@@ -91,7 +91,8 @@ export async function runLoad(
       let answers = 0;
       for (let at = chunk.indexOf(10); at !== -1; at = chunk.indexOf(10, at + 1)) answers += 1;
       for (let k = 0; k < answers; k += 1) latenciesMs.push(now - sentAt.shift()!);
-      if (sending && (now - started > seconds * 1000 || requestsSent >= MAX_REQUESTS_PER_RUN)) sending = false;
+      const done = now - started > seconds * 1000 || requestsSent >= MAX_REQUESTS_PER_RUN;
+      if (sending && done) sending = false;
       if (sending) send(answers);
       else if (sentAt.length === 0) resolve();
     });
@@ -99,7 +100,10 @@ export async function runLoad(
     send(depth);
   }));
   // If a server stops answering, its connections are closed, which ends the run anyway.
-  const watchdog = setTimeout(() => sockets.forEach((socket) => socket.destroy()), seconds * 1000 + GRACE_MS);
+  const watchdog = setTimeout(
+    () => sockets.forEach((socket) => socket.destroy()),
+    seconds * 1000 + GRACE_MS,
+  );
   await Promise.all(finished);
   clearTimeout(watchdog);
   const elapsedSeconds = (performance.now() - started) / 1000;
@@ -114,14 +118,23 @@ export async function runLoad(
 /** Several runs of the same case merged into one: answers per second over their total time,
  * every latency sample, and server CPU per answer over all of them. */
 function merge(results: LoadResult[]): LoadResult {
-  const seconds = results.reduce((sum, result) => sum + result.latenciesMs.length / result.perSecond, 0);
+  const seconds = results.reduce(
+    (sum, result) => sum + result.latenciesMs.length / result.perSecond, 0);
   const latenciesMs = results.flatMap((result) => result.latenciesMs);
-  const cpu = results.reduce((sum, result) => sum + (result.serverCpuMicros ?? 0) * result.latenciesMs.length, 0);
-  return { perSecond: latenciesMs.length / seconds, latenciesMs, serverCpuMicros: cpu / latenciesMs.length };
+  const cpu = results.reduce(
+    (sum, result) => sum + (result.serverCpuMicros ?? 0) * result.latenciesMs.length, 0);
+  return {
+    perSecond: latenciesMs.length / seconds,
+    latenciesMs,
+    serverCpuMicros: cpu / latenciesMs.length,
+  };
 }
 
 /** runLoad() against a server in `target`, with the CPU that server used per answer. */
-async function measuredLoad(target: Target, ...load: Parameters<typeof runLoad>): Promise<LoadResult> {
+async function measuredLoad(
+  target: Target,
+  ...load: Parameters<typeof runLoad>
+): Promise<LoadResult> {
   const cpuBefore = await target.cpuMicros();
   const result = await runLoad(...load);
   const cpuAfter = await target.cpuMicros();
@@ -143,9 +156,11 @@ export async function runRequests(config: BenchConfig): Promise<Row[]> {
   // Our registry: one session per connection, all searching for one more user who is online.
   const registryTarget: Target = await startTarget();
   const registry = await registryTarget.ask('start-registry');
-  const { tokens } = await registryTarget.ask('open-sessions', { count: largestCount, prefix: 'caller' });
+  const { tokens } =
+    await registryTarget.ask('open-sessions', { count: largestCount, prefix: 'caller' });
   await registryTarget.ask('open-sessions', { count: 1, prefix: 'callee' });
-  const searchLines = (tokens as string[]).map((token) => Buffer.from(JSON.stringify({ type: 'search', token, username: 'callee0' }) + '\n'));
+  const searchLines = (tokens as string[]).map((token) =>
+    Buffer.from(JSON.stringify({ type: 'search', token, username: 'callee0' }) + '\n'));
   const lineFor = (connection: number) => searchLines[connection];
   const registryPort = registry.tcpPort as number;
 
@@ -177,14 +192,18 @@ export async function runRequests(config: BenchConfig): Promise<Row[]> {
       echoRounds.push(await measuredLoad(echoTarget, echoPort, connections, depth, seconds,
         lineFor, oneWritePerRequest));
     }
-    cases.push({ connections, depth, oneWritePerRequest, ours: merge(oursRounds), echo: merge(echoRounds) });
+    cases.push({
+      connections, depth, oneWritePerRequest, ours: merge(oursRounds), echo: merge(echoRounds),
+    });
   }
   await registryTarget.stop();
   await echoTarget.stop();
 
   const describe = (result: LoadResult) =>
-    `${formatRate(result.perSecond)} (${formatMicros(result.serverCpuMicros ?? 0)} server CPU each), ` +
-    `p50 ${formatMs(percentile(result.latenciesMs, 0.5))}, p99 ${formatMs(percentile(result.latenciesMs, 0.99))}`;
+    `${formatRate(result.perSecond)} ` +
+    `(${formatMicros(result.serverCpuMicros ?? 0)} server CPU each), ` +
+    `p50 ${formatMs(percentile(result.latenciesMs, 0.5))}, ` +
+    `p99 ${formatMs(percentile(result.latenciesMs, 0.99))}`;
   return cases.map(({ connections, depth, oneWritePerRequest, ours, echo: bare }) => {
     const share = ours.perSecond / bare.perSecond;
     // The latency target is for one request at a time: with 16 in flight on each of 100
@@ -193,7 +212,8 @@ export async function runRequests(config: BenchConfig): Promise<Row[]> {
     const p99 = percentile(ours.latenciesMs, 0.99);
     const met = share >= THROUGHPUT_TARGET && (!latencyTarget || p99 < P99_TARGET_MS);
     return {
-      figure: `4. search, ${connections} conn, ${depth === 1 ? 'one at a time' : `pipelined ×${depth}`}` +
+      figure: `4. search, ${connections} conn, ` +
+        (depth === 1 ? 'one at a time' : `pipelined ×${depth}`) +
         (oneWritePerRequest ? ', one write per request' : ''),
       ours: describe(ours),
       baseline: `${describe(bare)} (NDJSON echo)`,

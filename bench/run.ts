@@ -3,7 +3,8 @@
  * limit, measured against bare baselines in the same run.
  *
  *   npm run bench                          every figure at full size (about a minute and a half)
- *   npm run bench -- --quick               every figure at small sizes, in seconds (the test uses it)
+ *   npm run bench -- --quick               every figure at small sizes, in seconds (the test
+ *                                          uses it)
  *   npm run bench -- --markdown out.md     also write the table as Markdown, for the README
  *   npm run bench -- --svg chart.svg       where to draw the memory and sweep chart
  *   npm run bench -- --only 1,4            only some figures
@@ -14,7 +15,8 @@
  *
  * Layout:
  *   - command line
- *   - the figures, in order (one file each: heartbeat, memory, requests, login-storm, chat, startup)
+ *   - the figures, in order (one file each: heartbeat, memory, requests, login-storm, chat,
+ *     startup)
  *   - the machine
  *   - the table, as text and as Markdown
  *   - main
@@ -91,9 +93,13 @@ const FIGURES: Figure[] = [
 /** One line saying what the numbers were measured on. */
 function describeMachine(): string {
   const cpus = os.cpus();
-  const deno = spawnSync(fileURLToPath(new URL('../node_modules/.bin/deno', import.meta.url)), ['--version'], { encoding: 'utf8' });
-  const denoVersion = deno.status === 0 ? deno.stdout.split('\n')[0].replace(/^deno /, '').split(' ')[0] : 'not found';
-  return `${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ` +
+  const denoPath = fileURLToPath(new URL('../node_modules/.bin/deno', import.meta.url));
+  const deno = spawnSync(denoPath, ['--version'], { encoding: 'utf8' });
+  const denoVersion = deno.status === 0
+    ? deno.stdout.split('\n')[0].replace(/^deno /, '').split(' ')[0]
+    : 'not found';
+  return `${cpus.length} × ${cpus[0]?.model.trim() ?? 'unknown CPU'}, ` +
+    `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ` +
     `${os.type()} ${os.release()}, Node ${process.version}, Deno ${denoVersion}`;
 }
 
@@ -101,7 +107,14 @@ function describeMachine(): string {
 // The table, as text and as Markdown
 // ============================================================================================
 
-const HEADINGS: Row = { figure: 'figure', ours: 'ours', baseline: 'baseline (same run)', ratio: 'ratio', target: 'target', met: '—' };
+const HEADINGS: Row = {
+  figure: 'figure',
+  ours: 'ours',
+  baseline: 'baseline (same run)',
+  ratio: 'ratio',
+  target: 'target',
+  met: '—',
+};
 const COLUMNS: Array<keyof Row> = ['figure', 'ours', 'baseline', 'ratio', 'target', 'met'];
 
 /** Columns padded to line up in a terminal. */
@@ -109,8 +122,13 @@ function textTable(rows: Row[]): string {
   const headings = { ...HEADINGS, met: 'met?' } as Record<keyof Row, string>;
   const all = [headings, ...rows] as Array<Record<keyof Row, string>>;
   const widths = COLUMNS.map((column) => Math.max(...all.map((row) => row[column].length)));
-  const line = (row: Record<keyof Row, string>) => COLUMNS.map((column, i) => row[column].padEnd(widths[i])).join('  ').trimEnd();
-  return [line(headings), widths.map((width) => '─'.repeat(width)).join('  '), ...rows.map((row) => line(row as Record<keyof Row, string>))].join('\n');
+  const line = (row: Record<keyof Row, string>) =>
+    COLUMNS.map((column, i) => row[column].padEnd(widths[i])).join('  ').trimEnd();
+  return [
+    line(headings),
+    widths.map((width) => '─'.repeat(width)).join('  '),
+    ...rows.map((row) => line(row as Record<keyof Row, string>)),
+  ].join('\n');
 }
 
 /** A Markdown table, with the machine and the command above it. */
@@ -146,10 +164,12 @@ async function main(): Promise<void> {
   }
   const config: BenchConfig = { quick: values.quick ?? false };
   const only = values.only?.split(',').map(Number);
-  const figures = FIGURES.filter((figure) => only === undefined || figure.numbers.some((number) => only.includes(number)));
+  const figures = FIGURES.filter((figure) =>
+    only === undefined || figure.numbers.some((number) => only.includes(number)));
 
   const machine = describeMachine();
-  console.log(`p2p-chat benchmarks${config.quick ? ' (quick: small sizes, numbers are not meaningful)' : ''}`);
+  const quickNote = config.quick ? ' (quick: small sizes, numbers are not meaningful)' : '';
+  console.log(`p2p-chat benchmarks${quickNote}`);
   console.log(`machine: ${machine}\n`);
 
   // Progress goes to stderr, so stdout holds only the results.

@@ -66,7 +66,11 @@ const GIVE_UP_MS = 30_000;
 function timeStart(command: Command): Promise<number> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn(command.program, command.args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    const child = spawn(command.program, command.args, {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1' },
+    });
     let stdout = '';
     let stderr = '';
     let elapsedMs: number | undefined;
@@ -84,7 +88,10 @@ function timeStart(command: Command): Promise<number> {
     child.on('exit', () => {
       clearTimeout(timer);
       if (elapsedMs !== undefined) resolve(elapsedMs);
-      else reject(new Error(`${command.program} ${command.args[0]} never printed "start": ${stderr.trim().slice(-500)}`));
+      else {
+        reject(new Error(`${command.program} ${command.args[0]} never printed "start": ` +
+          stderr.trim().slice(-500)));
+      }
     });
   });
 }

@@ -20,7 +20,9 @@ import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { PeerChannel } from '../client.ts';
 import { LineSplitter } from '../protocol.ts';
-import { createMemoryUserStore, openSession, refreshSession, startServer, sweepExpiredSessions } from '../server.ts';
+import {
+  createMemoryUserStore, openSession, refreshSession, startServer, sweepExpiredSessions,
+} from '../server.ts';
 import type { RunningServer, UserStore } from '../server.ts';
 
 // ============================================================================================
@@ -47,6 +49,13 @@ let peerEchoServer: net.Server | undefined;
 //
 // Each baseline does the least a server of its kind must do, with the same Node machinery our
 // server uses, so the ratio shows what our own code adds on top.
+
+/** Listens on an ephemeral port of 127.0.0.1; resolves with the port. */
+function listenOnLoopback(server: net.Server): Promise<number> {
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port));
+  });
+}
 
 /** A UDP socket that only counts what arrives: no decoding, no lookup. */
 function startCounter(): Promise<number> {
@@ -76,9 +85,7 @@ function startEcho(): Promise<number> {
       if (gathering) socket.uncork();
     });
   });
-  return new Promise((resolve) => {
-    echoServer!.listen(0, '127.0.0.1', () => resolve((echoServer!.address() as net.AddressInfo).port));
-  });
+  return listenOnLoopback(echoServer);
 }
 const NEWLINE = Buffer.from('\n');
 
@@ -91,9 +98,7 @@ function startPeerEcho(): Promise<number> {
       onClose: () => {},
     });
   });
-  return new Promise((resolve) => {
-    peerEchoServer!.listen(0, '127.0.0.1', () => resolve((peerEchoServer!.address() as net.AddressInfo).port));
-  });
+  return listenOnLoopback(peerEchoServer);
 }
 
 // ============================================================================================
@@ -144,7 +149,9 @@ function meanPassMs(pass: () => void, minRuns: number, minMs: number): number {
 async function measureRegistrySessions(count: number, timingMs: number): Promise<MemoryAndSweep> {
   // A timeout of a day: the background sweeper (every second) never removes anything while we
   // measure; we make sessions expire ourselves by ageing their lastHeardAt.
-  const server = await startServer({ host: '127.0.0.1', tcpPort: 0, udpPort: 0, timeoutMs: 86_400_000 });
+  const server = await startServer({
+    host: '127.0.0.1', tcpPort: 0, udpPort: 0, timeoutMs: 86_400_000,
+  });
   const registry = server.registry;
   const timeoutMs = registry.settings.timeoutMs;
   collectGarbage();
@@ -167,7 +174,9 @@ async function measureRegistrySessions(count: number, timingMs: number): Promise
   }, 3, timingMs);
 
   // One round of heartbeats, in last-heard order, as hellos would arrive.
-  for (const session of [...registry.sessionsByToken.values()]) refreshSession(registry, session, performance.now());
+  for (const session of [...registry.sessionsByToken.values()]) {
+    refreshSession(registry, session, performance.now());
+  }
   const sweepSteadyMs = meanPassMs(noExpiry, 1000, timingMs);
 
   // 1 % expire: age the oldest 1 % (the front of the last-heard list) past the timeout, then time
@@ -177,7 +186,8 @@ async function measureRegistrySessions(count: number, timingMs: number): Promise
   for (let round = 0; round < 3; round += 1) {
     const longAgo = performance.now() - timeoutMs - 1;
     let aged = 0;
-    for (let session = registry.oldestSession; session !== undefined && aged < onePercent; session = session.heardAfter) {
+    let session = registry.oldestSession;
+    for (; session !== undefined && aged < onePercent; session = session.heardAfter) {
       session.lastHeardAt = longAgo;
       aged += 1;
     }
@@ -202,7 +212,13 @@ async function measureRegistrySessions(count: number, timingMs: number): Promise
 
 /** The baseline: the least any registry must keep per session — a token mapped to a name — in
  * one bare Map; and the cost of deleting 1 % of it, the least a sweep must do. */
-function measureBareMap(count: number): { rssBefore: number; rssAfter: number; heapBefore: number; heapAfter: number; deleteOnePercentMs: number } {
+function measureBareMap(count: number): {
+  rssBefore: number;
+  rssAfter: number;
+  heapBefore: number;
+  heapAfter: number;
+  deleteOnePercentMs: number;
+} {
   collectGarbage();
   const before = process.memoryUsage();
   const names = new Map<string, string>();
@@ -218,7 +234,13 @@ function measureBareMap(count: number): { rssBefore: number; rssAfter: number; h
     deleted += 1;
   }
   const deleteOnePercentMs = performance.now() - started;
-  return { rssBefore: before.rss, rssAfter: after.rss, heapBefore: before.heapUsed, heapAfter: after.heapUsed, deleteOnePercentMs };
+  return {
+    rssBefore: before.rss,
+    rssAfter: after.rss,
+    heapBefore: before.heapUsed,
+    heapAfter: after.heapUsed,
+    deleteOnePercentMs,
+  };
 }
 
 // ============================================================================================
@@ -252,7 +274,8 @@ async function answer(message: Command): Promise<Record<string, unknown>> {
       // needs them to send hellos and searches.
       const tokens: string[] = [];
       for (let i = 0; i < (message.count as number); i += 1) {
-        tokens.push(openSession(registryServer!.registry, `${message.prefix}${i}`, '127.0.0.1', 7000).token);
+        const name = `${message.prefix}${i}`;
+        tokens.push(openSession(registryServer!.registry, name, '127.0.0.1', 7000).token);
       }
       return { tokens };
     }
@@ -264,7 +287,9 @@ async function answer(message: Command): Promise<Record<string, unknown>> {
       const passwordHash = scryptSync(password, salt, 64).toString('hex');
       for (let i = 0; i < (message.count as number); i += 1) {
         const name = `${message.prefix}${i}`;
-        await registryStore!.addUser({ name, displayName: name, passwordHash, salt: salt.toString('hex') });
+        await registryStore!.addUser({
+          name, displayName: name, passwordHash, salt: salt.toString('hex'),
+        });
       }
       return {};
     }
@@ -288,7 +313,10 @@ async function answer(message: Command): Promise<Record<string, unknown>> {
 process.on('message', (message: Command) => {
   answer(message).then(
     (result) => process.send!({ id: message.id, ...result }),
-    (error: unknown) => process.send!({ id: message.id, error: error instanceof Error ? error.message : String(error) }),
+    (error: unknown) => process.send!({
+      id: message.id,
+      error: error instanceof Error ? error.message : String(error),
+    }),
   );
 });
 

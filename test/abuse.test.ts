@@ -32,7 +32,8 @@ import { decodeRequest } from '../protocol.ts';
 import { createMemoryUserStore } from '../server.ts';
 import type { UserStore } from '../server.ts';
 import {
-  LineClient, memoryMiB, registerAndLogin, sendDatagram, sleep, spawnEval, startTestServer, waitUntil,
+  LineClient, memoryMiB, registerAndLogin, sendDatagram, sleep, spawnEval, startTestServer,
+  waitUntil,
 } from './helpers.ts';
 import type { TestServer } from './helpers.ts';
 
@@ -50,7 +51,18 @@ function milliseconds(start: number): number {
 function summary(values: number[]): string {
   const sorted = [...values].sort((a, b) => a - b);
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-  return `n=${sorted.length} min=${sorted[0]} median=${at(0.5)} p95=${at(0.95)} max=${sorted[sorted.length - 1]} ms`;
+  return `n=${sorted.length} min=${sorted[0]} median=${at(0.5)} p95=${at(0.95)} ` +
+    `max=${sorted[sorted.length - 1]} ms`;
+}
+
+/** A login on `client`, as the client program sends one. */
+function loginOn(client: LineClient, username: string, password: string, chatPort = 7000) {
+  return client.request({ type: 'login', username, password, chatPort });
+}
+
+/** The code a list with a made-up token gets: the cheapest request with a real answer. */
+async function listCode(client: LineClient): Promise<unknown> {
+  return (await client.request({ type: 'list', token: 'x' })).code;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -65,7 +77,8 @@ before(async () => {
   main = await startTestServer({
     idleMs: 5000,
     maxFailedLoginsPerUserAtAddress: 3,
-    maxFailedLoginsPerAddress: 1000, // this server's guessing is per user; per address is tested apart
+    // This server's guessing is per user; per address is tested apart.
+    maxFailedLoginsPerAddress: 1000,
     loginCooldownMs: 1500,
   });
 });
@@ -77,14 +90,19 @@ after(async () => {
 /** Malformed request lines of many kinds; every one is checked to really be malformed. */
 function malformedLines(count: number, seed: number): Uint8Array[] {
   const fixed = [
-    'hello', '{', '}', '{"type":', '[]', '"list"', '42', 'null', 'true', '{"type":"nope"}', '{"type":42}',
+    'hello', '{', '}', '{"type":', '[]', '"list"', '42', 'null', 'true', '{"type":"nope"}',
+    '{"type":42}',
     '{"type":"login","username":"a","password":"b","chatPort":"7000"}',
     '{"type":"login","username":"a","password":"b","chatPort":70000}',
     '{"type":"register","username":1,"password":"x"}', '{"type":"search","token":"t"}',
     '{"__proto__":{"type":"list","token":"t"}}', '{"type":"__proto__"}', '{"type":"constructor"}',
     '['.repeat(5000), '{"a":'.repeat(3000), '{"type":"list","token":' + '9'.repeat(400) + '}',
   ].map((text) => Buffer.from(text));
-  const invalidUtf8 = [Buffer.from([0xff, 0xfe]), Buffer.from('{"type":"list","token":"\xc3"}', 'latin1'), Buffer.from([0xc0, 0x80])];
+  const invalidUtf8 = [
+    Buffer.from([0xff, 0xfe]),
+    Buffer.from('{"type":"list","token":"\xc3"}', 'latin1'),
+    Buffer.from([0xc0, 0x80]),
+  ];
   let state = seed;
   const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
   const lines: Uint8Array[] = [];
@@ -93,7 +111,10 @@ function malformedLines(count: number, seed: number): Uint8Array[] {
     const kind = random();
     if (kind < 0.5) line = fixed[Math.floor(random() * fixed.length)];
     else if (kind < 0.6) line = invalidUtf8[Math.floor(random() * invalidUtf8.length)];
-    else line = Uint8Array.from({ length: 1 + Math.floor(random() * 300) }, () => Math.floor(random() * 256));
+    else {
+      const length = 1 + Math.floor(random() * 300);
+      line = Uint8Array.from({ length }, () => Math.floor(random() * 256));
+    }
     // No "\n" inside (it would split the line), no line that is only "\r" (skipped as empty).
     line = line.map((byte) => (byte === 10 || byte === 13 ? 32 : byte));
     if (!decodeRequest(line).ok) lines.push(line);
@@ -101,7 +122,8 @@ function malformedLines(count: number, seed: number): Uint8Array[] {
   return lines;
 }
 
-test('abuse: thousands of malformed lines each get bad_request, in order, and the connections stay usable', async () => {
+test('abuse: thousands of malformed lines each get bad_request, in order, and the connections ' +
+  'stay usable', async () => {
   const connections = 4;
   const perConnection = 1000;
   const started = performance.now();
@@ -117,23 +139,29 @@ test('abuse: thousands of malformed lines each get bad_request, in order, and th
       }
       // Still usable: a proper request gets its proper answer.
       assert.deepEqual(await client.request({ type: 'list', token: 'nope' }), {
-        type: 'error', code: 'not_logged_in', message: 'log in first: this session is unknown or has expired',
+        type: 'error',
+        code: 'not_logged_in',
+        message: 'log in first: this session is unknown or has expired',
       });
       assert.equal(client.closed, false);
     } finally {
       client.close();
     }
   }));
-  console.log(`abuse: ${connections * perConnection} malformed lines on ${connections} connections, all answered bad_request, in ${milliseconds(started)} ms`);
+  console.log(`abuse: ${connections * perConnection} malformed lines on ${connections} ` +
+    `connections, all answered bad_request, in ${milliseconds(started)} ms`);
 });
 
-test('abuse: thousands of malformed, unknown and oversized datagrams are dropped; >1024 bytes is not parsed', async () => {
+test('abuse: thousands of malformed, unknown and oversized datagrams are dropped; >1024 bytes ' +
+  'is not parsed', async () => {
   const forgedHello = '{"type":"hello","username":"ghost","token":"forged"}';
   const payloads: Buffer[] = [
-    Buffer.alloc(1025, 0x7b), Buffer.alloc(60_000, 0x61), Buffer.from('{"type":'), Buffer.from('{"type":"boom"}'),
-    Buffer.from('{"type":"session_unknown"}'), Buffer.from([0xff, 0xfe, 0xfd]), Buffer.from('[1,2,3]'), Buffer.from(''),
+    Buffer.alloc(1025, 0x7b), Buffer.alloc(60_000, 0x61), Buffer.from('{"type":'),
+    Buffer.from('{"type":"boom"}'), Buffer.from('{"type":"session_unknown"}'),
+    Buffer.from([0xff, 0xfe, 0xfd]), Buffer.from('[1,2,3]'), Buffer.from(''),
     Buffer.from('{"__proto__":{"type":"hello"},"username":"x","token":"y"}'),
-    Buffer.from(forgedHello.slice(0, -1) + `,"pad":"${'x'.repeat(1100)}"}`), // a hello, but oversized
+    // A hello, but oversized.
+    Buffer.from(forgedHello.slice(0, -1) + `,"pad":"${'x'.repeat(1100)}"}`),
   ];
   const socket = dgram.createSocket('udp4');
   let replies = 0;
@@ -144,14 +172,17 @@ test('abuse: thousands of malformed, unknown and oversized datagrams are dropped
   try {
     for (let sent = 0; sent < total; sent += 50) {
       await Promise.all(Array.from({ length: 50 }, (_, i) => new Promise<void>((resolve) => {
-        socket.send(payloads[(sent + i) % payloads.length], main.udpPort, '127.0.0.1', () => resolve());
+        socket.send(payloads[(sent + i) % payloads.length], main.udpPort, '127.0.0.1',
+          () => resolve());
       })));
     }
     await sleep(300);
   } finally {
     socket.close();
   }
-  console.log(`abuse: ${total} junk datagrams (incl. ${Math.round(total / payloads.length) * 3} oversized) sent in ${milliseconds(started)} ms; ` +
+  const oversized = Math.round(total / payloads.length) * 3;
+  console.log(`abuse: ${total} junk datagrams (incl. ${oversized} oversized) sent in ` +
+    `${milliseconds(started)} ms; ` +
     `${replies} answered (none should be: no junk datagram is a hello of ≤ 1024 bytes)`);
   assert.equal(replies, 0, 'junk, unknown and oversized datagrams get no answer');
 
@@ -163,10 +194,12 @@ test('abuse: thousands of malformed, unknown and oversized datagrams are dropped
   };
   assert.equal(padTo(1024).length, 1024);
   assert.equal(await sendDatagram(main.udpPort, padTo(1024), 1000), '{"type":"session_unknown"}');
-  assert.equal(await sendDatagram(main.udpPort, padTo(1025), 400), null, 'a 1025-byte hello is not parsed');
+  assert.equal(await sendDatagram(main.udpPort, padTo(1025), 400), null,
+    'a 1025-byte hello is not parsed');
 });
 
-test('abuse: a line over 16 KiB is answered bad_request and the connection closed; 16 KiB exactly is not', async () => {
+test('abuse: a line over 16 KiB is answered bad_request and the connection closed; 16 KiB ' +
+  'exactly is not', async () => {
   const list = '{"type":"list","token":"x"}\n';
   // Exactly at the limit: just a bad line, the connection stays.
   const atLimit = await LineClient.connect(main.tcpPort);
@@ -179,7 +212,8 @@ test('abuse: a line over 16 KiB is answered bad_request and the connection close
   // Over the limit, with a request before it (answered) and one after it (never read).
   const over = await LineClient.connect(main.tcpPort);
   over.write(list + 'x'.repeat(20_000) + '\n' + list);
-  assert.equal(JSON.parse(await over.readLine()).code, 'not_logged_in', 'the request before is answered first');
+  assert.equal(JSON.parse(await over.readLine()).code, 'not_logged_in',
+    'the request before is answered first');
   const refusal = JSON.parse(await over.readLine());
   assert.equal(refusal.code, 'bad_request');
   assert.match(refusal.message, /16384 bytes/);
@@ -193,7 +227,8 @@ test('abuse: a line over 16 KiB is answered bad_request and the connection close
   await endless.waitClosed();
 });
 
-test('abuse: a client that pipelines requests but never reads is paused; server-side buffers stay small', async () => {
+test('abuse: a client that pipelines requests but never reads is paused; server-side buffers ' +
+  'stay small', async () => {
   const client = await LineClient.connect(main.tcpPort);
   client.socket.pause(); // never read the answers
   const request = Buffer.from('{"type":"list","token":"x"}\n'.repeat(10_000));
@@ -203,7 +238,8 @@ test('abuse: a client that pipelines requests but never reads is paused; server-
     client.socket.write(request);
     written += request.length;
   }
-  const findServerSide = () => serverConnections(main).find((c) => c.socket.remotePort === client.socket.localPort);
+  const findServerSide = () =>
+    serverConnections(main).find((c) => c.socket.remotePort === client.socket.localPort);
   await waitUntil(() => findServerSide() !== undefined, 2000, 'the server to see the connection');
   // Wait until the server stops reading (bytesRead no longer grows).
   let lastRead = -1;
@@ -214,18 +250,24 @@ test('abuse: a client that pipelines requests but never reads is paused; server-
     await sleep(200);
   }
   const side = findServerSide()!;
-  console.log(`abuse: non-reading client wrote ${(written / 2 ** 20).toFixed(1)} MiB; server read ${(side.socket.bytesRead / 2 ** 20).toFixed(1)} MiB, ` +
-    `queue ${side.queue.length} requests, ${side.socket.writableLength} bytes of answers buffered, reading paused: ${side.socket.isPaused()}`);
+  const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+  console.log(`abuse: non-reading client wrote ${mib(written)} MiB; ` +
+    `server read ${mib(side.socket.bytesRead)} MiB, queue ${side.queue.length} requests, ` +
+    `${side.socket.writableLength} bytes of answers buffered, ` +
+    `reading paused: ${side.socket.isPaused()}`);
   assert.ok(side.socket.isPaused(), 'the server stopped reading from it');
   assert.ok(side.socket.bytesRead < written, 'the server did not swallow everything');
   assert.ok(side.queue.length <= 64 + 65536 / 28, `queue stays bounded (${side.queue.length})`);
   // One stream buffer's worth (16 KiB under Node, 64 KiB under Deno), not the ~44 MiB of answers.
-  assert.ok(side.socket.writableLength < 256 * 1024, `answers waiting in memory stay bounded (${side.socket.writableLength} bytes)`);
+  assert.ok(side.socket.writableLength < 256 * 1024,
+    `answers waiting in memory stay bounded (${side.socket.writableLength} bytes)`);
   client.close();
-  await waitUntil(() => findServerSide() === undefined, 2000, 'the server to forget the connection');
+  await waitUntil(() => findServerSide() === undefined, 2000,
+    'the server to forget the connection');
 });
 
-test('abuse: a password-guessing loop is throttled per user, with the wait in the message; success resets', async () => {
+test('abuse: a password-guessing loop is throttled per user, with the wait in the message; ' +
+  'success resets', async () => {
   await registerAndLogin(main.tcpPort, 'victim', 'right-password').then(async (token) => {
     const client = await LineClient.connect(main.tcpPort);
     await client.request({ type: 'logout', token });
@@ -237,34 +279,38 @@ test('abuse: a password-guessing loop is throttled per user, with the wait in th
   let lastThrottle = '';
   const started = performance.now();
   for (let i = 0; i < guesses; i++) {
-    const answer = await guesser.request({ type: 'login', username: i % 2 ? 'victim' : 'VICTIM', password: `guess-${i}`, chatPort: 7000 });
+    const answer = await loginOn(guesser, i % 2 ? 'victim' : 'VICTIM', `guess-${i}`);
     codes[answer.code as string] = (codes[answer.code as string] ?? 0) + 1;
     if (answer.code === 'too_many_attempts') lastThrottle = answer.message as string;
   }
   const loopMs = milliseconds(started);
-  console.log(`abuse: ${guesses} guesses in ${loopMs} ms → ${JSON.stringify(codes)}; last message: "${lastThrottle}"`);
-  assert.deepEqual(codes, { bad_credentials: 3, too_many_attempts: guesses - 3 }, 'only maxFailedLoginsPerUserAtAddress guesses are checked');
+  console.log(`abuse: ${guesses} guesses in ${loopMs} ms → ${JSON.stringify(codes)}; ` +
+    `last message: "${lastThrottle}"`);
+  assert.deepEqual(codes, { bad_credentials: 3, too_many_attempts: guesses - 3 },
+    'only maxFailedLoginsPerUserAtAddress guesses are checked');
   const wait = /try again in (\d+) s/.exec(lastThrottle);
   assert.ok(wait, 'the message says how long to wait');
-  assert.ok(Number(wait[1]) >= 1 && Number(wait[1]) <= 2, `wait of ${wait[1]} s fits a 1.5 s cooldown`);
-  assert.equal(main.logLines.filter((line) => / login_failed user=victim /i.test(line)).length, 3, 'three failures hashed and logged');
+  assert.ok(Number(wait[1]) >= 1 && Number(wait[1]) <= 2,
+    `wait of ${wait[1]} s fits a 1.5 s cooldown`);
+  const failures = main.logLines.filter((line) => / login_failed user=victim /i.test(line));
+  assert.equal(failures.length, 3, 'three failures hashed and logged');
 
   // Even the right password is refused during the cooldown...
-  const during = await guesser.request({ type: 'login', username: 'victim', password: 'right-password', chatPort: 7000 });
+  const during = await loginOn(guesser, 'victim', 'right-password');
   assert.equal(during.code, 'too_many_attempts');
   // ...and accepted after it.
   await sleep(Number(wait[1]) * 1000 + 100);
-  const afterCooldown = await guesser.request({ type: 'login', username: 'victim', password: 'right-password', chatPort: 7000 });
+  const afterCooldown = await loginOn(guesser, 'victim', 'right-password');
   assert.equal(afterCooldown.type, 'logged_in');
   await guesser.request({ type: 'logout', token: afterCooldown.token });
 
   // A success resets the count: 2 failures, success, 2 failures is never blocked at a limit of 3.
   for (const round of [1, 2]) {
     for (let i = 0; i < 2; i++) {
-      const answer = await guesser.request({ type: 'login', username: 'victim', password: 'wrong', chatPort: 7000 });
+      const answer = await loginOn(guesser, 'victim', 'wrong');
       assert.equal(answer.code, 'bad_credentials', `round ${round}, failure ${i + 1}`);
     }
-    const ok = await guesser.request({ type: 'login', username: 'victim', password: 'right-password', chatPort: 7000 });
+    const ok = await loginOn(guesser, 'victim', 'right-password');
     assert.equal(ok.type, 'logged_in', `round ${round}: success after 2 failures`);
     await guesser.request({ type: 'logout', token: ok.token });
   }
@@ -272,14 +318,15 @@ test('abuse: a password-guessing loop is throttled per user, with the wait in th
 });
 
 test('abuse: failed logins from one address are throttled across usernames', async () => {
-  const server = await startTestServer({ maxFailedLoginsPerUser: 100, maxFailedLoginsPerAddress: 4, loginCooldownMs: 3000 });
+  const server = await startTestServer({
+    maxFailedLoginsPerUser: 100, maxFailedLoginsPerAddress: 4, loginCooldownMs: 3000,
+  });
   try {
     const client = await LineClient.connect(server.tcpPort);
     for (let i = 0; i < 4; i++) {
-      const answer = await client.request({ type: 'login', username: `nobody${i}`, password: 'x', chatPort: 7000 });
-      assert.equal(answer.code, 'bad_credentials');
+      assert.equal((await loginOn(client, `nobody${i}`, 'x')).code, 'bad_credentials');
     }
-    const blocked = await client.request({ type: 'login', username: 'someone-else', password: 'x', chatPort: 7000 });
+    const blocked = await loginOn(client, 'someone-else', 'x');
     assert.equal(blocked.code, 'too_many_attempts');
     assert.match(blocked.message as string, /try again in [1-3] s/);
     console.log(`abuse: per-address throttle after 4 failures: "${blocked.message}"`);
@@ -289,29 +336,32 @@ test('abuse: failed logins from one address are throttled across usernames', asy
   }
 });
 
-test('abuse: the throttle tables stay at their cap however many usernames are guessed', async () => {
+test('abuse: the throttle tables stay at their cap however many usernames are guessed',
+  async () => {
   const cap = 16;
-  const server = await startTestServer({ maxThrottleEntries: cap, maxFailedLoginsPerAddress: 10_000 });
+  const server =
+    await startTestServer({ maxThrottleEntries: cap, maxFailedLoginsPerAddress: 10_000 });
+  const { failedLoginsByUser: byUser, failedLoginsByAddress: byAddress } = server.registry;
   try {
     const names = 60;
     let largest = 0;
     await Promise.all(Array.from({ length: 4 }, async (_, worker) => {
       const client = await LineClient.connect(server.tcpPort);
       for (let i = worker; i < names; i += 4) {
-        const answer = await client.request({ type: 'login', username: `made-up-${i}`, password: 'x', chatPort: 7000 });
-        assert.equal(answer.code, 'bad_credentials');
-        largest = Math.max(largest, server.registry.failedLoginsByUser.entries.size);
+        assert.equal((await loginOn(client, `made-up-${i}`, 'x')).code, 'bad_credentials');
+        largest = Math.max(largest, byUser.entries.size);
       }
       client.close();
     }));
-    console.log(`abuse: ${names} distinct usernames failed; throttle table by user holds ${server.registry.failedLoginsByUser.entries.size} ` +
-      `(largest seen ${largest}, cap ${cap}); by address holds ${server.registry.failedLoginsByAddress.entries.size}`);
-    assert.equal(server.registry.failedLoginsByUser.entries.size, cap);
+    console.log(`abuse: ${names} distinct usernames failed; throttle table by user holds ` +
+      `${byUser.entries.size} (largest seen ${largest}, cap ${cap}); by address holds ` +
+      `${byAddress.entries.size}`);
+    assert.equal(byUser.entries.size, cap);
     assert.ok(largest <= cap);
-    assert.equal(server.registry.failedLoginsByAddress.entries.size, 1);
+    assert.equal(byAddress.entries.size, 1);
     // The newest names are the ones remembered; the oldest were forgotten to make room.
-    assert.ok(server.registry.failedLoginsByUser.entries.has(`made-up-${names - 1}`));
-    assert.ok(!server.registry.failedLoginsByUser.entries.has('made-up-0'));
+    assert.ok(byUser.entries.has(`made-up-${names - 1}`));
+    assert.ok(!byUser.entries.has('made-up-0'));
   } finally {
     await server.close();
   }
@@ -323,19 +373,24 @@ test('abuse: many idle connections are closed after idleMs; an active one stays'
   try {
     const count = 100;
     const started = performance.now();
-    const idle = await Promise.all(Array.from({ length: count }, () => LineClient.connect(server.tcpPort)));
+    const idle = await Promise.all(
+      Array.from({ length: count }, () => LineClient.connect(server.tcpPort)));
     const active = await LineClient.connect(server.tcpPort);
     const closedAfter: number[] = [];
-    idle.forEach((client) => client.socket.on('close', () => closedAfter.push(milliseconds(started))));
+    for (const client of idle) {
+      client.socket.on('close', () => closedAfter.push(milliseconds(started)));
+    }
     await sleep(idleMs / 2);
     assert.equal(idle.filter((client) => client.closed).length, 0, 'none closed before idleMs');
     // The active client talks every 150 ms for a while, well past idleMs.
     while (performance.now() - started < idleMs * 3) {
-      assert.equal((await active.request({ type: 'list', token: 'x' })).code, 'not_logged_in');
+      assert.equal(await listCode(active), 'not_logged_in');
       await sleep(150);
     }
-    await waitUntil(() => idle.every((client) => client.closed), idleMs + 5000, 'every idle connection to close');
-    console.log(`abuse: ${count} idle connections closed by an idleMs of ${idleMs}: ${summary(closedAfter)} after connecting; active one still open`);
+    await waitUntil(() => idle.every((client) => client.closed), idleMs + 5000,
+      'every idle connection to close');
+    console.log(`abuse: ${count} idle connections closed by an idleMs of ${idleMs}: ` +
+      `${summary(closedAfter)} after connecting; active one still open`);
     assert.ok(Math.min(...closedAfter) >= idleMs - 50, 'none closed before idleMs');
     assert.equal(active.closed, false);
     assert.equal(server.registry.connections.size, 1);
@@ -359,7 +414,8 @@ test('abuse: a slow dribbler that never finishes its line is closed', async () =
       await sleep(100);
     }
     const lifetime = milliseconds(started);
-    console.log(`abuse: dribbler sent ${bytes} bytes, one per 100 ms, and was closed after ${lifetime} ms (idleMs ${idleMs})`);
+    console.log(`abuse: dribbler sent ${bytes} bytes, one per 100 ms, and was closed after ` +
+      `${lifetime} ms (idleMs ${idleMs})`);
     assert.ok(dribbler.closed, 'the dribbler was closed');
     assert.ok(lifetime >= idleMs, 'it was not closed for silence (it never was silent for idleMs)');
     await assert.rejects(dribbler.readLine(100), 'it never got an answer');
@@ -368,25 +424,29 @@ test('abuse: a slow dribbler that never finishes its line is closed', async () =
   }
 });
 
-test('abuse: over maxConnections a newcomer gets one too_many_connections line; existing ones keep working', async () => {
+test('abuse: over maxConnections a newcomer gets one too_many_connections line; existing ones ' +
+  'keep working', async () => {
   const server = await startTestServer({ maxConnections: 5, maxConnectionsPerAddress: 5 });
   try {
-    const existing = await Promise.all(Array.from({ length: 5 }, () => LineClient.connect(server.tcpPort)));
-    for (const client of existing) assert.equal((await client.request({ type: 'list', token: 'x' })).code, 'not_logged_in');
+    const existing = await Promise.all(
+      Array.from({ length: 5 }, () => LineClient.connect(server.tcpPort)));
+    for (const client of existing) assert.equal(await listCode(client), 'not_logged_in');
     const refused = await LineClient.connect(server.tcpPort);
     const line = JSON.parse(await refused.readLine());
     assert.equal(line.type, 'error');
     assert.equal(line.code, 'too_many_connections');
     assert.match(line.message, /5 connections/);
     await refused.waitClosed(4000);
-    console.log(`abuse: 6th connection over a cap of 5 was told ${JSON.stringify(line.message)} and closed`);
+    console.log(`abuse: 6th connection over a cap of 5 was told ${JSON.stringify(line.message)} ` +
+      'and closed');
     // The five are unaffected.
-    for (const client of existing) assert.equal((await client.request({ type: 'list', token: 'x' })).code, 'not_logged_in');
+    for (const client of existing) assert.equal(await listCode(client), 'not_logged_in');
     // When one leaves, a newcomer is let in.
     existing[0].close();
-    await waitUntil(() => server.registry.connections.size === 4, 2000, 'the server to count the leaver');
+    await waitUntil(() => server.registry.connections.size === 4, 2000,
+      'the server to count the leaver');
     const newcomer = await LineClient.connect(server.tcpPort);
-    assert.equal((await newcomer.request({ type: 'list', token: 'x' })).code, 'not_logged_in');
+    assert.equal(await listCode(newcomer), 'not_logged_in');
     newcomer.close();
     for (const client of existing) client.close();
   } finally {
@@ -402,7 +462,8 @@ import process from 'node:process';
 const port = Number(process.env.FLOOD_PORT);
 const ms = Number(process.env.FLOOD_MS);
 const payloads = [Buffer.alloc(1400, 120), Buffer.from('{"type":'), Buffer.from('{"type":"boom"}'),
-  Buffer.from('{"type":"hello","username":"ghost","token":"forged"}'), Buffer.from([0xff, 0xfe, 0])];
+  Buffer.from('{"type":"hello","username":"ghost","token":"forged"}'),
+  Buffer.from([0xff, 0xfe, 0])];
 const socket = dgram.createSocket('udp4');
 let sent = 0;
 let replies = 0;
@@ -413,11 +474,18 @@ socket.bind(0, '127.0.0.1', async () => {
   while (Date.now() < end && sent < 500000) {
     await new Promise((resolve) => {
       let left = 32;
-      for (let i = 0; i < 32; i++) socket.send(payloads[(sent + i) % payloads.length], port, '127.0.0.1', () => { if (--left === 0) resolve(); });
+      for (let i = 0; i < 32; i++) {
+        socket.send(payloads[(sent + i) % payloads.length], port, '127.0.0.1', () => {
+          if (--left === 0) resolve();
+        });
+      }
     });
     sent += 32;
   }
-  setTimeout(() => { console.log('flood ' + JSON.stringify({ sent, replies })); socket.close(); }, 300);
+  setTimeout(() => {
+    console.log('flood ' + JSON.stringify({ sent, replies }));
+    socket.close();
+  }, 300);
 });
 `;
 
@@ -438,7 +506,8 @@ test('abuse: a UDP flood from another process does not starve TCP requests', asy
     client.close();
     const [, figures] = await flood.waitFor(/flood (\{.*\})/, 10_000);
     const { sent, replies } = JSON.parse(figures) as { sent: number; replies: number };
-    console.log(`abuse: UDP flood of ${sent} datagrams (${replies} forged hellos answered session_unknown) while ` +
+    console.log(`abuse: UDP flood of ${sent} datagrams (${replies} forged hellos answered ` +
+      'session_unknown) while ' +
       `${latencies.length} TCP list requests were answered: ${summary(latencies.map(Math.round))}`);
     assert.ok(sent > 1000, 'the flood really happened');
     assert.ok(latencies.length >= 5, 'TCP requests kept being answered during the flood');
@@ -448,7 +517,8 @@ test('abuse: a UDP flood from another process does not starve TCP requests', asy
   }
 });
 
-test('abuse: after all that, a normal client still registers, logs in and searches; memory stays bounded', async () => {
+test('abuse: after all that, a normal client still registers, logs in and searches; memory ' +
+  'stays bounded', async () => {
   const peerToken = await registerAndLogin(main.tcpPort, 'dave', 'pw', 7001);
   assert.ok(peerToken);
   const client = await LineClient.connect(main.tcpPort);
@@ -458,7 +528,8 @@ test('abuse: after all that, a normal client still registers, logs in and search
     return { answer, ms: performance.now() - started };
   };
   const register = await timed({ type: 'register', username: 'carol', password: 'carol-pw' });
-  const login = await timed({ type: 'login', username: 'carol', password: 'carol-pw', chatPort: 7002 });
+  const login =
+    await timed({ type: 'login', username: 'carol', password: 'carol-pw', chatPort: 7002 });
   const search = await timed({ type: 'search', token: login.answer.token, username: 'dave' });
   const list = await timed({ type: 'list', token: login.answer.token });
   assert.equal(register.answer.type, 'registered');
@@ -466,15 +537,20 @@ test('abuse: after all that, a normal client still registers, logs in and search
   assert.equal(search.answer.type, 'found');
   assert.equal(search.answer.port, 7001);
   assert.deepEqual(list.answer.users, ['carol', 'dave', 'flood-watcher']);
-  console.log(`abuse: normal client after the abuse — register ${register.ms.toFixed(1)} ms, login ${login.ms.toFixed(1)} ms, ` +
-    `search ${search.ms.toFixed(1)} ms, list ${list.ms.toFixed(1)} ms (register and login include a ~50 ms scrypt)`);
+  console.log(`abuse: normal client after the abuse — register ${register.ms.toFixed(1)} ms, ` +
+    `login ${login.ms.toFixed(1)} ms, search ${search.ms.toFixed(1)} ms, ` +
+    `list ${list.ms.toFixed(1)} ms (register and login include a ~50 ms scrypt)`);
   client.close();
 
-  await waitUntil(() => main.registry.connections.size === 0, 3000, 'every abusive connection to be gone');
+  await waitUntil(() => main.registry.connections.size === 0, 3000,
+    'every abusive connection to be gone');
   const memoryAfter = memoryMiB();
-  console.log(`abuse: test process memory (server in-process) before: rss ${memoryBefore.rss} MiB, heap ${memoryBefore.heapUsed} MiB; ` +
-    `after: rss ${memoryAfter.rss} MiB, heap ${memoryAfter.heapUsed} MiB; server state: ${main.registry.connections.size} connections, ` +
-    `${main.registry.sessionsByToken.size} sessions, throttle tables ${main.registry.failedLoginsByUser.entries.size}/${main.registry.failedLoginsByAddress.entries.size}`);
+  const { connections, sessionsByToken, failedLoginsByUser, failedLoginsByAddress } = main.registry;
+  console.log('abuse: test process memory (server in-process) ' +
+    `before: rss ${memoryBefore.rss} MiB, heap ${memoryBefore.heapUsed} MiB; ` +
+    `after: rss ${memoryAfter.rss} MiB, heap ${memoryAfter.heapUsed} MiB; ` +
+    `server state: ${connections.size} connections, ${sessionsByToken.size} sessions, ` +
+    `throttle tables ${failedLoginsByUser.entries.size}/${failedLoginsByAddress.entries.size}`);
   assert.ok(memoryAfter.heapUsed - memoryBefore.heapUsed < 200, 'heap grew by less than 200 MiB');
   assert.ok(memoryAfter.rss - memoryBefore.rss < 400, 'rss grew by less than 400 MiB');
 });
@@ -493,7 +569,8 @@ function breakableStore(): UserStore & { broken: boolean; damaged: boolean } {
     /** While set, findUser returns a record whose hash has the wrong length. */
     damaged: false,
     description: 'breakable test store',
-    addUser: (user: Parameters<UserStore['addUser']>[0]) => (store.broken ? failure() : inner.addUser(user)),
+    addUser: (user: Parameters<UserStore['addUser']>[0]) =>
+      (store.broken ? failure() : inner.addUser(user)),
     findUser: async (name: string) => {
       if (store.broken) return failure();
       const user = await inner.findUser(name);
@@ -504,7 +581,8 @@ function breakableStore(): UserStore & { broken: boolean; damaged: boolean } {
   return store;
 }
 
-test('abuse: a store that rejects → register/login answer storage_unavailable; search, list and presence keep working', async () => {
+test('abuse: a store that rejects → register/login answer storage_unavailable; search, list ' +
+  'and presence keep working', async () => {
   const store = breakableStore();
   const server = await startTestServer({ store, heartbeatMs: 100, timeoutMs: 1500 });
   try {
@@ -514,22 +592,28 @@ test('abuse: a store that rejects → register/login answer storage_unavailable;
     const client = await LineClient.connect(server.tcpPort);
     store.broken = true;
 
-    const register = await client.request({ type: 'register', username: 'carol', password: 'pw' });
-    const login = await client.request({ type: 'login', username: 'carol', password: 'pw', chatPort: 7004 });
-    assert.equal(register.code, 'storage_unavailable');
+    const register = () => client.request({ type: 'register', username: 'carol', password: 'pw' });
+    const registered = await register();
+    const login = await loginOn(client, 'carol', 'pw', 7004);
+    assert.equal(registered.code, 'storage_unavailable');
     assert.equal(login.code, 'storage_unavailable');
-    assert.match(register.message as string, /storage/);
-    assert.ok(server.logLines.some((line) => / storage_error during=register /.test(line)), 'the failure is logged');
+    assert.match(registered.message as string, /storage/);
+    assert.ok(server.logLines.some((line) => / storage_error during=register /.test(line)),
+      'the failure is logged');
 
     // Presence: alice and bob say hello; "silent" does not, and is swept as usual.
+    const hello = (username: string, token: string) =>
+      void sendDatagram(server.udpPort, JSON.stringify({ type: 'hello', username, token }));
     const heartbeats = setInterval(() => {
-      void sendDatagram(server.udpPort, JSON.stringify({ type: 'hello', username: 'alice', token: aliceToken }));
-      void sendDatagram(server.udpPort, JSON.stringify({ type: 'hello', username: 'bob', token: bobToken }));
+      hello('alice', aliceToken);
+      hello('bob', bobToken);
     }, 100);
     try {
-      await waitUntil(() => !server.registry.sessionsByName.has('silent'), 5000, 'the silent user to be swept');
+      await waitUntil(() => !server.registry.sessionsByName.has('silent'), 5000,
+        'the silent user to be swept');
       await sleep(1700); // longer than timeoutMs: only the hellos keep alice and bob online
-      assert.deepEqual(await client.request({ type: 'list', token: aliceToken }), { type: 'online', users: ['alice', 'bob'], total: 2 });
+      assert.deepEqual(await client.request({ type: 'list', token: aliceToken }),
+        { type: 'online', users: ['alice', 'bob'], total: 2 });
       const found = await client.request({ type: 'search', token: aliceToken, username: 'bob' });
       assert.equal(found.type, 'found');
       assert.equal(found.port, 7002);
@@ -541,14 +625,15 @@ test('abuse: a store that rejects → register/login answer storage_unavailable;
     // A damaged record (a hash of the wrong length) is a storage failure too, not a crash.
     store.broken = false;
     store.damaged = true;
-    const damaged = await client.request({ type: 'login', username: 'bob', password: 'pw', chatPort: 7002 });
+    const damaged = await loginOn(client, 'bob', 'pw', 7002);
     assert.equal(damaged.code, 'storage_unavailable');
 
     // When storage comes back, so do register and login: the server kept running throughout.
     store.damaged = false;
-    assert.equal((await client.request({ type: 'register', username: 'carol', password: 'pw' })).type, 'registered');
-    assert.equal((await client.request({ type: 'login', username: 'carol', password: 'pw', chatPort: 7004 })).type, 'logged_in');
-    console.log('abuse: storage down → register/login storage_unavailable; list, search, presence, logout worked; storage back → register/login worked');
+    assert.equal((await register()).type, 'registered');
+    assert.equal((await loginOn(client, 'carol', 'pw', 7004)).type, 'logged_in');
+    console.log('abuse: storage down → register/login storage_unavailable; list, search, ' +
+      'presence, logout worked; storage back → register/login worked');
     client.close();
   } finally {
     await server.close();

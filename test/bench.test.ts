@@ -48,7 +48,8 @@ test('npm run bench -- --quick runs every figure and writes the table and the ch
   const markdownFile = path.join(scratch, 'table.md');
   const svgFile = path.join(scratch, 'chart.svg');
   try {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--quick', '--markdown', markdownFile, '--svg', svgFile], {
+    const args = ['--quick', '--markdown', markdownFile, '--svg', svgFile];
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -58,14 +59,17 @@ test('npm run bench -- --quick runs every figure and writes the table and the ch
     child.stderr.setEncoding('utf8');
     child.stdout.on('data', (text: string) => (stdout += text));
     child.stderr.on('data', (text: string) => (stderr += text));
-    const exitCode = await new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const exitCode = await new Promise<number | null>((resolve) =>
+      child.on('exit', (code) => resolve(code)));
     assert.equal(exitCode, 0, `the quick bench failed:\n${stdout}\n${stderr}`);
 
     const markdown = readFileSync(markdownFile, 'utf8');
-    assert.match(markdown, /\| figure \| ours \| baseline \(same run\) \| ratio \| target \| met\? \|/);
+    assert.match(markdown,
+      /\| figure \| ours \| baseline \(same run\) \| ratio \| target \| met\? \|/);
     for (const row of EXPECTED_ROWS) {
       assert.ok(stdout.includes(row), `the printed table has no row "${row}":\n${stdout}`);
-      assert.ok(markdown.includes(`| ${row}`), `the Markdown table has no row "${row}":\n${markdown}`);
+      assert.ok(markdown.includes(`| ${row}`),
+        `the Markdown table has no row "${row}":\n${markdown}`);
     }
 
     const svg = readFileSync(svgFile, 'utf8');

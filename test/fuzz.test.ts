@@ -32,7 +32,9 @@ import type { Decoded } from '../protocol.ts';
 // A small seeded PRNG (mulberry32): the same seed gives the same inputs on every runtime.
 // ---------------------------------------------------------------------------------------------
 
-const SEED = process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) >>> 0 : (Date.now() ^ (Math.random() * 2 ** 32)) >>> 0;
+const SEED = process.env.FUZZ_SEED !== undefined
+  ? Number(process.env.FUZZ_SEED) >>> 0
+  : (Date.now() ^ (Math.random() * 2 ** 32)) >>> 0;
 
 function mulberry32(seed: number): () => number {
   let state = seed >>> 0;
@@ -162,7 +164,10 @@ function kindHolds(kind: Kind, value: unknown): boolean {
 }
 
 /** What the decoder must answer for this input, worked out the slow, obvious way. */
-function expectedOutcome(channel: Channel, input: Uint8Array | string): { ok: boolean; message?: Record<string, unknown> } {
+function expectedOutcome(
+  channel: Channel,
+  input: Uint8Array | string,
+): { ok: boolean; message?: Record<string, unknown> } {
   let text: string;
   if (typeof input === 'string') text = input;
   else {
@@ -199,9 +204,11 @@ function expectedOutcome(channel: Channel, input: Uint8Array | string): { ok: bo
 
 /** JSON texts of awkward values: wrong types, huge and odd numbers, deep nesting, hostile keys. */
 function awkwardValue(rng: Rng): string {
-  const depth = rng.chance(0.03) ? 100_000 : rng.pick([10, 100, 2000]); // deep nesting, now and then very deep
+  // Deep nesting, now and then very deep.
+  const depth = rng.chance(0.03) ? 100_000 : rng.pick([10, 100, 2000]);
   const choices: Array<() => string> = [
-    () => 'null', () => 'true', () => 'false', () => '""', () => '"x"', () => '0', () => '-0', () => '1',
+    () => 'null', () => 'true', () => 'false', () => '""', () => '"x"', () => '0', () => '-0',
+    () => '1',
     () => '-1', () => '1.5', () => '65535', () => '65536', () => '1.0', () => '0.1e1', () => '1e21',
     () => '1e400', () => '-1e400', () => '1e-400', () => '9007199254740993',
     () => '123456789012345678901234567890123456789012345678901234567890',
@@ -239,8 +246,12 @@ function goodValue(field: Field, rng: Rng): unknown {
   }
 }
 
-const HOSTILE_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf'];
-const HOSTILE_TYPES = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'TYPE', 'Login', ''];
+const HOSTILE_KEYS = [
+  '__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf',
+];
+const HOSTILE_TYPES = [
+  '__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'TYPE', 'Login', '',
+];
 
 type Entry = [string, string]; // key, JSON text of the value
 
@@ -263,10 +274,20 @@ function mutateEntries(entries: Entry[], channel: Channel, rng: Rng): Entry[] {
     switch (rng.int(9)) {
       case 0: out[at][1] = awkwardValue(rng); break; // wrong type or odd value
       case 1: out.splice(at, 1); break; // missing field
-      case 2: out.splice(rng.int(out.length + 1), 0, [rng.pick(HOSTILE_KEYS), awkwardValue(rng)]); break;
-      case 3: out.splice(rng.int(out.length + 1), 0, ['__proto__', '{"polluted":"yes","type":"list"}']); break;
-      case 4: out.push(['type', JSON.stringify(rng.pick(HOSTILE_TYPES))]); break; // duplicate key: last wins
-      case 5: out[0] = ['type', JSON.stringify(rng.pick(Object.keys(CHANNELS[rng.int(CHANNELS.length)].schemas)))]; break;
+      case 2:
+        out.splice(rng.int(out.length + 1), 0, [rng.pick(HOSTILE_KEYS), awkwardValue(rng)]);
+        break;
+      case 3:
+        out.splice(rng.int(out.length + 1), 0, ['__proto__', '{"polluted":"yes","type":"list"}']);
+        break;
+      case 4: // duplicate key: last wins
+        out.push(['type', JSON.stringify(rng.pick(HOSTILE_TYPES))]);
+        break;
+      case 5: { // another channel's type
+        const other = CHANNELS[rng.int(CHANNELS.length)];
+        out[0] = ['type', JSON.stringify(rng.pick(Object.keys(other.schemas)))];
+        break;
+      }
       case 6: out.reverse(); break;
       case 7: out.push(['extra', awkwardValue(rng)]); break; // unknown fields are allowed
       case 8: out.push([rng.pick(Object.keys(channel.schemas)), '"x"']); break;
@@ -281,7 +302,8 @@ function entriesToText(entries: Entry[]): string {
 
 /** Byte sequences that are not valid UTF-8. */
 const INVALID_UTF8: number[][] = [
-  [0xff], [0xfe], [0xc0, 0x80], [0xc3], [0xe2, 0x82], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0x80],
+  [0xff], [0xfe], [0xc0, 0x80], [0xc3], [0xe2, 0x82], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80],
+  [0x80],
 ];
 
 function mutateBytes(bytes: Uint8Array, rng: Rng): Uint8Array {
@@ -289,14 +311,17 @@ function mutateBytes(bytes: Uint8Array, rng: Rng): Uint8Array {
   const rounds = 1 + rng.int(3);
   for (let round = 0; round < rounds; round++) {
     const at = rng.int(out.length + 1);
-    const insert = (inserted: ArrayLike<number>) => Buffer.concat([out.subarray(0, at), Buffer.from(Array.from(inserted)), out.subarray(at)]);
+    const insert = (inserted: ArrayLike<number>) =>
+      Buffer.concat([out.subarray(0, at), Buffer.from(Array.from(inserted)), out.subarray(at)]);
     switch (rng.int(6)) {
       case 0: out = out.subarray(0, at); break; // truncated
       case 1: out = insert(rng.pick(INVALID_UTF8)); break;
       case 2: out = insert([rng.int(256)]); break;
       case 3: if (out.length > 0) out[Math.min(at, out.length - 1)] = rng.int(256); break;
       case 4: out = Buffer.concat([out.subarray(0, at), out.subarray(at + 1)]); break;
-      case 5: out = insert(Buffer.from(rng.pick(['{', '}', '"', ',', ':', '[', '\\', '\\u', '\n', ' ']))); break;
+      case 5:
+        out = insert(Buffer.from(rng.pick(['{', '}', '"', ',', ':', '[', '\\', '\\u', '\n', ' '])));
+        break;
     }
   }
   return Uint8Array.from(out);
@@ -307,7 +332,9 @@ function randomLine(rng: Rng): Uint8Array {
   const length = rng.int(200);
   const alphabet = rng.chance(0.5) ? '{}[]":,0123456789eE.-+ truefalsnl\\u_typeprotocnstruc' : null;
   const bytes = new Uint8Array(length);
-  for (let i = 0; i < length; i++) bytes[i] = alphabet ? alphabet.charCodeAt(rng.int(alphabet.length)) : rng.int(256);
+  for (let i = 0; i < length; i++) {
+    bytes[i] = alphabet ? alphabet.charCodeAt(rng.int(alphabet.length)) : rng.int(256);
+  }
   return bytes;
 }
 
@@ -321,22 +348,30 @@ function describeInput(input: Uint8Array | string): string {
 }
 
 /** Asserts the result's shape and that it matches the independent oracle. */
-function checkResult(channel: Channel, input: Uint8Array | string, result: Decoded<object>): boolean {
+function checkResult(
+  channel: Channel,
+  input: Uint8Array | string,
+  result: Decoded<object>,
+): boolean {
   const where = () => `${channel.name}(${describeInput(input)}) [FUZZ_SEED=${SEED}]`;
-  assert.equal(Object.getPrototypeOf(result), Object.prototype, `result is a plain object: ${where()}`);
+  assert.equal(Object.getPrototypeOf(result), Object.prototype,
+    `result is a plain object: ${where()}`);
   const expected = expectedOutcome(channel, input);
   if (result.ok) {
     assert.deepEqual(Object.keys(result).sort(), ['message', 'ok'], where());
     const message = result.message as Record<string, unknown>;
-    assert.equal(Object.getPrototypeOf(message), Object.prototype, `message has Object.prototype: ${where()}`);
+    assert.equal(Object.getPrototypeOf(message), Object.prototype,
+      `message has Object.prototype: ${where()}`);
     const schema = channel.schemas[message.type as string];
-    assert.ok(schema !== undefined && Object.hasOwn(channel.schemas, message.type as string), `known type: ${where()}`);
+    assert.ok(schema !== undefined && Object.hasOwn(channel.schemas, message.type as string),
+      `known type: ${where()}`);
     for (const name of Object.getOwnPropertyNames(message)) {
       assert.ok(name === 'type' || Object.hasOwn(schema, name), `only schema fields: ${where()}`);
     }
     for (const [field, kind] of Object.entries(schema)) {
       if (message[field] === undefined && isOptional(kind)) continue;
-      assert.ok(kindHolds(baseKind(kind), message[field]), `field ${field} is a ${kind}: ${where()}`);
+      assert.ok(kindHolds(baseKind(kind), message[field]),
+        `field ${field} is a ${kind}: ${where()}`);
       if (kind === 'usernames') {
         assert.equal(Object.getPrototypeOf(message[field]), Array.prototype, where());
       }
@@ -357,15 +392,17 @@ function decodeChecked(channel: Channel, input: Uint8Array | string): boolean {
   try {
     result = channel.decode(input);
   } catch (error) {
-    assert.fail(`${channel.name} threw ${String(error)} on ${describeInput(input)} [FUZZ_SEED=${SEED}]`);
+    assert.fail(`${channel.name} threw ${String(error)} on ${describeInput(input)} ` +
+      `[FUZZ_SEED=${SEED}]`);
   }
   return checkResult(channel, input, result);
 }
 
 function prototypeSnapshot(): string {
-  const describe = (object: object) =>
-    Object.getOwnPropertyNames(object).sort().map((name) => `${name}:${typeof Object.getOwnPropertyDescriptor(object, name)?.value}`).join(',');
-  return `${describe(Object.prototype)}|${describe(Array.prototype)}|${describe(Function.prototype)}`;
+  const describe = (object: object) => Object.getOwnPropertyNames(object).sort()
+    .map((name) => `${name}:${typeof Object.getOwnPropertyDescriptor(object, name)?.value}`)
+    .join(',');
+  return [Object.prototype, Array.prototype, Function.prototype].map(describe).join('|');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,7 +411,8 @@ function prototypeSnapshot(): string {
 
 const CASES_PER_DECODER = 6000;
 
-test(`fuzz: the four decoders never throw, always return typed results, and agree with the schema`, () => {
+test('fuzz: the four decoders never throw, always return typed results, and agree with the ' +
+  'schema', () => {
   console.log(`fuzz seed ${SEED} (rerun with FUZZ_SEED=${SEED})`);
   const rng = makeRng(SEED);
   const before = prototypeSnapshot();
@@ -382,7 +420,9 @@ test(`fuzz: the four decoders never throw, always return typed results, and agre
   let total = 0;
   let decodes = 0;
   for (const channel of CHANNELS) {
-    const counts = { valid: 0, fieldMutated: 0, byteMutated: 0, random: 0, accepted: 0, refused: 0 };
+    const counts = {
+      valid: 0, fieldMutated: 0, byteMutated: 0, random: 0, accepted: 0, refused: 0,
+    };
     for (let i = 0; i < CASES_PER_DECODER; i++) {
       const entries = validEntries(channel, rng);
       let input: Uint8Array | string;
@@ -396,7 +436,8 @@ test(`fuzz: the four decoders never throw, always return typed results, and agre
         input = entriesToText(mutateEntries(entries, channel, rng));
         counts.fieldMutated++;
       } else if (form <= 8) {
-        const text = entriesToText(rng.chance(0.5) ? mutateEntries(entries, channel, rng) : entries);
+        const text =
+          entriesToText(rng.chance(0.5) ? mutateEntries(entries, channel, rng) : entries);
         input = mutateBytes(Buffer.from(text, 'utf8'), rng);
         counts.byteMutated++;
       } else {
@@ -415,17 +456,22 @@ test(`fuzz: the four decoders never throw, always return typed results, and agre
       else counts.refused++;
       total++;
     }
-    console.log(`fuzz ${channel.name}: ${CASES_PER_DECODER} cases (valid ${counts.valid}, field-mutated ${counts.fieldMutated}, ` +
-      `byte-mutated ${counts.byteMutated}, random ${counts.random}) → accepted ${counts.accepted}, refused ${counts.refused}`);
+    console.log(`fuzz ${channel.name}: ${CASES_PER_DECODER} cases (valid ${counts.valid}, ` +
+      `field-mutated ${counts.fieldMutated}, byte-mutated ${counts.byteMutated}, ` +
+      `random ${counts.random}) → accepted ${counts.accepted}, refused ${counts.refused}`);
     // Both outcomes must really occur, or the fuzzing is not exercising the decoder.
-    assert.ok(counts.accepted > CASES_PER_DECODER / 20, `${channel.name} accepted too few to be meaningful`);
-    assert.ok(counts.refused > CASES_PER_DECODER / 5, `${channel.name} refused too few to be meaningful`);
+    assert.ok(counts.accepted > CASES_PER_DECODER / 20,
+      `${channel.name} accepted too few to be meaningful`);
+    assert.ok(counts.refused > CASES_PER_DECODER / 5,
+      `${channel.name} refused too few to be meaningful`);
   }
   assert.equal(prototypeSnapshot(), before, 'Object/Array/Function prototypes are unchanged');
   for (const probe of [{}, [], Object.create(null) as object]) {
-    assert.equal((probe as Record<string, unknown>).polluted, undefined, 'no "polluted" property appeared');
+    assert.equal((probe as Record<string, unknown>).polluted, undefined,
+      'no "polluted" property appeared');
   }
-  console.log(`fuzz decoders: ${total} inputs (${decodes} decodes) in ${(performance.now() - started).toFixed(0)} ms; prototypes untouched`);
+  console.log(`fuzz decoders: ${total} inputs (${decodes} decodes) in ` +
+    `${(performance.now() - started).toFixed(0)} ms; prototypes untouched`);
 });
 
 test('fuzz: hand-written prototype-pollution attempts are refused or stripped', () => {
@@ -433,7 +479,8 @@ test('fuzz: hand-written prototype-pollution attempts are refused or stripped', 
     '{"__proto__":{"polluted":"yes"},"type":"list","token":"t"}',
     '{"type":"list","token":"t","__proto__":{"type":"register","isAdmin":true}}',
     '{"constructor":{"prototype":{"polluted":"yes"}},"type":"logout","token":"t"}',
-    '{"type":"__proto__"}', '{"type":"constructor"}', '{"type":"toString"}', '{"type":"hasOwnProperty"}',
+    '{"type":"__proto__"}', '{"type":"constructor"}', '{"type":"toString"}',
+    '{"type":"hasOwnProperty"}',
     '{"__proto__":{"type":"list","token":"t"}}', // type only inherited: must be refused
     '{"type":"list","__proto__":{"token":"t"}}', // field only inherited: must be refused
     '{"type":"online","users":{"__proto__":[],"length":1,"0":"a"}}', // array look-alike
@@ -446,8 +493,10 @@ test('fuzz: hand-written prototype-pollution attempts are refused or stripped', 
   assert.ok(request.ok);
   assert.deepEqual(request.message, { type: 'list', token: 't' });
   assert.equal(Object.hasOwn(request.message, 'isAdmin'), false);
-  assert.equal(decodeRequest(attacks[7]).ok, false, 'a type inherited through __proto__ is not a type');
-  assert.equal(decodeRequest(attacks[8]).ok, false, 'a field inherited through __proto__ is not a field');
+  assert.equal(decodeRequest(attacks[7]).ok, false,
+    'a type inherited through __proto__ is not a type');
+  assert.equal(decodeRequest(attacks[8]).ok, false,
+    'a field inherited through __proto__ is not a field');
   assert.equal(decodeReply(attacks[9]).ok, false, 'an object with a length is not a list of names');
   assert.equal(prototypeSnapshot(), before);
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
@@ -456,7 +505,10 @@ test('fuzz: hand-written prototype-pollution attempts are refused or stripped', 
 
 /** The obvious splitter, one byte at a time: which lines come out, and at which chunk a line is
  * first known to be over the limit (a finished line over it, or an unfinished tail over it). */
-function referenceSplit(chunks: Uint8Array[], maxLineBytes: number): { lines: string[]; overflowAtChunk: number; tail: number } {
+function referenceSplit(
+  chunks: Uint8Array[],
+  maxLineBytes: number,
+): { lines: string[]; overflowAtChunk: number; tail: number } {
   const lines: string[] = [];
   let current: number[] = [];
   for (let c = 0; c < chunks.length; c++) {
@@ -480,7 +532,8 @@ function referenceSplit(chunks: Uint8Array[], maxLineBytes: number): { lines: st
   return { lines, overflowAtChunk: -1, tail: current.length };
 }
 
-test(`fuzz: LineSplitter returns exactly the reference lines, flags over-long ones, and stays bounded`, () => {
+test('fuzz: LineSplitter returns exactly the reference lines, flags over-long ones, and stays ' +
+  'bounded', () => {
   const rng = makeRng(SEED ^ 0x5eed);
   const streams = 3000;
   let chunksFed = 0;
@@ -498,7 +551,9 @@ test(`fuzz: LineSplitter returns exactly the reference lines, flags over-long on
       const length = rng.chance(0.06)
         ? rng.pick([limit + 1, rng.int(2 * limit + 2)]) // sometimes over the limit
         : rng.pick([0, 1, rng.int(limit + 1), limit, Math.max(0, limit - 1)]);
-      for (let i = 0; i < length; i++) parts.push(rng.chance(0.1) ? rng.pick([0xff, 0xc3, 0x0d, 0x00]) : 97 + rng.int(26));
+      for (let i = 0; i < length; i++) {
+        parts.push(rng.chance(0.1) ? rng.pick([0xff, 0xc3, 0x0d, 0x00]) : 97 + rng.int(26));
+      }
       if (rng.chance(0.9)) parts.push(...(rng.chance(0.3) ? [13, 10] : [10]));
     }
     const stream = Uint8Array.from(parts);
@@ -523,15 +578,22 @@ test(`fuzz: LineSplitter returns exactly the reference lines, flags over-long on
         `buffered ${splitter.bufferedBytes} > limit ${limit} + "\\r" [FUZZ_SEED=${SEED}]`);
       maxBuffered = Math.max(maxBuffered, splitter.bufferedBytes);
     }
-    const context = `stream ${s}, limit ${limit}, chunks ${chunks.map((chunk) => chunk.length).join('+')} [FUZZ_SEED=${SEED}]`;
+    const sizes = chunks.map((chunk) => chunk.length).join('+');
+    const context = `stream ${s}, limit ${limit}, chunks ${sizes} [FUZZ_SEED=${SEED}]`;
     assert.deepEqual(got, expected.lines, `lines differ: ${context}`);
-    assert.equal(overflowAt, expected.overflowAtChunk, `over-long line flagged at the wrong chunk: ${context}`);
-    if (overflowAt === -1) assert.equal(splitter.bufferedBytes, expected.tail, `unfinished tail: ${context}`);
-    for (const line of got) assert.ok(line.length <= limit, `a line over the limit came out: ${context}`);
+    assert.equal(overflowAt, expected.overflowAtChunk,
+      `over-long line flagged at the wrong chunk: ${context}`);
+    if (overflowAt === -1) {
+      assert.equal(splitter.bufferedBytes, expected.tail, `unfinished tail: ${context}`);
+    }
+    for (const line of got) {
+      assert.ok(line.length <= limit, `a line over the limit came out: ${context}`);
+    }
     linesOut += got.length;
     if (overflowAt !== -1) overflows++;
   }
-  console.log(`fuzz LineSplitter: ${streams} streams, ${chunksFed} chunks, ${linesOut} lines out, ${overflows} over-long lines flagged; ` +
+  console.log(`fuzz LineSplitter: ${streams} streams, ${chunksFed} chunks, ` +
+    `${linesOut} lines out, ${overflows} over-long lines flagged; ` +
     `largest unfinished buffer ${maxBuffered} bytes (limit ≤ 16384)`);
   assert.ok(overflows > streams / 20 && overflows < streams, 'both outcomes occurred');
 });

@@ -7,16 +7,20 @@ import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
 import { describe, test } from 'node:test';
 import {
-  LineSplitter, checkTicket, decodeDatagram, decodePeerMessage, decodeReply, decodeRequest, encodeLine,
-  makeTicket,
+  LineSplitter, checkTicket, decodeDatagram, decodePeerMessage, decodeReply, decodeRequest,
+  encodeLine, makeTicket,
 } from '../protocol.ts';
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString('utf8');
 
 describe('decoder', () => {
   test('a valid request comes back typed, with only the fields of its schema', () => {
-    const decoded = decodeRequest('{"type":"login","username":"a","password":"b","chatPort":80,"extra":1}');
-    assert.deepEqual(decoded, { ok: true, message: { type: 'login', username: 'a', password: 'b', chatPort: 80 } });
+    const decoded = decodeRequest(
+      '{"type":"login","username":"a","password":"b","chatPort":80,"extra":1}');
+    assert.deepEqual(decoded, {
+      ok: true,
+      message: { type: 'login', username: 'a', password: 'b', chatPort: 80 },
+    });
   });
 
   test('each channel accepts only its own messages', () => {
@@ -109,14 +113,16 @@ describe('line splitter', () => {
     assert.equal(new LineSplitter(10).push(Buffer.from('1234567890\n')).tooLong, false);
     const dribbled = new LineSplitter(10);
     assert.equal(dribbled.push(Buffer.from('123456')).tooLong, false);
-    assert.equal(dribbled.push(Buffer.from('78901')).tooLong, true, 'no newline needed to know it is too long');
+    assert.equal(dribbled.push(Buffer.from('78901')).tooLong, true,
+      'no newline needed to know it is too long');
   });
 
   test('the limit is on the line itself: a line of exactly the limit may end in "\\r\\n"', () => {
     const limit = 16 * 1024;
     const line = Buffer.alloc(limit, 'a');
     const whole = new LineSplitter(limit).push(Buffer.concat([line, Buffer.from('\r\n')]));
-    assert.deepEqual([whole.tooLong, whole.lines.length, whole.lines[0]?.length], [false, 1, limit]);
+    assert.deepEqual([whole.tooLong, whole.lines.length, whole.lines[0]?.length],
+      [false, 1, limit]);
     const dribbled = new LineSplitter(limit);
     for (const byte of Buffer.concat([line, Buffer.from('\r')])) {
       assert.equal(dribbled.push(Uint8Array.of(byte)).tooLong, false);
@@ -152,7 +158,8 @@ describe('tickets', () => {
     assert.equal(checkTicket(bobToken, ticket, 'Alice.A', 'carol', 0), 'wrong_callee');
     const parts = ticket.split('.');
     const later = [...parts.slice(0, 3), '9999999999999', parts[4]].join('.');
-    assert.equal(checkTicket(bobToken, later, 'Alice.A', 'bob', 0), 'forged', 'a pushed-back expiry breaks the signature');
+    assert.equal(checkTicket(bobToken, later, 'Alice.A', 'bob', 0), 'forged',
+      'a pushed-back expiry breaks the signature');
     for (const junk of ['', 'v1', 'a.b.c.d.e', ticket + 'x', ticket.replace('v1', 'v2')]) {
       assert.equal(checkTicket(bobToken, junk, 'Alice.A', 'bob', 0), 'forged', junk);
     }
