@@ -21,7 +21,9 @@ import {
 
 /** A TCP server that plays a peer: records each line it receives and, if `answer` is given,
  * writes it back after the first line. */
-async function fakePeer(answer?: string): Promise<{ port: number; lines: string[]; close: () => void }> {
+async function fakePeer(
+  answer?: string,
+): Promise<{ port: number; lines: string[]; close: () => void }> {
   const lines: string[] = [];
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
@@ -49,12 +51,18 @@ async function fakePeer(answer?: string): Promise<{ port: number; lines: string[
   };
 }
 
-test('incoming connections that send silence, garbage or a huge line are dropped; the client stays usable', async () => {
+test('incoming connections that send silence, garbage or a huge line are dropped; ' +
+  'the client stays usable', async () => {
   const spawned = new SpawnedProcesses();
   const connections: LineClient[] = [];
   try {
     const { tcpPort, udpPort } = await spawned.server();
-    const { client: bob, chatPort } = await spawned.loggedInClient(tcpPort, udpPort, 'bob', ['--greeting-timeout-ms', '300']);
+    const { client: bob, chatPort } = await spawned.loggedInClient(
+      tcpPort,
+      udpPort,
+      'bob',
+      ['--greeting-timeout-ms', '300'],
+    );
     const connect = async () => {
       const connection = await LineClient.connect(chatPort);
       connections.push(connection);
@@ -108,14 +116,19 @@ test('garbage in the middle of a chat drops the peer with a message', async () =
     registry.close();
 
     mallory = await LineClient.connect(chatPort);
-    mallory.write(JSON.stringify({ type: 'chat_request', from: 'mallory', ticket: found.ticket }) + '\n');
+    mallory.write(
+      JSON.stringify({ type: 'chat_request', from: 'mallory', ticket: found.ticket }) + '\n',
+    );
     await bob.waitFor('mallory wants to chat');
     bob.type('y');
     assert.equal(await mallory.readLine(5000), '{"type":"chat_accept"}');
     mallory.write('{"type":"msg","text":"a fair message","at":1}\n');
     await bob.waitFor('mallory: a fair message');
     mallory.write('{"type":"msg","text":42}\n'); // the wrong type for "text"
-    await bob.waitFor(/Dropped mallory: it sent something that is not a p2p-chat message \("msg" needs a field "text"/);
+    await bob.waitFor(new RegExp(
+      'Dropped mallory: it sent something that is not a p2p-chat message ' +
+        '\\("msg" needs a field "text"',
+    ));
     await bob.waitFor('mallory left the chat');
     await mallory.waitClosed();
     bob.type('/list');
@@ -126,13 +139,19 @@ test('garbage in the middle of a chat drops the peer with a message', async () =
   }
 });
 
-test('calls the network never answers time out; /cancel gives up; unreachable and garbage answers are reported', async () => {
+test('calls the network never answers time out; /cancel gives up; ' +
+  'unreachable and garbage answers are reported', async () => {
   const spawned = new SpawnedProcesses();
   const ghost = await fakePeer(); // reads, never answers
   const babbler = await fakePeer('this is not json\n');
   try {
     const { tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
-    const { client: alice } = await spawned.loggedInClient(tcpPort, udpPort, 'alice', ['--answer-timeout-ms', '1500']);
+    const { client: alice } = await spawned.loggedInClient(
+      tcpPort,
+      udpPort,
+      'alice',
+      ['--answer-timeout-ms', '1500'],
+    );
     // Users whose "clients" are the fakes above (or nothing at all, on a port nobody listens on).
     const nobodysPort = await closedPort();
     await Promise.all([
@@ -195,14 +214,20 @@ test('an incoming request nobody answers is declined with "timeout"', async () =
   }
 });
 
-test('end of input while waiting for an answer leaves at once: bye to the peer, logout, exit 0', async () => {
+test('end of input while waiting for an answer leaves at once: bye to the peer, logout, exit 0',
+  async () => {
   // Before, the end of input waited in the queue for the call's outcome: up to
   // --answer-timeout-ms (45 s by default) with a peer that never answers.
   const spawned = new SpawnedProcesses();
   const ghost = await fakePeer(); // reads, never answers
   try {
     const { server, tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
-    const { client: alice } = await spawned.loggedInClient(tcpPort, udpPort, 'alice', ['--answer-timeout-ms', '30000']);
+    const { client: alice } = await spawned.loggedInClient(
+      tcpPort,
+      udpPort,
+      'alice',
+      ['--answer-timeout-ms', '30000'],
+    );
     await registerAndLogin(tcpPort, 'ghost', 'secret', ghost.port);
     alice.type('ghost');
     await waitUntil(() => ghost.lines.length === 1, 5000, 'the chat_request to reach ghost');

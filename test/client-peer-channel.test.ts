@@ -20,7 +20,9 @@ import { waitUntil } from './helpers.ts';
 /** Everything one side of a connection saw. */
 type Seen = { messages: PeerMessage[]; ends: PeerChannelEnd[] };
 
-function recorder(): Seen & { handlers: { onMessage: (m: PeerMessage) => void; onClose: (e: PeerChannelEnd) => void } } {
+function recorder(): Seen & {
+  handlers: { onMessage: (m: PeerMessage) => void; onClose: (e: PeerChannelEnd) => void };
+} {
   const seen: Seen = { messages: [], ends: [] };
   return {
     ...seen,
@@ -32,7 +34,9 @@ function recorder(): Seen & { handlers: { onMessage: (m: PeerMessage) => void; o
 }
 
 /** A listening server whose accepted sockets are handed to `onSocket`. */
-async function listener(onSocket: (socket: net.Socket) => void): Promise<{ port: number; close: () => void }> {
+async function listener(
+  onSocket: (socket: net.Socket) => void,
+): Promise<{ port: number; close: () => void }> {
   const server = net.createServer(onSocket);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
@@ -41,7 +45,9 @@ async function listener(onSocket: (socket: net.Socket) => void): Promise<{ port:
 test('messages travel both ways, in order; close() ends the other side', async () => {
   const answerer = recorder();
   let accepted: PeerChannel | undefined;
-  const server = await listener((socket) => (accepted = new PeerChannel(socket, answerer.handlers)));
+  const server = await listener(
+    (socket) => (accepted = new PeerChannel(socket, answerer.handlers)),
+  );
   const caller = recorder();
   try {
     const channel = await PeerChannel.connect('127.0.0.1', server.port, caller.handlers);
@@ -50,7 +56,10 @@ test('messages travel both ways, in order; close() ends the other side', async (
     await waitUntil(() => answerer.messages.length === 51, 5000, 'all 51 messages');
     assert.deepEqual(answerer.messages[0], { type: 'chat_request', from: 'alice', ticket: 't' });
     assert.deepEqual(answerer.messages[50], { type: 'msg', text: 'line 49 ✓', at: 1049 });
-    assert.deepEqual(answerer.messages.map((m) => (m.type === 'msg' ? m.at : 0)).slice(1), Array.from({ length: 50 }, (_, i) => 1000 + i));
+    assert.deepEqual(
+      answerer.messages.map((m) => (m.type === 'msg' ? m.at : 0)).slice(1),
+      Array.from({ length: 50 }, (_, i) => 1000 + i),
+    );
 
     accepted!.send({ type: 'chat_accept' });
     await waitUntil(() => caller.messages.length === 1, 5000, 'the accept');
@@ -76,7 +85,10 @@ test('garbage, an over-long line and silence each end the channel with the reaso
     socket.on('error', () => {});
   });
   try {
-    async function connectAndSend(raw: string | null, expectWithinMs?: number): Promise<{ seen: ReturnType<typeof recorder>; remoteClosed: Promise<void> }> {
+    async function connectAndSend(
+      raw: string | null,
+      expectWithinMs?: number,
+    ): Promise<{ seen: ReturnType<typeof recorder>; remoteClosed: Promise<void> }> {
       const seen = recorder();
       const channel = await PeerChannel.connect('127.0.0.1', server.port, seen.handlers);
       if (expectWithinMs !== undefined) channel.expectWithin(expectWithinMs);
@@ -89,12 +101,19 @@ test('garbage, an over-long line and silence each end the channel with the reaso
 
     const bad = await connectAndSend('{"type":"chat_accept"}\n{not json}\n{"type":"bye"}\n');
     await waitUntil(() => bad.seen.ends.length === 1, 5000, 'the garbage to end the channel');
-    assert.deepEqual(bad.seen.messages, [{ type: 'chat_accept' }]); // the valid line before it counts; nothing after
+    // the valid line before it counts; nothing after
+    assert.deepEqual(bad.seen.messages, [{ type: 'chat_accept' }]);
     assert.deepEqual(bad.seen.ends, [{ kind: 'garbage', detail: 'the message is not valid JSON' }]);
     await bad.remoteClosed; // and we hung up on them
 
-    const proto = await connectAndSend('{"type":"msg","text":"x","at":1,"__proto__":{"polluted":true}}\n{"type":"hello"}\n');
-    await waitUntil(() => proto.seen.ends.length === 1, 5000, 'the unknown type to end the channel');
+    const proto = await connectAndSend(
+      '{"type":"msg","text":"x","at":1,"__proto__":{"polluted":true}}\n{"type":"hello"}\n',
+    );
+    await waitUntil(
+      () => proto.seen.ends.length === 1,
+      5000,
+      'the unknown type to end the channel',
+    );
     assert.equal(proto.seen.messages.length, 1);
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
     assert.equal(proto.seen.ends[0].kind, 'garbage');

@@ -13,26 +13,41 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  LineClient, STARTUP_MS, loginThroughScreens, sleep, spawnScript, startChat, startTestServer, waitUntil,
+  LineClient, STARTUP_MS, loginThroughScreens, sleep, spawnScript, startChat, startTestServer,
+  waitUntil,
 } from './helpers.ts';
 import type { ScriptProcess, TestServer } from './helpers.ts';
 
 /** Flags that keep every wait short. */
-const FAST = ['--registry-timeout-ms', '2000', '--decide-timeout-ms', '8000', '--answer-timeout-ms', '10000'];
+const FAST = [
+  '--registry-timeout-ms', '2000', '--decide-timeout-ms', '8000', '--answer-timeout-ms', '10000',
+];
 
 let registry: TestServer;
 /** Every client started, stopped in `after` (SIGKILL) if still running. */
 const clients: ScriptProcess[] = [];
 
 /** client.ts pointed at `server` (not waiting for anything). */
-function spawnClient(server: TestServer, args: string[] = [], env: Record<string, string> = {}): ScriptProcess {
-  const client = spawnScript('client.ts', ['--tcp-port', String(server.tcpPort), '--udp-port', String(server.udpPort), ...args], env);
+function spawnClient(
+  server: TestServer,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): ScriptProcess {
+  const client = spawnScript(
+    'client.ts',
+    ['--tcp-port', String(server.tcpPort), '--udp-port', String(server.udpPort), ...args],
+    env,
+  );
   clients.push(client);
   return client;
 }
 
 /** client.ts at its Login prompt. */
-async function startClient(server: TestServer, args: string[] = [], env: Record<string, string> = {}): Promise<ScriptProcess> {
+async function startClient(
+  server: TestServer,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<ScriptProcess> {
   const client = spawnClient(server, [...FAST, ...args], env);
   await client.waitFor(/username/i, STARTUP_MS);
   return client;
@@ -51,7 +66,11 @@ after(async () => {
   await registry.close();
 });
 
-async function registerAccount(server: TestServer, username: string, password = 'secret'): Promise<void> {
+async function registerAccount(
+  server: TestServer,
+  username: string,
+  password = 'secret',
+): Promise<void> {
   const connection = await LineClient.connect(server.tcpPort);
   try {
     const answer = await connection.request({ type: 'register', username, password });
@@ -62,7 +81,11 @@ async function registerAccount(server: TestServer, username: string, password = 
 }
 
 /** A client.ts logged in as a freshly registered `username`, at its Search prompt. */
-async function loggedIn(username: string, args: string[] = [], server = registry): Promise<ScriptProcess> {
+async function loggedIn(
+  username: string,
+  args: string[] = [],
+  server = registry,
+): Promise<ScriptProcess> {
   await registerAccount(server, username);
   const client = await startClient(server, args);
   await loginThroughScreens(client, username);
@@ -72,7 +95,10 @@ async function loggedIn(username: string, args: string[] = [], server = registry
 /** The exit code, or null if the process is still running after `ms`. */
 async function exitCodeWithin(client: ScriptProcess, ms: number): Promise<number | null> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const code = await Promise.race([client.exited, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)))]);
+  const code = await Promise.race([
+    client.exited,
+    new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms))),
+  ]);
   clearTimeout(timer);
   return code;
 }
@@ -87,7 +113,8 @@ async function help(client: ScriptProcess, prompt: RegExp): Promise<string> {
   const from = client.stdout.length;
   client.type('/help');
   const regex = new RegExp(prompt.source, 'i');
-  await waitUntil(() => regex.test(since(client, from)), 5000, `${prompt} after /help; got:\n${since(client, from)}`);
+  await waitUntil(() => regex.test(since(client, from)), 5000,
+    `${prompt} after /help; got:\n${since(client, from)}`);
   const printed = since(client, from);
   return printed.slice(0, regex.exec(printed)!.index);
 }
@@ -100,13 +127,16 @@ function assertIsHelp(text: string, screen: string, commands = /\/\w+/): void {
 
 // ---------------------------------------------------------------------------------------------
 
-test('defect 4: after a registry restart that lost the accounts, a failed login says the account may be gone', async () => {
+test('defect 4: after a registry restart that lost the accounts, ' +
+  'a failed login says the account may be gone', async () => {
   const first = await startTestServer({ heartbeatMs: 200, timeoutMs: 30_000 });
   let second: TestServer | undefined;
   try {
     const client = await loggedIn('amnesia', [], first);
     await first.close();
-    second = await startTestServer({ heartbeatMs: 200, timeoutMs: 30_000, tcpPort: first.tcpPort, udpPort: first.udpPort });
+    second = await startTestServer({
+      heartbeatMs: 200, timeoutMs: 30_000, tcpPort: first.tcpPort, udpPort: first.udpPort,
+    });
     await client.waitFor(/did it restart/i, 10_000);
     await client.waitFor(/username/i);
     client.type('amnesia');
@@ -120,7 +150,8 @@ test('defect 4: after a registry restart that lost the accounts, a failed login 
   }
 });
 
-test('defect 5: crossing calls end in a chat on both sides, five rounds, no y/n and no busy', async () => {
+test('defect 5: crossing calls end in a chat on both sides, five rounds, no y/n and no busy',
+  async () => {
   const [alice, bob] = [await loggedIn('cross-a'), await loggedIn('cross-b')];
   for (let round = 1; round <= 5; round++) {
     const [fromA, fromB] = [alice.stdout.length, bob.stdout.length];
@@ -128,7 +159,9 @@ test('defect 5: crossing calls end in a chat on both sides, five rounds, no y/n 
     bob.type('cross-a');
     await alice.waitFor(/chatting with cross-b/i, 10_000);
     await bob.waitFor(/chatting with cross-a/i, 10_000);
-    for (const [client, from, who] of [[alice, fromA, 'cross-a'], [bob, fromB, 'cross-b']] as const) {
+    for (const [client, from, who] of [
+      [alice, fromA, 'cross-a'], [bob, fromB, 'cross-b'],
+    ] as const) {
       const shown = since(client, from);
       assert.doesNotMatch(shown, /\(y\/n\)/i, `round ${round}: ${who} was asked y/n:\n${shown}`);
       assert.doesNotMatch(shown, /busy/i, `round ${round}: ${who} was told busy:\n${shown}`);
@@ -154,7 +187,8 @@ test('defect 5: typing the caller\'s name at the y/n prompt counts as yes', asyn
   await dave.waitFor(/left the chat/i);
 });
 
-test('defect 7: a login elsewhere ends the old session: the old client says so and shows Login', async () => {
+test('defect 7: a login elsewhere ends the old session: the old client says so and shows Login',
+  async () => {
   const old = await loggedIn('twice');
   const fresh = await startClient(registry);
   await loginThroughScreens(fresh, 'twice');
@@ -187,7 +221,8 @@ test('defect 8: /help works on every screen and is never taken as a name or a li
   assertIsHelp(await help(erin, /help-erin> /), 'Search');
   frank.type('help-erin');
   await erin.waitFor(/\(y\/n\)/i);
-  assertIsHelp(await help(erin, /Accept help-frank\? \(y\/n\)/), 'the y/n question', /\/\w+|\by\b[^\n]*\bn\b/);
+  assertIsHelp(await help(erin, /Accept help-frank\? \(y\/n\)/), 'the y/n question',
+    /\/\w+|\by\b[^\n]*\bn\b/);
   erin.type('y');
   await erin.waitFor(/chatting with help-frank/i);
   await frank.waitFor(/accepted/i);
@@ -199,7 +234,8 @@ test('defect 8: /help works on every screen and is never taken as a name or a li
   assert.doesNotMatch(since(frank, from), /\/help/, 'the peer received /help');
 });
 
-test('defect 9: //text sends "/text"; /usr/bin and /quitter are refused with the // hint', async () => {
+test('defect 9: //text sends "/text"; /usr/bin and /quitter are refused with the // hint',
+  async () => {
   const [gina, hank] = [await loggedIn('slash-gina'), await loggedIn('slash-hank')];
   await startChat(gina, 'slash-gina', hank, 'slash-hank');
   const from = hank.stdout.length;
@@ -216,7 +252,8 @@ test('defect 9: //text sends "/text"; /usr/bin and /quitter are refused with the
   assert.equal(gina.exitCode, null, '/quitter quit');
 });
 
-test('defect 10: a bad --history stops the client at start-up with exit 2, the path and the reason', async () => {
+test('defect 10: a bad --history stops the client at start-up with exit 2, ' +
+  'the path and the reason', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'p2p-history-'));
   try {
     const file = path.join(dir, 'a-file');
@@ -237,10 +274,16 @@ test('defect 10: a bad --history stops the client at start-up with exit 2, the p
       const client = spawnClient(registry, ['--history', bad]);
       const code = await exitCodeWithin(client, 10_000);
       if (code === null) client.kill('SIGKILL'); // e.g. spinning in mkdir
-      assert.equal(code, 2, `${label}: exit code; stdout:\n${client.stdout}\nstderr:\n${client.stderr}`);
-      assert.ok(client.stderr.includes(bad), `${label}: stderr does not name ${bad}:\n${client.stderr}`);
+      assert.equal(code, 2,
+        `${label}: exit code; stdout:\n${client.stdout}\nstderr:\n${client.stderr}`);
+      assert.ok(client.stderr.includes(bad),
+        `${label}: stderr does not name ${bad}:\n${client.stderr}`);
       assert.match(client.stderr, /--history/);
-      assert.match(client.stderr, new RegExp(`${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: \\S`), `${label}: no reason`);
+      assert.match(
+        client.stderr,
+        new RegExp(`${bad.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: \\S`),
+        `${label}: no reason`,
+      );
       assert.doesNotMatch(client.stdout, /Login/i, `${label}: the Login screen showed`);
     }
   } finally {
@@ -249,14 +292,17 @@ test('defect 10: a bad --history stops the client at start-up with exit 2, the p
 });
 
 test('defect 11: the busy user is told who tried to reach them', async () => {
-  const [ivy, jack, kim] = [await loggedIn('bz-ivy'), await loggedIn('bz-jack'), await loggedIn('bz-kim')];
+  const [ivy, jack, kim] = [
+    await loggedIn('bz-ivy'), await loggedIn('bz-jack'), await loggedIn('bz-kim'),
+  ];
   await startChat(ivy, 'bz-ivy', jack, 'bz-jack');
   kim.type('bz-ivy');
   await kim.waitFor(/bz-ivy is busy/i);
   ivy.type('/back');
   await ivy.waitFor(/bz-ivy> /);
   // During the chat (a quiet line) or after it: anywhere in what ivy saw.
-  await waitUntil(() => /bz-kim tried to reach you/i.test(ivy.stdout), 3000, `"bz-kim tried to reach you" in:\n${ivy.stdout}`);
+  await waitUntil(() => /bz-kim tried to reach you/i.test(ivy.stdout), 3000,
+    `"bz-kim tried to reach you" in:\n${ivy.stdout}`);
 });
 
 test('defect 12: /list inside a chat; commands ignore case', async () => {
@@ -280,7 +326,8 @@ test('defect 12: /list inside a chat; commands ignore case', async () => {
   await max.waitFor(/left the chat/i);
 });
 
-test('defect 12: "Looking up X…" before the registry answers, then "Waiting for X…" as the registry spells it', async () => {
+test('defect 12: "Looking up X…" before the registry answers, ' +
+  'then "Waiting for X…" as the registry spells it', async () => {
   const nora = await loggedIn('look-nora');
   const oscar = await loggedIn('Look-Oscar');
   const from = nora.stdout.length;
@@ -304,7 +351,8 @@ test('defect 12: a failed registry request keeps the user on Search', async () =
     await pat.waitFor(/gone-pat> /, 8000);
     pat.type('someone');
     await pat.waitFor(/gone-pat> /, 8000);
-    assert.doesNotMatch(since(pat, from), /Login[^\n]*username/i, `sent back to Login:\n${since(pat, from)}`);
+    assert.doesNotMatch(since(pat, from), /Login[^\n]*username/i,
+      `sent back to Login:\n${since(pat, from)}`);
   } finally {
     await own.close().catch(() => {});
   }
@@ -323,7 +371,8 @@ test('defect 12: --trace shows the first hello, not one per heartbeat', async ()
   }
 });
 
-test('defect 12: a history file starts each conversation with a "began" header in local time', async () => {
+test('defect 12: a history file starts each conversation with a "began" header in local time',
+  async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'p2p-history-'));
   const zone = 'Asia/Kolkata'; // +05:30: a UTC time would be caught
   try {
@@ -349,13 +398,16 @@ test('defect 12: a history file starts each conversation with a "began" header i
     const match = /began (\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)/.exec(first);
     assert.ok(match, `no "began" header: ${first}`);
     const parts = new Intl.DateTimeFormat('en-CA', {
-      timeZone: zone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
+      timeZone: zone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit',
+      minute: '2-digit', hourCycle: 'h23',
     }).formatToParts(new Date());
     const part = (type: string) => Number(parts.find((p) => p.type === type)!.value);
     const nowMinutes = part('hour') * 60 + part('minute');
     const headerMinutes = Number(match[4]) * 60 + Number(match[5]);
-    const apart = Math.min(Math.abs(nowMinutes - headerMinutes), 1440 - Math.abs(nowMinutes - headerMinutes));
-    assert.ok(apart <= 2, `header time ${match[4]}:${match[5]} is not local time in ${zone} (now ${part('hour')}:${part('minute')})`);
+    const apart = Math.min(Math.abs(nowMinutes - headerMinutes),
+      1440 - Math.abs(nowMinutes - headerMinutes));
+    assert.ok(apart <= 2, `header time ${match[4]}:${match[5]} is not local time in ${zone} ` +
+      `(now ${part('hour')}:${part('minute')})`);
     assert.match(first, /hist-sam/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

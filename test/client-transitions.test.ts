@@ -52,14 +52,18 @@ function request(conn: number, from: string, to: string, ticket?: string): Clien
     { type: 'peer_arrived', conn, address: '127.0.0.1', remote: `127.0.0.1:${40000 + conn}` },
     {
       type: 'peer_said', conn, remote: `127.0.0.1:${40000 + conn}`,
-      message: { type: 'chat_request', from, ticket: ticket ?? makeTicket(`tok-${to}`, from, to, NOW + 60_000) },
+      message: {
+        type: 'chat_request', from,
+        ticket: ticket ?? makeTicket(`tok-${to}`, from, to, NOW + 60_000),
+      },
     },
   ];
 }
 
 test('a password is asked only after the name passes the username rule; /HELP is a command', () => {
   const start = initialState(SETTINGS, REGISTRY_UDP, 7000);
-  const { state, said, effects } = run(start, typed('/REGISTER'), typed('/help'), typed('bad name'));
+  const { state, said, effects } = run(start, typed('/REGISTER'), typed('/help'),
+    typed('bad name'));
   assert.equal(state.screen.name, 'register_username');
   assert.ok(said.some((line) => /not a username/i.test(line)));
   assert.ok(!effects.some((e) => e.do === 'prompt' && e.secret), 'a password prompt was shown');
@@ -94,13 +98,16 @@ test('an answer of the wrong type is an invalid answer, and the user stays on th
 
 test('session_unknown counts only from the registry\'s address and port', () => {
   const alice = loggedIn('alice');
-  const forged = run(alice, { type: 'datagram', sender: '127.0.0.1:9999', message: { type: 'session_unknown' } });
+  const forged = run(alice,
+    { type: 'datagram', sender: '127.0.0.1:9999', message: { type: 'session_unknown' } });
   assert.equal(forged.state.screen.name, 'search');
-  const real = run(alice, { type: 'datagram', sender: REGISTRY_UDP, message: { type: 'session_unknown' } });
+  const real = run(alice,
+    { type: 'datagram', sender: REGISTRY_UDP, message: { type: 'session_unknown' } });
   assert.equal(real.state.screen.name, 'login_username');
   assert.ok(real.said.some((line) => /did it restart/i.test(line)));
   const replaced = run(alice, {
-    type: 'datagram', sender: REGISTRY_UDP, message: { type: 'session_unknown', reason: 'replaced' },
+    type: 'datagram', sender: REGISTRY_UDP,
+    message: { type: 'session_unknown', reason: 'replaced' },
   });
   assert.ok(replaced.said.some((line) => /you logged in somewhere else/i.test(line)));
 });
@@ -109,8 +116,12 @@ test('after a restart of a memory registry, bad_credentials says the account may
   const lost = run(loggedIn('alice', 'memory'),
     { type: 'datagram', sender: REGISTRY_UDP, message: { type: 'session_unknown' } });
   const login = { type: 'login' as const, username: 'alice', password: 'pw', chatPort: 7000 };
-  const reply = { type: 'error' as const, code: 'bad_credentials' as const, message: 'wrong username or password' };
-  const { said } = run(lost.state, typed('alice'), typed('pw'), { type: 'answer', request: login, reply, tag: 0 });
+  const reply = {
+    type: 'error' as const, code: 'bad_credentials' as const,
+    message: 'wrong username or password',
+  };
+  const { said } = run(lost.state, typed('alice'), typed('pw'),
+    { type: 'answer', request: login, reply, tag: 0 });
   assert.ok(said.some((line) => /may be gone.*register/i.test(line)), said.join('\n'));
 });
 
@@ -126,7 +137,8 @@ test('a replayed ticket is refused with bad_ticket', () => {
 
 test('busy: a second caller is declined and our user is told quietly', () => {
   const bob = loggedIn('bob');
-  const { state, effects, said } = run(bob, ...request(1, 'alice', 'bob'), ...request(2, 'carol', 'bob'));
+  const { state, effects, said } = run(bob, ...request(1, 'alice', 'bob'),
+    ...request(2, 'carol', 'bob'));
   assert.equal(state.screen.name, 'deciding');
   assert.ok(effects.some((e) => e.do === 'send' && e.conn === 2 &&
     e.message.type === 'chat_decline' && e.message.reason === 'busy'));
@@ -138,13 +150,15 @@ test('glare: the call from the name that sorts first wins; the other side accept
   const bob = run(loggedIn('bob'), typed('alice')).state;
   const accepted = run(bob, ...request(1, 'alice', 'bob'));
   assert.equal(accepted.state.screen.name, 'chat');
-  assert.ok(accepted.effects.some((e) => e.do === 'send' && e.conn === 1 && e.message.type === 'chat_accept'));
+  assert.ok(accepted.effects.some((e) => e.do === 'send' && e.conn === 1 &&
+    e.message.type === 'chat_accept'));
   assert.ok(!accepted.said.some((line) => /busy|\(y\/n\)/i.test(line)));
   // alice calls bob while bob's request reaches her: hers wins, so she holds his request.
   const alice = run(loggedIn('alice'), typed('bob')).state;
   const held = run(alice, ...request(1, 'bob', 'alice'));
   assert.equal(held.state.screen.name, 'calling');
-  assert.ok(!held.effects.some((e) => e.do === 'send' && e.conn === 1), 'answered the held request');
+  assert.ok(!held.effects.some((e) => e.do === 'send' && e.conn === 1),
+    'answered the held request');
 });
 
 test('typing the asker\'s name at the y/n prompt counts as yes', () => {
@@ -157,7 +171,8 @@ test('the chat port keeps at most 4 waiting connections per address, and warns i
   const effects: Effect[] = [];
   const said: string[] = [];
   for (let conn = 1; conn <= 200; conn++) {
-    const step = run(state, { type: 'peer_arrived', conn, address: '10.0.0.7', remote: `10.0.0.7:${conn}` });
+    const step = run(state,
+      { type: 'peer_arrived', conn, address: '10.0.0.7', remote: `10.0.0.7:${conn}` });
     state = step.state;
     effects.push(...step.effects);
     said.push(...step.said);
@@ -172,7 +187,8 @@ test('the chat port keeps at most 4 waiting connections per address, and warns i
 test('//text sends "/text"; an unknown command is refused with the // hint', () => {
   const bob = run(loggedIn('bob'), ...request(1, 'alice', 'bob'), typed('y')).state;
   const sent = run(bob, typed('//usr/bin'));
-  assert.ok(sent.effects.some((e) => e.do === 'send' && e.message.type === 'msg' && e.message.text === '/usr/bin'));
+  assert.ok(sent.effects.some((e) => e.do === 'send' && e.message.type === 'msg' &&
+    e.message.text === '/usr/bin'));
   const refused = run(bob, typed('/usr/bin'));
   assert.ok(!refused.effects.some((e) => e.do === 'send'));
   assert.ok(refused.said.some((line) => /unknown command \/usr\/bin.*\/\/usr\/bin/i.test(line)));
@@ -184,7 +200,9 @@ test('bidi controls and invisible separators from a peer are replaced; ZWJ emoji
   const { said, effects } = run(bob, {
     type: 'peer_said', conn: 1, remote: 'x', message: { type: 'msg', text, at: 1 },
   });
-  assert.ok(said.some((line) => line.endsWith('alice: a\uFFFDb\uFFFDc\uFFFDd\uFFFDe 👨‍👩‍👧')), said.join('\n'));
+  assert.ok(said.some((line) => line.endsWith('alice: a\uFFFDb\uFFFDc\uFFFDd\uFFFDe 👨‍👩‍👧')),
+    said.join('\n'));
   const saved = effects.find((e) => e.do === 'save' && e.line.includes('alice:'));
-  assert.ok(saved && saved.do === 'save' && saved.line.endsWith('alice: a\uFFFDb\uFFFDc\uFFFDd\uFFFDe 👨‍👩‍👧'));
+  assert.ok(saved && saved.do === 'save' &&
+    saved.line.endsWith('alice: a\uFFFDb\uFFFDc\uFFFDd\uFFFDe 👨‍👩‍👧'));
 });

@@ -17,7 +17,8 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { MAX_LINE_BYTES } from '../protocol.ts';
 import {
-  LineClient, SpawnedProcesses, loginThroughScreens, registerAndLogin, registerThroughScreens, startChat, waitUntil,
+  LineClient, SpawnedProcesses, loginThroughScreens, registerAndLogin, registerThroughScreens,
+  startChat, waitUntil,
 } from './helpers.ts';
 
 /** Asks the registry who is online, with the token of an observer session. */
@@ -113,8 +114,10 @@ test('search, accept, messages both ways, /back, history, then a decline', async
 
     const history = readFileSync(path.join(historyDir, 'alice', 'bob.log'), 'utf8');
     const time = '\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d'; // local time, like the screen
-    assert.match(history, new RegExp(`^--- conversation with bob, began ${time} \\(local time\\)\n` +
-      `${time} alice: hello bob\n${time} bob: hi alice, ünïcödé too\n$`));
+    assert.match(history, new RegExp(
+      `^--- conversation with bob, began ${time} \\(local time\\)\n` +
+        `${time} alice: hello bob\n${time} bob: hi alice, ünïcödé too\n$`,
+    ));
 
     // The other way round, and this time the answer is no.
     bob.type('alice');
@@ -136,7 +139,9 @@ test('busy: a third caller is declined without interrupting anyone; /quit says b
   const spawned = new SpawnedProcesses();
   try {
     const { server, tcpPort, udpPort } = await spawned.server();
-    const [alice, bob, carol] = await spawned.loggedInClients(tcpPort, udpPort, 'alice', 'bob', 'carol');
+    const [alice, bob, carol] = await spawned.loggedInClients(
+      tcpPort, udpPort, 'alice', 'bob', 'carol',
+    );
     await startChat(alice, 'alice', bob, 'bob');
 
     carol.type('bob');
@@ -182,14 +187,25 @@ test('a forged or borrowed ticket is refused with bad_ticket, a real one is not'
     }
 
     // 1. Made up from nothing.
-    assert.deepEqual(await knock('mallory', 'v1.bWFsbG9yeQ.Ym9i.99999999999999.00ff'), { type: 'chat_decline', reason: 'bad_ticket' });
-    await bob.waitFor(/Warning: refused a chat request claiming to come from "mallory".*\(forged\)/);
+    assert.deepEqual(
+      await knock('mallory', 'v1.bWFsbG9yeQ.Ym9i.99999999999999.00ff'),
+      { type: 'chat_decline', reason: 'bad_ticket' },
+    );
+    await bob.waitFor(
+      /Warning: refused a chat request claiming to come from "mallory".*\(forged\)/,
+    );
     // 2. mallory's real ticket, used to pretend to be alice.
-    assert.deepEqual(await knock('alice', realTicket), { type: 'chat_decline', reason: 'bad_ticket' });
+    assert.deepEqual(
+      await knock('alice', realTicket),
+      { type: 'chat_decline', reason: 'bad_ticket' },
+    );
     // 3. mallory's real ticket with its expiry pushed back: the signature no longer matches.
     const parts = realTicket.split('.');
     parts[3] = String(Number(parts[3]) + 3_600_000);
-    assert.deepEqual(await knock('mallory', parts.join('.')), { type: 'chat_decline', reason: 'bad_ticket' });
+    assert.deepEqual(
+      await knock('mallory', parts.join('.')),
+      { type: 'chat_decline', reason: 'bad_ticket' },
+    );
     // The first refusal was told in full; the next two are counted in one summary line.
     await bob.waitFor(/dropped 2 chat connections from 127\.0\.0\.1 in the last 5 s/, 7000);
     assert.ok(!bob.stdout.includes('wants to chat'), 'a bad ticket reached the user');
@@ -197,12 +213,17 @@ test('a forged or borrowed ticket is refused with bad_ticket, a real one is not'
     // 4. The real ticket, honestly used: bob is asked. (So the refusals above were not blanket.)
     const honest = await LineClient.connect(chatPort);
     connections.push(honest);
-    honest.write(JSON.stringify({ type: 'chat_request', from: 'mallory', ticket: realTicket }) + '\n');
+    honest.write(
+      JSON.stringify({ type: 'chat_request', from: 'mallory', ticket: realTicket }) + '\n',
+    );
     await bob.waitFor('mallory wants to chat');
     honest.write('{"type":"bye"}\n');
     await bob.waitFor('mallory gave up asking');
     // The same ticket again: tickets are single-use.
-    assert.deepEqual(await knock('mallory', realTicket), { type: 'chat_decline', reason: 'bad_ticket' });
+    assert.deepEqual(
+      await knock('mallory', realTicket),
+      { type: 'chat_decline', reason: 'bad_ticket' },
+    );
 
     // bob is still perfectly usable.
     bob.type('/list');
@@ -253,7 +274,9 @@ test('session_unknown (the registry restarted) sends the client back to Login', 
     first.server.kill('SIGTERM');
     await first.server.exited;
     // The same ports, a fresh memory: every session (and account) is forgotten.
-    await spawned.server(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]);
+    await spawned.server(
+      ['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)],
+    );
     await alice.waitFor('the registry no longer knows this session — did it restart?', 10_000);
     await alice.waitFor('Login — username');
     // And the client is usable against the new registry.
@@ -264,7 +287,8 @@ test('session_unknown (the registry restarted) sends the client back to Login', 
   }
 });
 
-test('a chat line too long for the peer protocol is refused here, and the chat goes on', async () => {
+test('a chat line too long for the peer protocol is refused here, and the chat goes on',
+  async () => {
   // Sent as it was, the line would pass the peer's MAX_LINE_BYTES and bob would hang up on alice.
   const spawned = new SpawnedProcesses();
   try {
@@ -289,7 +313,8 @@ test('/quit while deciding on a request declines it, logs out and exits', async 
     alice.type('bob');
     await bob.waitFor('Accept alice? (y/n)');
     bob.type('/quit');
-    await waitUntil(() => bob.exitCode !== null, 5000, 'bob to exit'); // it used to ask "y or n?" again
+    // it used to ask "y or n?" again
+    await waitUntil(() => bob.exitCode !== null, 5000, 'bob to exit');
     assert.equal(bob.exitCode, 0);
     await alice.waitFor('bob declined your request');
     await server.waitFor(/ logout user=bob /, 2000);

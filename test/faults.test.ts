@@ -27,8 +27,8 @@ import process from 'node:process';
 import { test } from 'node:test';
 import { startServer } from '../server.ts';
 import {
-  LineClient, SpawnedProcesses, closedPort, registerAndLogin, sendDatagram, sleep, spawnScript, startChat,
-  waitUntil,
+  LineClient, SpawnedProcesses, closedPort, registerAndLogin, sendDatagram, sleep, spawnScript,
+  startChat, waitUntil,
 } from './helpers.ts';
 
 function since(start: number): number {
@@ -49,7 +49,10 @@ async function onlineUsers(tcpPort: number, token: string): Promise<string[]> {
 
 /** Keeps an observer session alive with hellos, as a client would. Returns a stop function. */
 function keepAlive(udpPort: number, username: string, token: string, everyMs: number): () => void {
-  const timer = setInterval(() => void sendDatagram(udpPort, JSON.stringify({ type: 'hello', username, token })), everyMs);
+  const timer = setInterval(
+    () => void sendDatagram(udpPort, JSON.stringify({ type: 'hello', username, token })),
+    everyMs,
+  );
   return () => clearInterval(timer);
 }
 
@@ -57,33 +60,48 @@ function keepAlive(udpPort: number, username: string, token: string, everyMs: nu
 // Storage unreachable at start-up
 // ---------------------------------------------------------------------------------------------
 
-test('faults: MONGODB_URI at a closed port → server exits quickly, non-zero, one clear line without the password', async () => {
+test('faults: MONGODB_URI at a closed port → server exits quickly, non-zero, ' +
+  'one clear line without the password', async () => {
   const port = await closedPort();
   const password = 'hunter2-not-for-logs';
   const uri = `mongodb://chat:${password}@127.0.0.1:${port}/p2p_chat`;
   const started = performance.now();
-  const server = spawnScript('server.ts', ['--host', '127.0.0.1', '--tcp-port', '0', '--udp-port', '0'], { MONGODB_URI: uri });
+  const server = spawnScript(
+    'server.ts',
+    ['--host', '127.0.0.1', '--tcp-port', '0', '--udp-port', '0'],
+    { MONGODB_URI: uri },
+  );
   const exitCode = await Promise.race([server.exited, sleep(20_000).then(() => 'still running')]);
   const elapsed = since(started);
   server.kill('SIGKILL');
   const errorLines = server.stderr.split('\n').filter((line) => line.trim() !== '');
-  console.log(`faults: unreachable MongoDB → exit ${exitCode} after ${elapsed} ms (process start-up included); stderr: ${JSON.stringify(errorLines)}`);
+  console.log(`faults: unreachable MongoDB → exit ${exitCode} after ${elapsed} ms ` +
+    `(process start-up included); stderr: ${JSON.stringify(errorLines)}`);
   assert.notEqual(exitCode, 'still running', 'the server gave up');
   assert.ok(elapsed < 10_000, `it gave up quickly (${elapsed} ms)`);
   assert.notEqual(exitCode, 0);
   assert.equal(errorLines.length, 1, 'exactly one line on stderr');
-  assert.match(errorLines[0], new RegExp(`mongodb://chat:\\*\\*\\*@127\\.0\\.0\\.1:${port}/p2p_chat`), 'it names the URI');
+  assert.match(errorLines[0],
+    new RegExp(`mongodb://chat:\\*\\*\\*@127\\.0\\.0\\.1:${port}/p2p_chat`), 'it names the URI');
   assert.match(errorLines[0], /MongoDB/);
   assert.ok(!(server.stdout + server.stderr).includes(password), 'the password is never printed');
 });
 
-test('faults: startServer({ mongodbUri }) at a closed port rejects quickly, naming the URI without the password', async () => {
+test('faults: startServer({ mongodbUri }) at a closed port rejects quickly, ' +
+  'naming the URI without the password', async () => {
   const port = await closedPort();
   const uri = `mongodb://chat:pa55word@127.0.0.1:${port}/p2p_chat`;
   const logLines: string[] = [];
   const started = performance.now();
   await assert.rejects(
-    startServer({ host: '127.0.0.1', tcpPort: 0, udpPort: 0, mongodbUri: uri, mongodbTimeoutMs: 1000, log: (line) => logLines.push(line) }),
+    startServer({
+      host: '127.0.0.1',
+      tcpPort: 0,
+      udpPort: 0,
+      mongodbUri: uri,
+      mongodbTimeoutMs: 1000,
+      log: (line) => logLines.push(line),
+    }),
     (error: Error) => {
       assert.match(error.message, /mongodb:\/\/chat:\*\*\*@127\.0\.0\.1/);
       assert.ok(!error.message.includes('pa55word'), 'no password in the error');
@@ -99,13 +117,16 @@ test('faults: startServer({ mongodbUri }) at a closed port rejects quickly, nami
 // Processes that die
 // ---------------------------------------------------------------------------------------------
 
-test('faults: a client killed with SIGKILL is dropped by the registry within timeoutMs + 1 s', async () => {
+test('faults: a client killed with SIGKILL is dropped by the registry within timeoutMs + 1 s',
+  async () => {
   const timeoutMs = 1500;
   const heartbeatMs = 300;
   const spawned = new SpawnedProcesses();
   let stopObserver = () => {};
   try {
-    const { server, tcpPort, udpPort } = await spawned.server(['--timeout-ms', String(timeoutMs), '--heartbeat-ms', String(heartbeatMs)]);
+    const { server, tcpPort, udpPort } = await spawned.server(
+      ['--timeout-ms', String(timeoutMs), '--heartbeat-ms', String(heartbeatMs)],
+    );
     const { client: alice } = await spawned.loggedInClient(tcpPort, udpPort, 'alice');
     const observer = await registerAndLogin(tcpPort, 'observer');
     stopObserver = keepAlive(udpPort, 'observer', observer, heartbeatMs);
@@ -124,9 +145,11 @@ test('faults: a client killed with SIGKILL is dropped by the registry within tim
     const droppedAfter = since(killedAt);
     const logged = await server.waitFor(/ timeout user=alice silent_for=([\d.]+)s/, 2000);
     console.log(`faults: SIGKILLed client left the online list ${droppedAfter} ms after the kill ` +
-      `(timeoutMs ${timeoutMs}, heartbeat ${heartbeatMs}); the registry logged silent_for=${logged[1]}s`);
+      `(timeoutMs ${timeoutMs}, heartbeat ${heartbeatMs}); ` +
+      `the registry logged silent_for=${logged[1]}s`);
     assert.ok(gone, 'alice was dropped');
-    assert.ok(droppedAfter <= timeoutMs + 1000, `dropped within timeoutMs + 1 s (${droppedAfter} ms)`);
+    assert.ok(droppedAfter <= timeoutMs + 1000,
+      `dropped within timeoutMs + 1 s (${droppedAfter} ms)`);
     assert.deepEqual(await onlineUsers(tcpPort, observer), ['observer']);
   } finally {
     stopObserver();
@@ -134,7 +157,8 @@ test('faults: a client killed with SIGKILL is dropped by the registry within tim
   }
 });
 
-test('faults: a peer killed mid-chat → the other side prints "NAME left the chat" within 1 s and stays usable', async () => {
+test('faults: a peer killed mid-chat → the other side prints "NAME left the chat" within 1 s ' +
+  'and stays usable', async () => {
   const spawned = new SpawnedProcesses();
   try {
     const { tcpPort, udpPort } = await spawned.server();
@@ -158,7 +182,8 @@ test('faults: a peer killed mid-chat → the other side prints "NAME left the ch
   }
 });
 
-test('faults: the registry killed mid-chat → the chat goes on; /list says it is unreachable, /logout still logs out', async () => {
+test('faults: the registry killed mid-chat → the chat goes on; /list says it is unreachable, ' +
+  '/logout still logs out', async () => {
   const spawned = new SpawnedProcesses();
   try {
     const { server, tcpPort, udpPort } = await spawned.server();
@@ -186,27 +211,35 @@ test('faults: the registry killed mid-chat → the chat goes on; /list says it i
 
     started = performance.now();
     bob.type('/logout');
-    await bob.waitFor(/Logged out here, but could not tell the registry: cannot reach the registry/);
+    await bob.waitFor(
+      /Logged out here, but could not tell the registry: cannot reach the registry/,
+    );
     const logoutMs = since(started);
     await bob.waitFor('Login — username');
-    console.log(`faults: registry killed; chat went on for 3 exchanges; /list told alice in ${listMs} ms, /logout told bob in ${logoutMs} ms`);
+    console.log(`faults: registry killed; chat went on for 3 exchanges; ` +
+      `/list told alice in ${listMs} ms, /logout told bob in ${logoutMs} ms`);
   } finally {
     await spawned.stopAll();
   }
 });
 
-test('faults: a frozen registry (SIGSTOP) is a timeout for the client, not a hang', { skip: process.platform === 'win32' }, async () => {
+test('faults: a frozen registry (SIGSTOP) is a timeout for the client, not a hang',
+  { skip: process.platform === 'win32' }, async () => {
   const spawned = new SpawnedProcesses();
   const { server, tcpPort, udpPort } = await spawned.server(); // outside try: finally thaws it
   try {
-    const { client: alice } = await spawned.loggedInClient(tcpPort, udpPort, 'alice', ['--registry-timeout-ms', '800']);
+    const { client: alice } = await spawned.loggedInClient(
+      tcpPort, udpPort, 'alice', ['--registry-timeout-ms', '800'],
+    );
     server.kill('SIGSTOP'); // the kernel still accepts connections; nobody answers them
     const started = performance.now();
     alice.type('/list');
     await alice.waitFor(/no answer from the registry at 127\.0\.0\.1:\d+ within 800 ms/, 5000);
     const noticedMs = since(started);
     await alice.waitFor('alice> '); // still logged in: only a lost session returns to Login
-    console.log(`faults: frozen registry → /list gave up after ${noticedMs} ms (--registry-timeout-ms 800)`);
+    console.log(
+      `faults: frozen registry → /list gave up after ${noticedMs} ms (--registry-timeout-ms 800)`,
+    );
     assert.ok(noticedMs >= 700, 'it waited for the timeout');
   } finally {
     server.kill('SIGCONT');
@@ -214,42 +247,61 @@ test('faults: a frozen registry (SIGSTOP) is a timeout for the client, not a han
   }
 });
 
-test('faults: the registry restarted on the same ports → every client learns within one heartbeat and returns to Login', async () => {
+test('faults: the registry restarted on the same ports → every client learns within one ' +
+  'heartbeat and returns to Login', async () => {
   const heartbeatMs = 500;
   const spawned = new SpawnedProcesses();
   try {
     const first = await spawned.server(['--heartbeat-ms', String(heartbeatMs)]);
-    const [alice, bob] = await spawned.loggedInClients(first.tcpPort, first.udpPort, 'alice', 'bob');
+    const [alice, bob] = await spawned.loggedInClients(
+      first.tcpPort, first.udpPort, 'alice', 'bob',
+    );
     first.server.kill('SIGKILL');
     await first.server.exited;
     await sleep(heartbeatMs * 2); // hellos go unanswered meanwhile: nothing to learn from silence
-    await spawned.server(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]); // the restarted registry
+    // the restarted registry
+    await spawned.server(
+      ['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)],
+    );
     const restartedAt = performance.now();
     const noticed = await Promise.all([alice, bob].map(async (client) => {
-      await client.waitFor('the registry no longer knows this session — did it restart? Please log in again.', heartbeatMs + 5000);
+      await client.waitFor(
+        'the registry no longer knows this session — did it restart? Please log in again.',
+        heartbeatMs + 5000,
+      );
       const ms = since(restartedAt);
       await client.waitFor('Login — username');
       return ms;
     }));
-    console.log(`faults: registry restarted → clients back at Login after ${noticed.join(' and ')} ms (heartbeat ${heartbeatMs} ms)`);
-    for (const ms of noticed) assert.ok(ms <= heartbeatMs + 1000, `within one heartbeat, plus slack (${ms} ms)`);
+    console.log(`faults: registry restarted → clients back at Login after ` +
+      `${noticed.join(' and ')} ms (heartbeat ${heartbeatMs} ms)`);
+    for (const ms of noticed) {
+      assert.ok(ms <= heartbeatMs + 1000, `within one heartbeat, plus slack (${ms} ms)`);
+    }
   } finally {
     await spawned.stopAll();
   }
 });
 
-test('faults: the registry restarted mid-chat → the chat goes on, then both sides return to Login', async () => {
+test('faults: the registry restarted mid-chat → the chat goes on, ' +
+  'then both sides return to Login', async () => {
   const heartbeatMs = 200;
   const spawned = new SpawnedProcesses();
   try {
     const first = await spawned.server(['--heartbeat-ms', String(heartbeatMs)]);
-    const [alice, bob] = await spawned.loggedInClients(first.tcpPort, first.udpPort, 'alice', 'bob');
+    const [alice, bob] = await spawned.loggedInClients(
+      first.tcpPort, first.udpPort, 'alice', 'bob',
+    );
     await startChat(alice, 'alice', bob, 'bob');
     first.server.kill('SIGKILL');
     await first.server.exited;
-    await spawned.server(['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)]); // the restarted registry
+    // the restarted registry
+    await spawned.server(
+      ['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)],
+    );
     for (const client of [alice, bob]) {
-      await client.waitFor('This chat goes on; you will be back at Login when it ends.', heartbeatMs + 5000);
+      await client.waitFor('This chat goes on; you will be back at Login when it ends.',
+        heartbeatMs + 5000);
     }
     alice.type('did you notice?');
     await bob.waitFor('alice: did you notice?');
@@ -286,7 +338,8 @@ async function fakePeer(tcpPort: number, name: string, behaviour: (socket: net.S
   await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', () => resolve()));
   await registerAndLogin(tcpPort, name, 'secret', (listener.address() as net.AddressInfo).port);
   return {
-    allClosed: () => sockets.length > 0 && sockets.every((socket) => socket.destroyed || socket.readableEnded),
+    allClosed: () => sockets.length > 0 &&
+      sockets.every((socket) => socket.destroyed || socket.readableEnded),
     close: () => {
       for (const socket of sockets) socket.destroy();
       listener.close();
@@ -296,22 +349,29 @@ async function fakePeer(tcpPort: number, name: string, behaviour: (socket: net.S
 
 // client-defences.test.ts already covers single intruders (silence, garbage, a huge line, a msg
 // before any request), garbage mid-chat and unanswered calls; this adds what it does not.
-test('faults: a crowd of silent connections and invalid UTF-8 at a client, then a huge line mid-chat: all dropped; it stays usable', async () => {
+test('faults: a crowd of silent connections and invalid UTF-8 at a client, ' +
+  'then a huge line mid-chat: all dropped; it stays usable', async () => {
   // A long registry timeout: the fake peer sends no heartbeats and must stay listed.
   const spawned = new SpawnedProcesses();
   const intruders: LineClient[] = [];
   let flood: Awaited<ReturnType<typeof fakePeer>> | undefined;
   try {
     const { tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
-    const { client: alice, chatPort } = await spawned.loggedInClient(tcpPort, udpPort, 'alice', ['--greeting-timeout-ms', '400']);
+    const { client: alice, chatPort } = await spawned.loggedInClient(
+      tcpPort, udpPort, 'alice', ['--greeting-timeout-ms', '400'],
+    );
 
     // 20 connections that say nothing, all at once from one address: the client keeps 4 of them
     // (its per-address cap) for their greeting time and closes the rest at once.
     const crowdStarted = performance.now();
-    intruders.push(...await Promise.all(Array.from({ length: 20 }, () => LineClient.connect(chatPort))));
-    await waitUntil(() => intruders.filter((c) => c.closed).length >= 16, 1000, '16 to be closed at once');
+    intruders.push(
+      ...await Promise.all(Array.from({ length: 20 }, () => LineClient.connect(chatPort))),
+    );
+    await waitUntil(() => intruders.filter((c) => c.closed).length >= 16, 1000,
+      '16 to be closed at once');
     const capMs = since(crowdStarted);
-    await waitUntil(() => intruders.every((connection) => connection.closed), 5000, 'the silent crowd to be dropped');
+    await waitUntil(() => intruders.every((connection) => connection.closed), 5000,
+      'the silent crowd to be dropped');
     const crowdMs = since(crowdStarted);
     assert.ok(crowdMs >= 350, 'the ones kept were given their greeting time');
     // Then one that sends invalid UTF-8: dropped too. All of it is told in two or three lines.
@@ -336,8 +396,8 @@ test('faults: a crowd of silent connections and invalid UTF-8 at a client, then 
     const floodMs = since(floodStarted);
     await waitUntil(flood.allClosed, 3000, 'alice to hang up on the flooding peer');
 
-    console.log(`faults: client closed 16 of 20 silent connections in ${capMs} ms, all in ${crowdMs} ms ` +
-      `(greeting timeout 400 ms), told in ${dropLines} lines; ` +
+    console.log(`faults: client closed 16 of 20 silent connections in ${capMs} ms, ` +
+      `all in ${crowdMs} ms (greeting timeout 400 ms), told in ${dropLines} lines; ` +
       `a huge line mid-chat ${floodMs} ms after the accept (fake peer starts it after 200 ms)`);
     // Still usable.
     await alice.waitFor('alice> ');

@@ -33,10 +33,16 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `condition` until it holds or `timeoutMs` passes; then fails with `what`. */
-export async function waitUntil(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+export async function waitUntil(
+  condition: () => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
     await sleep(10);
   }
 }
@@ -85,7 +91,10 @@ export class LineClient {
    * a test can be several hosts at once. */
   static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<LineClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ port, host, localAddress }, () => resolve(new LineClient(socket)));
+      const socket = net.connect(
+        { port, host, localAddress },
+        () => resolve(new LineClient(socket)),
+      );
       socket.once('error', reject);
     });
   }
@@ -136,7 +145,11 @@ export class LineClient {
 }
 
 /** Sends one datagram; if `replyWithinMs` is given, resolves with the answer or null if none. */
-export function sendDatagram(port: number, payload: string | Uint8Array, replyWithinMs?: number): Promise<string | null> {
+export function sendDatagram(
+  port: number,
+  payload: string | Uint8Array,
+  replyWithinMs?: number,
+): Promise<string | null> {
   return new Promise((resolve, reject) => {
     const socket = dgram.createSocket('udp4');
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -146,25 +159,37 @@ export function sendDatagram(port: number, payload: string | Uint8Array, replyWi
       resolve(answer);
     };
     socket.on('message', (bytes) => finish(Buffer.from(bytes).toString('utf8')));
-    socket.send(typeof payload === 'string' ? Buffer.from(payload) : payload, port, '127.0.0.1', (error) => {
-      if (error) {
-        socket.close();
-        reject(error);
-      } else if (replyWithinMs === undefined) {
-        finish(null);
-      } else {
-        timer = setTimeout(() => finish(null), replyWithinMs);
-      }
-    });
+    socket.send(
+      typeof payload === 'string' ? Buffer.from(payload) : payload,
+      port,
+      '127.0.0.1',
+      (error) => {
+        if (error) {
+          socket.close();
+          reject(error);
+        } else if (replyWithinMs === undefined) {
+          finish(null);
+        } else {
+          timer = setTimeout(() => finish(null), replyWithinMs);
+        }
+      },
+    );
   });
 }
 
 /** Registers and logs in through a fresh connection; returns the logged_in answer's token. */
-export async function registerAndLogin(port: number, username: string, password = 'secret', chatPort = 7000): Promise<string> {
+export async function registerAndLogin(
+  port: number,
+  username: string,
+  password = 'secret',
+  chatPort = 7000,
+): Promise<string> {
   const client = await LineClient.connect(port);
   try {
     const registered = await client.request({ type: 'register', username, password });
-    if (registered.type !== 'registered') throw new Error(`register failed: ${JSON.stringify(registered)}`);
+    if (registered.type !== 'registered') {
+      throw new Error(`register failed: ${JSON.stringify(registered)}`);
+    }
     const loggedIn = await client.request({ type: 'login', username, password, chatPort });
     if (loggedIn.type !== 'logged_in') throw new Error(`login failed: ${JSON.stringify(loggedIn)}`);
     return loggedIn.token as string;
@@ -227,8 +252,10 @@ export class ScriptProcess {
       }
       if (Date.now() > deadline || this.exitCode !== null) {
         throw new Error(
-          `expected ${regex} within ${timeoutMs} ms; ${this.exitCode !== null ? `process exited ${this.exitCode}; ` : ''}` +
-            `unread stdout:\n${this.stdout.slice(this.consumed).slice(-2000)}\nstderr:\n${this.stderr.slice(-2000)}`,
+          `expected ${regex} within ${timeoutMs} ms; ` +
+            `${this.exitCode !== null ? `process exited ${this.exitCode}; ` : ''}` +
+            `unread stdout:\n${this.stdout.slice(this.consumed).slice(-2000)}\n` +
+            `stderr:\n${this.stderr.slice(-2000)}`,
         );
       }
       await sleep(10);
@@ -254,7 +281,11 @@ function escapeRegExp(text: string): string {
 
 /** Starts `script` (relative to the repository root) under the runtime running the tests:
  * `deno run -A` under Deno, `node --import tsx` under Node. */
-export function spawnScript(script: string, args: string[] = [], env: Record<string, string> = {}): ScriptProcess {
+export function spawnScript(
+  script: string,
+  args: string[] = [],
+  env: Record<string, string> = {},
+): ScriptProcess {
   const runtimeArgs = UNDER_DENO ? ['run', '-A', script] : ['--import', 'tsx', script];
   const child = spawn(process.execPath, [...runtimeArgs, ...args], {
     cwd: ROOT,
@@ -267,9 +298,14 @@ export function spawnScript(script: string, args: string[] = [], env: Record<str
 /** A server.ts process that has started, with the ports it printed. */
 export type SpawnedServer = { server: ScriptProcess; tcpPort: number; udpPort: number };
 
-/** Starts server.ts on 127.0.0.1 and ephemeral ports (later `args` override them); does not wait. */
+/** Starts server.ts on 127.0.0.1 and ephemeral ports (later `args` override them); does not
+ * wait. */
 function spawnServerScript(args: string[], env: Record<string, string>): ScriptProcess {
-  return spawnScript('server.ts', ['--host', '127.0.0.1', '--tcp-port', '0', '--udp-port', '0', ...args], env);
+  return spawnScript(
+    'server.ts',
+    ['--host', '127.0.0.1', '--tcp-port', '0', '--udp-port', '0', ...args],
+    env,
+  );
 }
 
 /** Waits for a just-spawned server.ts to print its "start" line; reads the ports from it. */
@@ -280,7 +316,10 @@ async function serverStarted(server: ScriptProcess): Promise<SpawnedServer> {
 
 /** Starts server.ts on ephemeral ports and waits for its "start" line; returns the process and
  * the ports it printed. (Tests that also start clients use SpawnedProcesses.server instead.) */
-export async function spawnServer(args: string[] = [], env: Record<string, string> = {}): Promise<SpawnedServer> {
+export async function spawnServer(
+  args: string[] = [],
+  env: Record<string, string> = {},
+): Promise<SpawnedServer> {
   return serverStarted(spawnServerScript(args, env));
 }
 
@@ -330,7 +369,11 @@ export const STARTUP_MS = 20_000;
 
 /** From the Login screen: registers `username` through the Register screen and comes back to
  * Login (the username prompt has been consumed). */
-export async function registerThroughScreens(client: ScriptProcess, username: string, password = 'secret'): Promise<void> {
+export async function registerThroughScreens(
+  client: ScriptProcess,
+  username: string,
+  password = 'secret',
+): Promise<void> {
   client.type('/register');
   await client.waitFor(/Register — new username/);
   client.type(username);
@@ -342,17 +385,28 @@ export async function registerThroughScreens(client: ScriptProcess, username: st
 
 /** From the Login screen (username prompt consumed): logs in; resolves with the chat port the
  * client says peers reach it on, once the Search prompt shows. */
-export async function loginThroughScreens(client: ScriptProcess, username: string, password = 'secret'): Promise<number> {
+export async function loginThroughScreens(
+  client: ScriptProcess,
+  username: string,
+  password = 'secret',
+): Promise<number> {
   client.type(username);
   await client.waitFor('password');
   client.type(password);
-  const match = await client.waitFor(new RegExp(`Logged in as ${escapeRegExp(username)}\\. Peers reach you on port (\\d+)`));
+  const match = await client.waitFor(
+    new RegExp(`Logged in as ${escapeRegExp(username)}\\. Peers reach you on port (\\d+)`),
+  );
   await client.waitFor(`${username}> `);
   return Number(match[1]);
 }
 
 /** `caller` asks `calleeName` to chat and `callee` accepts; both end up on the Chat screen. */
-export async function startChat(caller: ScriptProcess, callerName: string, callee: ScriptProcess, calleeName: string): Promise<void> {
+export async function startChat(
+  caller: ScriptProcess,
+  callerName: string,
+  callee: ScriptProcess,
+  calleeName: string,
+): Promise<void> {
   caller.type(calleeName);
   await callee.waitFor(`${callerName} wants to chat`);
   await callee.waitFor(/\(y\/n\)/);
@@ -400,13 +454,23 @@ export class SpawnedProcesses {
 
   /** client.ts pointed at a registry, once it shows the Login screen's username prompt. */
   async client(tcpPort: number, udpPort: number, args: string[] = []): Promise<ScriptProcess> {
-    const client = this.remember(spawnScript('client.ts', ['--tcp-port', String(tcpPort), '--udp-port', String(udpPort), ...args]));
+    const client = this.remember(
+      spawnScript(
+        'client.ts',
+        ['--tcp-port', String(tcpPort), '--udp-port', String(udpPort), ...args],
+      ),
+    );
     await client.waitFor('username', STARTUP_MS);
     return client;
   }
 
   /** A new client, registered and logged in as `username`, sitting at its Search prompt. */
-  async loggedInClient(tcpPort: number, udpPort: number, username: string, args: string[] = []): Promise<LoggedInClient> {
+  async loggedInClient(
+    tcpPort: number,
+    udpPort: number,
+    username: string,
+    args: string[] = [],
+  ): Promise<LoggedInClient> {
     const client = await this.client(tcpPort, udpPort, args);
     await registerThroughScreens(client, username);
     const chatPort = await loginThroughScreens(client, username);
@@ -414,7 +478,11 @@ export class SpawnedProcesses {
   }
 
   /** Several logged-in clients, started side by side; resolves with them in the order given. */
-  async loggedInClients(tcpPort: number, udpPort: number, ...users: ClientUser[]): Promise<ScriptProcess[]> {
+  async loggedInClients(
+    tcpPort: number,
+    udpPort: number,
+    ...users: ClientUser[]
+  ): Promise<ScriptProcess[]> {
     const started = await Promise.all(users.map((user) => typeof user === 'string'
       ? this.loggedInClient(tcpPort, udpPort, user)
       : this.loggedInClient(tcpPort, udpPort, user.username, user.args)));

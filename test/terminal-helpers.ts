@@ -31,8 +31,11 @@ export function tmuxMissing(): string | undefined {
 }
 
 export function stripAnsi(text: string): string {
-  // deno-lint-ignore no-control-regex
-  return text.replace(/\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)|\x1b[()][0-9A-B]|\x1b[=>78]/g, '');
+  return text.replace(
+    // deno-lint-ignore no-control-regex
+    /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)|\x1b[()][0-9A-B]|\x1b[=>78]/g,
+    '',
+  );
 }
 
 /** Quotes one word for sh. */
@@ -73,8 +76,12 @@ export class Tmux {
   /** Starts `command` (words, quoted here) in a new session called `name`, in the repository
    * root, with `env` added. */
   async start(name: string, command: string[], env: Record<string, string> = {}): Promise<void> {
-    const vars = Object.entries({ LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8', TERM: 'xterm-256color', ...env })
-      .map(([key, value]) => `${key}=${shellQuote(value)}`);
+    const vars = Object.entries({
+      LANG: 'C.UTF-8',
+      LC_ALL: 'C.UTF-8',
+      TERM: 'xterm-256color',
+      ...env,
+    }).map(([key, value]) => `${key}=${shellQuote(value)}`);
     const line = `exec env ${vars.join(' ')} ${command.map(shellQuote).join(' ')}`;
     if (!this.started) {
       // A first idle session keeps the server up and lets the options be set before any client.
@@ -127,7 +134,11 @@ export class Tmux {
   /** Polls the visible screen (or the whole history) until `check` holds; fails after
    * `timeoutMs` with the screen in the message. Returns the screen that passed. */
   async waitForScreen(
-    name: string, check: (screen: string) => boolean, what: string, timeoutMs = 10_000, whole = false,
+    name: string,
+    check: (screen: string) => boolean,
+    what: string,
+    timeoutMs = 10_000,
+    whole = false,
   ): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     let last = '';
@@ -139,7 +150,9 @@ export class Tmux {
       }
       if (check(last)) return last;
       if (Date.now() > deadline) {
-        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; screen of ${name}:\n${last}`);
+        throw new Error(
+          `timed out after ${timeoutMs} ms waiting for ${what}; screen of ${name}:\n${last}`,
+        );
       }
       await sleep(50);
     }
@@ -147,7 +160,10 @@ export class Tmux {
 
   /** Waits until the whole history holds at least `count` matches of `pattern`. */
   waitForText(name: string, pattern: RegExp, count = 1, timeoutMs = 10_000): Promise<string> {
-    const global = new RegExp(pattern.source, pattern.flags.includes('g') ? pattern.flags : pattern.flags + 'g');
+    const global = new RegExp(
+      pattern.source,
+      pattern.flags.includes('g') ? pattern.flags : pattern.flags + 'g',
+    );
     return this.waitForScreen(name, (text) => (text.match(global)?.length ?? 0) >= count,
       `${count} × ${pattern}`, timeoutMs, true);
   }
@@ -202,13 +218,20 @@ export class JsonLines {
   }
 
   /** Waits for a received message that `match` accepts; returns it. */
-  async waitFor(match: (message: Json) => boolean, what: string, timeoutMs = 10_000): Promise<Json> {
+  async waitFor(
+    match: (message: Json) => boolean,
+    what: string,
+    timeoutMs = 10_000,
+  ): Promise<Json> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const found = this.received.find(match);
       if (found) return found;
       if (Date.now() > deadline) {
-        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; received: ${JSON.stringify(this.received)}`);
+        throw new Error(
+          `timed out after ${timeoutMs} ms waiting for ${what}; ` +
+            `received: ${JSON.stringify(this.received)}`,
+        );
       }
       await sleep(20);
     }
@@ -216,7 +239,9 @@ export class JsonLines {
 
   /** The texts of every msg received. */
   texts(): string[] {
-    return this.received.filter((message) => message.type === 'msg').map((message) => String(message.text));
+    return this.received
+      .filter((message) => message.type === 'msg')
+      .map((message) => String(message.text));
   }
 }
 
@@ -250,8 +275,14 @@ export class RawPeer {
   }
 
   static async login(
-    tcpPort: number, udpPort: number, username: string,
-    { password = 'peer-secret', register = true, accept = true }: { password?: string; register?: boolean; accept?: boolean } = {},
+    tcpPort: number,
+    udpPort: number,
+    username: string,
+    {
+      password = 'peer-secret',
+      register = true,
+      accept = true,
+    }: { password?: string; register?: boolean; accept?: boolean } = {},
   ): Promise<RawPeer> {
     const listener = net.createServer();
     await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
@@ -262,26 +293,37 @@ export class RawPeer {
     try {
       if (register) {
         const registered = await registry.request({ type: 'register', username, password });
-        if (registered.type !== 'registered') throw new Error(`register failed: ${JSON.stringify(registered)}`);
+        if (registered.type !== 'registered') {
+          throw new Error(`register failed: ${JSON.stringify(registered)}`);
+        }
       }
       loggedIn = await registry.request({ type: 'login', username, password, chatPort });
-      if (loggedIn.type !== 'logged_in') throw new Error(`login failed: ${JSON.stringify(loggedIn)}`);
+      if (loggedIn.type !== 'logged_in') {
+        throw new Error(`login failed: ${JSON.stringify(loggedIn)}`);
+      }
     } finally {
       registry.close();
     }
     const peer = new RawPeer(String(loggedIn.username), String(loggedIn.token), listener, tcpPort);
     RawPeer.all.add(peer);
-    const hello = Buffer.from(JSON.stringify({ type: 'hello', username: peer.username, token: peer.token }));
+    const hello = Buffer.from(
+      JSON.stringify({ type: 'hello', username: peer.username, token: peer.token }),
+    );
     peer.udp.on('error', () => {});
-    peer.heartbeat = setInterval(() => peer.udp.send(hello, udpPort, '127.0.0.1', () => {}), Number(loggedIn.heartbeatMs) || 1000);
+    peer.heartbeat = setInterval(
+      () => peer.udp.send(hello, udpPort, '127.0.0.1', () => {}),
+      Number(loggedIn.heartbeatMs) || 1000,
+    );
     listener.on('connection', (socket) => {
       const connection = new JsonLines(socket);
       peer.connections.push(connection);
       if (!accept) return;
-      void connection.waitFor((message) => message.type === 'chat_request', 'a chat_request', 60_000).then(() => {
-        connection.send({ type: 'chat_accept' });
-        peer.chat = connection;
-      }, () => {});
+      void connection
+        .waitFor((message) => message.type === 'chat_request', 'a chat_request', 60_000)
+        .then(() => {
+          connection.send({ type: 'chat_accept' });
+          peer.chat = connection;
+        }, () => {});
     });
     return peer;
   }
@@ -290,7 +332,9 @@ export class RawPeer {
   async waitForChat(timeoutMs = 10_000): Promise<JsonLines> {
     const deadline = Date.now() + timeoutMs;
     while (this.chat === null) {
-      if (Date.now() > deadline) throw new Error(`${this.username}: nobody called within ${timeoutMs} ms`);
+      if (Date.now() > deadline) {
+        throw new Error(`${this.username}: nobody called within ${timeoutMs} ms`);
+      }
       await sleep(20);
     }
     return this.chat;

@@ -95,7 +95,8 @@ function linesWithStartOf(screen: string, draft: string): string[] {
   return screen.split('\n').filter((line) => squash(line).includes(start));
 }
 
-test('defect 1: after logging in, Up at the Search prompt never shows the password', { skip }, async () => {
+test('defect 1: after logging in, Up at the Search prompt never shows the password', { skip },
+  async () => {
   const password = 'Hunter2-pw-XYZ';
   const name = await loggedInTerminal('alice1', password);
   // Walk back through the whole input history: after each Up a marker key shows the keys were
@@ -103,13 +104,16 @@ test('defect 1: after logging in, Up at the Search prompt never shows the passwo
   for (let step = 1; step <= 4; step++) {
     await tmux.press(name, 'Up');
     await tmux.type(name, '#');
-    const screen = await tmux.waitForScreen(name, (text) => text.endsWith('#'), `the marker after Up #${step}`);
-    assert.ok(!screen.includes(password), `Up #${step} at the Search prompt shows the password:\n${screen}`);
+    const screen = await tmux.waitForScreen(name, (text) => text.endsWith('#'),
+      `the marker after Up #${step}`);
+    assert.ok(!screen.includes(password),
+      `Up #${step} at the Search prompt shows the password:\n${screen}`);
     await tmux.press(name, 'BSpace');
   }
 });
 
-test('defect 1: in a chat, Up twice and Enter never sends the password to the peer', { skip }, async () => {
+test('defect 1: in a chat, Up twice and Enter never sends the password to the peer', { skip },
+  async () => {
   const password = 'Hunter2-pw-ABC';
   const bob = await RawPeer.login(registry.tcpPort, registry.udpPort, 'bob1');
   try {
@@ -124,8 +128,14 @@ test('defect 1: in a chat, Up twice and Enter never sends the password to the pe
     await tmux.press(name, 'C-u');
     await tmux.typeLine(name, 'marker-after-up-up');
     // Messages arrive in order: once the marker is in, anything sent before it is in too.
-    await chat.waitFor((message) => message.type === 'msg' && String(message.text).includes('marker-after-up-up'), 'the marker line');
-    for (const text of chat.texts()) assert.ok(!text.includes(password), `the peer received the password: ${JSON.stringify(text)}`);
+    await chat.waitFor(
+      (message) => message.type === 'msg' && String(message.text).includes('marker-after-up-up'),
+      'the marker line',
+    );
+    for (const text of chat.texts()) {
+      assert.ok(!text.includes(password),
+        `the peer received the password: ${JSON.stringify(text)}`);
+    }
     const screen = await tmux.history(name);
     assert.ok(!screen.includes(password), `the password is on the screen:\n${screen}`);
   } finally {
@@ -138,7 +148,8 @@ async function draftSurvivesArrivals(args: string[], tag: string): Promise<void>
   const { bob, chat, terminal } = await chatWithRawPeer(`bob${tag}`, args);
   try {
     // 95 characters, no spaces (a space at the wrap column would be trimmed by capture-pane).
-    const draft = Array.from({ length: 24 }, (_, i) => `w${String(i).padStart(2, '0')}-`).join('').slice(0, 94) + 'Z';
+    const draft = Array.from({ length: 24 }, (_, i) => `w${String(i).padStart(2, '0')}-`)
+      .join('').slice(0, 94) + 'Z';
     assert.equal(draft.length, 95);
     await tmux.type(terminal, draft);
     await tmux.waitForScreen(terminal, (screen) => screen.endsWith(draft), 'the draft on screen');
@@ -149,7 +160,8 @@ async function draftSurvivesArrivals(args: string[], tag: string): Promise<void>
     }
     // Every arrival shows, and the draft is whole on the last line, with no stale copy of its
     // first row left above.
-    const screen = await tmux.waitForScreen(terminal, (text) => incoming.every((line) => text.includes(line)) && text.endsWith(draft),
+    const screen = await tmux.waitForScreen(terminal,
+      (text) => incoming.every((line) => text.includes(line)) && text.endsWith(draft),
       'all three arrivals and the draft', 10_000);
     const head = draft.slice(0, 20);
     assert.equal(linesWith(screen, head).length, 1, `stale draft rows on screen:\n${screen}`);
@@ -157,27 +169,39 @@ async function draftSurvivesArrivals(args: string[], tag: string): Promise<void>
     if (args.includes('--trace')) {
       await new Promise((resolve) => setTimeout(resolve, 1000)); // three heartbeats or so
       const settled = await tmux.history(terminal);
-      for (const line of incoming) assert.ok(settled.includes(line), `${line} vanished later:\n${settled}`);
+      for (const line of incoming) {
+        assert.ok(settled.includes(line), `${line} vanished later:\n${settled}`);
+      }
     }
     // Enter sends exactly the draft.
     await tmux.press(terminal, 'Enter');
     const sent = await chat.waitFor((message) => message.type === 'msg', 'the sent draft');
     assert.equal(sent.text, draft);
-    const final = await tmux.waitForScreen(terminal, (text) => text.endsWith('> '), 'the empty prompt after sending');
-    for (const line of incoming) assert.ok(final.includes(line), `${line} is gone after sending:\n${final}`);
+    const final = await tmux.waitForScreen(terminal, (text) => text.endsWith('> '),
+      'the empty prompt after sending');
+    for (const line of incoming) {
+      assert.ok(final.includes(line), `${line} is gone after sending:\n${final}`);
+    }
     // No partial copy of the draft anywhere (a stale first row). Without --trace the sent line
     // shows exactly once; with it, the trace of the sent msg holds it too, and the typed line
     // stays above that trace line, as typed.
-    for (const line of linesWith(final, head)) assert.ok(line.includes(draft), `a partial draft row:\n${final}`);
+    for (const line of linesWith(final, head)) {
+      assert.ok(line.includes(draft), `a partial draft row:\n${final}`);
+    }
     const copies = linesWith(final, head).filter((line) => !/^[→←]/.test(line)).length;
-    assert.equal(copies, args.includes('--trace') ? copies : 1, `the sent draft shows other than once:\n${final}`);
-    assert.ok(final.split('\n').some((line) => /^\[\d\d:\d\d:\d\d\] /.test(line) && line.endsWith(draft)), `no sent line:\n${final}`);
+    assert.equal(copies, args.includes('--trace') ? copies : 1,
+      `the sent draft shows other than once:\n${final}`);
+    assert.ok(
+      final.split('\n').some((line) => /^\[\d\d:\d\d:\d\d\] /.test(line) && line.endsWith(draft)),
+      `no sent line:\n${final}`,
+    );
   } finally {
     bob.close();
   }
 }
 
-test('defect 2: three messages arriving while a 95-character draft wraps all show, draft intact', { skip }, async () => {
+test('defect 2: three messages arriving while a 95-character draft wraps all show, ' +
+  'draft intact', { skip }, async () => {
   await draftSurvivesArrivals([], '2a');
 });
 
@@ -185,7 +209,8 @@ test('defect 2: the same with --trace and a heartbeat every 300 ms', { skip }, a
   await draftSurvivesArrivals(['--trace'], '2b');
 });
 
-test('defect 3: wide (CJK) and ZWJ emoji drafts: no stale row, earlier messages kept, draft intact', { skip }, async (t) => {
+test('defect 3: wide (CJK) and ZWJ emoji drafts: no stale row, earlier messages kept, ' +
+  'draft intact', { skip }, async (t) => {
   const { bob, chat, terminal } = await chatWithRawPeer('bob3');
   try {
     const drafts: Array<[string, string]> = [
@@ -204,25 +229,31 @@ test('defect 3: wide (CJK) and ZWJ emoji drafts: no stale row, earlier messages 
         bob.say(previous);
         await tmux.waitForScreen(terminal, (text) => text.includes(previous), previous);
         await tmux.type(terminal, draft);
-        await tmux.waitForScreen(terminal, (text) => squash(text).endsWith(squash(draft)), 'the draft on screen');
+        await tmux.waitForScreen(terminal, (text) => squash(text).endsWith(squash(draft)),
+          'the draft on screen');
         bob.say(arriving);
         const screen = await tmux.waitForScreen(terminal,
-          (text) => text.includes(arriving) && text.includes(previous) && squash(text).endsWith(squash(draft)),
+          (text) => text.includes(arriving) && text.includes(previous) &&
+            squash(text).endsWith(squash(draft)),
           'the arrival, the earlier message and the draft');
         const shown = linesWithStartOf(screen, draft).length;
-        assert.equal(shown, 1, `the draft's start shows on ${shown} lines (stale rows?):\n${screen}`);
+        assert.equal(shown, 1,
+          `the draft's start shows on ${shown} lines (stale rows?):\n${screen}`);
         const before = chat.texts().length;
         await tmux.press(terminal, 'Enter');
         await chat.waitFor(() => chat.texts().length > before, 'the sent draft');
         assert.equal(chat.texts().at(-1), draft);
         // After sending: the two peer messages are still there, our line shows once, and the
         // last line is the empty prompt (no leftover draft row).
-        const final = await tmux.waitForScreen(terminal, (text) => text.endsWith('> '), 'the empty prompt');
+        const final = await tmux.waitForScreen(terminal, (text) => text.endsWith('> '),
+          'the empty prompt');
         assert.ok(final.includes(previous), `${previous} was erased:\n${final}`);
         assert.ok(final.includes(arriving), `${arriving} was erased:\n${final}`);
         const copies = linesWithStartOf(final, draft).length;
-        assert.equal(copies, 1, `the sent line's start shows on ${copies} lines (stale rows?):\n${final}`);
-        assert.ok(squash(final).includes(squash(draft)), `the sent line is not whole on screen:\n${final}`);
+        assert.equal(copies, 1,
+          `the sent line's start shows on ${copies} lines (stale rows?):\n${final}`);
+        assert.ok(squash(final).includes(squash(draft)),
+          `the sent line is not whole on screen:\n${final}`);
         const rows = await tmux.rows(terminal);
         const last = rows.map((row) => row.trimEnd()).filter((row) => row !== '').at(-1) ?? '';
         assert.match(last, /> ?$/, `a stale row after the prompt:\n${rows.join('\n')}`);
@@ -246,8 +277,11 @@ async function closingTheWindowLogsOut(command: string[] | undefined, tag: strin
     const closedAt = Date.now();
     await tmux.killWindow(terminal);
     // The registry hears a logout within seconds (its own timeout is 60 s), and the peer a bye.
-    await waitUntil(() => registry.logLines.some((line) => line.includes(` logout user=${alice} `)), 8000,
-      `the registry to log "logout user=${alice}"`);
+    await waitUntil(
+      () => registry.logLines.some((line) => line.includes(` logout user=${alice} `)),
+      8000,
+      `the registry to log "logout user=${alice}"`,
+    );
     assert.ok(Date.now() - closedAt < 8000);
     assert.ok(!(await bob.online()).includes(alice), `${alice} is still online`);
     await chat.waitFor((message) => message.type === 'bye', 'bye from the closed client', 5000);
@@ -256,10 +290,12 @@ async function closingTheWindowLogsOut(command: string[] | undefined, tag: strin
   }
 }
 
-test('defect 6: closing the terminal window (SIGHUP) logs out at once and says bye to the peer', { skip }, async () => {
+test('defect 6: closing the terminal window (SIGHUP) logs out at once and says bye to the peer',
+  { skip }, async () => {
   await closingTheWindowLogsOut(undefined, '6a');
 });
 
-test('defect 6: the same when started as `npm run client -- ...` (tsx wrapper)', { skip }, async () => {
+test('defect 6: the same when started as `npm run client -- ...` (tsx wrapper)', { skip },
+  async () => {
   await closingTheWindowLogsOut(['npm', 'run', '--silent', 'client', '--'], '6b');
 });
