@@ -1,0 +1,265 @@
+/**
+ * test/terminal.test.ts — the client in a real pseudo-terminal (tmux), where only a screen can
+ * show what is wrong: the input history, the redraw of a half-typed line when messages arrive,
+ * and closing the terminal window.
+ *
+ *   test ──send-keys──▶ tmux (private socket, 80×24) ──pty──▶ client.ts (alice)
+ *        ◀─capture-pane─┘                                          │ TCP, peer to peer
+ *   test ◀──────────────────────────────── RawPeer (bob, in this process) ◀─┘
+ *                       registry (server.ts, in this process)
+ *
+ * Skipped, visibly, where tmux is not installed. Screens are polled until the expected text
+ * shows (with a deadline), never read after a fixed sleep alone.
+ */
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { LineClient, startTestServer, waitUntil } from './helpers.ts';
+import type { TestServer } from './helpers.ts';
+import { RawPeer, Tmux, tmuxMissing } from './terminal-helpers.ts';
+
+const skip = tmuxMissing();
+const tmux = new Tmux();
+let registry: TestServer;
+
+before(async () => {
+  if (skip) return;
+  // A short heartbeat (so --trace has lines to show) and a long timeout (so a logout seen within
+  // a few seconds can only be the client's own doing).
+  registry = await startTestServer({ heartbeatMs: 300, timeoutMs: 60_000 });
+});
+
+after(async () => {
+  await tmux.stop();
+  RawPeer.closeAll();
+  await registry?.close();
+});
+
+let sessions = 0;
+
+/** Registers `username` over the raw protocol. */
+async function registerAccount(username: string, password: string): Promise<void> {
+  const connection = await LineClient.connect(registry.tcpPort);
+  try {
+    const answer = await connection.request({ type: 'register', username, password });
+    assert.equal(answer.type, 'registered', JSON.stringify(answer));
+  } finally {
+    connection.close();
+  }
+}
+
+/** A client.ts in a new tmux session, logged in as a fresh user; returns the session name. */
+async function loggedInTerminal(
+  username: string, password: string, args: string[] = [], command?: string[],
+): Promise<string> {
+  await registerAccount(username, password);
+  const name = `c${sessions++}`;
+  const flags = ['--tcp-port', String(registry.tcpPort), '--udp-port', String(registry.udpPort),
+    '--registry-timeout-ms', '3000', ...args];
+  if (command) await tmux.start(name, [...command, ...flags], { NO_COLOR: '1' });
+  else await tmux.startClient(name, flags, { NO_COLOR: '1' });
+  await tmux.waitForText(name, /username/i, 1, 30_000);
+  await tmux.typeLine(name, username);
+  await tmux.waitForText(name, /password/i);
+  await tmux.typeLine(name, password);
+  await tmux.waitForText(name, /Peers reach you on port \d+/i);
+  await tmux.waitForScreen(name, (screen) => screen.endsWith('> '), 'the Search prompt');
+  return name;
+}
+
+/** Logs in a raw peer and has the terminal client call it; both are chatting when this returns. */
+async function chatWithRawPeer(peerName: string, args: string[] = []) {
+  const alice = `alice-${peerName}`;
+  const bob = await RawPeer.login(registry.tcpPort, registry.udpPort, peerName);
+  const terminal = await loggedInTerminal(alice, `pw-${alice}-Secret`, args);
+  await tmux.typeLine(terminal, peerName);
+  const chat = await bob.waitForChat();
+  await tmux.waitForText(terminal, new RegExp(`chatting with ${peerName}`, 'i'));
+  return { bob, chat, terminal, alice };
+}
+
+/** Lines of the (joined) screen that contain `fragment`. */
+function linesWith(screen: string, fragment: string): string[] {
+  return screen.split('\n').filter((line) => line.includes(fragment));
+}
+
+/** Drops U+200D and spaces, since how a terminal stores a ZWJ sequence varies. */
+function squash(text: string): string {
+  return text.replace(/[\u200d\ufe0f\s]/g, '');
+}
+
+/** Lines of the screen holding the start of `draft` (its first 8 characters, squashed): a row
+ * left over from an earlier drawing of the draft holds at least that. */
+function linesWithStartOf(screen: string, draft: string): string[] {
+  const start = Array.from(squash(draft)).slice(0, 8).join('');
+  return screen.split('\n').filter((line) => squash(line).includes(start));
+}
+
+test('defect 1: after logging in, Up at the Search prompt never shows the password', { skip }, async () => {
+  const password = 'Hunter2-pw-XYZ';
+  const name = await loggedInTerminal('alice1', password);
+  // Walk back through the whole input history: after each Up a marker key shows the keys were
+  // handled; the password must never be on the screen.
+  for (let step = 1; step <= 4; step++) {
+    await tmux.press(name, 'Up');
+    await tmux.type(name, '#');
+    const screen = await tmux.waitForScreen(name, (text) => text.endsWith('#'), `the marker after Up #${step}`);
+    assert.ok(!screen.includes(password), `Up #${step} at the Search prompt shows the password:\n${screen}`);
+    await tmux.press(name, 'BSpace');
+  }
+});
+
+test('defect 1: in a chat, Up twice and Enter never sends the password to the peer', { skip }, async () => {
+  const password = 'Hunter2-pw-ABC';
+  const bob = await RawPeer.login(registry.tcpPort, registry.udpPort, 'bob1');
+  try {
+    const name = await loggedInTerminal('alice1b', password);
+    // History is now (newest first): "bob1", the password, "alice1b" — a newcomer's Up, Up, Enter.
+    await tmux.typeLine(name, 'bob1');
+    const chat = await bob.waitForChat();
+    await tmux.waitForText(name, /chatting with bob1/i);
+    await tmux.press(name, 'Up');
+    await tmux.press(name, 'Up');
+    await tmux.press(name, 'Enter');
+    await tmux.press(name, 'C-u');
+    await tmux.typeLine(name, 'marker-after-up-up');
+    // Messages arrive in order: once the marker is in, anything sent before it is in too.
+    await chat.waitFor((message) => message.type === 'msg' && String(message.text).includes('marker-after-up-up'), 'the marker line');
+    for (const text of chat.texts()) assert.ok(!text.includes(password), `the peer received the password: ${JSON.stringify(text)}`);
+    const screen = await tmux.history(name);
+    assert.ok(!screen.includes(password), `the password is on the screen:\n${screen}`);
+  } finally {
+    bob.close();
+  }
+});
+
+/** The draft-and-arrivals check shared by defect 2 (plain and with --trace). */
+async function draftSurvivesArrivals(args: string[], tag: string): Promise<void> {
+  const { bob, chat, terminal } = await chatWithRawPeer(`bob${tag}`, args);
+  try {
+    // 95 characters, no spaces (a space at the wrap column would be trimmed by capture-pane).
+    const draft = Array.from({ length: 24 }, (_, i) => `w${String(i).padStart(2, '0')}-`).join('').slice(0, 94) + 'Z';
+    assert.equal(draft.length, 95);
+    await tmux.type(terminal, draft);
+    await tmux.waitForScreen(terminal, (screen) => screen.endsWith(draft), 'the draft on screen');
+    const incoming = [`first-${tag}-arrival`, `second-${tag}-arrival`, `third-${tag}-arrival`];
+    for (const text of incoming) {
+      bob.say(text);
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+    // Every arrival shows, and the draft is whole on the last line, with no stale copy of its
+    // first row left above.
+    const screen = await tmux.waitForScreen(terminal, (text) => incoming.every((line) => text.includes(line)) && text.endsWith(draft),
+      'all three arrivals and the draft', 10_000);
+    const head = draft.slice(0, 20);
+    assert.equal(linesWith(screen, head).length, 1, `stale draft rows on screen:\n${screen}`);
+    // With --trace, keep watching for a few heartbeats: the arrivals must not be erased later.
+    if (args.includes('--trace')) {
+      await new Promise((resolve) => setTimeout(resolve, 1000)); // three heartbeats or so
+      const settled = await tmux.history(terminal);
+      for (const line of incoming) assert.ok(settled.includes(line), `${line} vanished later:\n${settled}`);
+    }
+    // Enter sends exactly the draft.
+    await tmux.press(terminal, 'Enter');
+    const sent = await chat.waitFor((message) => message.type === 'msg', 'the sent draft');
+    assert.equal(sent.text, draft);
+    const final = await tmux.waitForScreen(terminal, (text) => text.endsWith('> '), 'the empty prompt after sending');
+    for (const line of incoming) assert.ok(final.includes(line), `${line} is gone after sending:\n${final}`);
+    // No partial copy of the draft anywhere (a stale first row). Without --trace the sent line
+    // shows exactly once; with it, the trace of the sent msg holds it too, and the typed line
+    // stays above that trace line, as typed.
+    for (const line of linesWith(final, head)) assert.ok(line.includes(draft), `a partial draft row:\n${final}`);
+    const copies = linesWith(final, head).filter((line) => !/^[→←]/.test(line)).length;
+    assert.equal(copies, args.includes('--trace') ? copies : 1, `the sent draft shows other than once:\n${final}`);
+    assert.ok(final.split('\n').some((line) => /^\[\d\d:\d\d:\d\d\] /.test(line) && line.endsWith(draft)), `no sent line:\n${final}`);
+  } finally {
+    bob.close();
+  }
+}
+
+test('defect 2: three messages arriving while a 95-character draft wraps all show, draft intact', { skip }, async () => {
+  await draftSurvivesArrivals([], '2a');
+});
+
+test('defect 2: the same with --trace and a heartbeat every 300 ms', { skip }, async () => {
+  await draftSurvivesArrivals(['--trace'], '2b');
+});
+
+test('defect 3: wide (CJK) and ZWJ emoji drafts: no stale row, earlier messages kept, draft intact', { skip }, async (t) => {
+  const { bob, chat, terminal } = await chatWithRawPeer('bob3');
+  try {
+    const drafts: Array<[string, string]> = [
+      ['30 × 漢 (one row)', '漢'.repeat(30)],
+      ['40 × 字 (wraps)', '字'.repeat(40)],
+      ['10 families (ZWJ)', '👨‍👩‍👧'.repeat(10)],
+      ['family emoji and words', 'hi 👨‍👩‍👧 and 👨‍👩‍👧 and 👨‍👩‍👧 again 👨‍👩‍👧👨‍👩‍👧👨‍👩‍👧 end'],
+    ];
+    let round = 0;
+    for (const [label, draft] of drafts) {
+      round++;
+      await t.test(label, async () => {
+        await tmux.press(terminal, 'C-u'); // a case that failed may have left its draft
+        const previous = `previous-${round}-message`;
+        const arriving = `arriving-${round}-message`;
+        bob.say(previous);
+        await tmux.waitForScreen(terminal, (text) => text.includes(previous), previous);
+        await tmux.type(terminal, draft);
+        await tmux.waitForScreen(terminal, (text) => squash(text).endsWith(squash(draft)), 'the draft on screen');
+        bob.say(arriving);
+        const screen = await tmux.waitForScreen(terminal,
+          (text) => text.includes(arriving) && text.includes(previous) && squash(text).endsWith(squash(draft)),
+          'the arrival, the earlier message and the draft');
+        const shown = linesWithStartOf(screen, draft).length;
+        assert.equal(shown, 1, `the draft's start shows on ${shown} lines (stale rows?):\n${screen}`);
+        const before = chat.texts().length;
+        await tmux.press(terminal, 'Enter');
+        await chat.waitFor(() => chat.texts().length > before, 'the sent draft');
+        assert.equal(chat.texts().at(-1), draft);
+        // After sending: the two peer messages are still there, our line shows once, and the
+        // last line is the empty prompt (no leftover draft row).
+        const final = await tmux.waitForScreen(terminal, (text) => text.endsWith('> '), 'the empty prompt');
+        assert.ok(final.includes(previous), `${previous} was erased:\n${final}`);
+        assert.ok(final.includes(arriving), `${arriving} was erased:\n${final}`);
+        const copies = linesWithStartOf(final, draft).length;
+        assert.equal(copies, 1, `the sent line's start shows on ${copies} lines (stale rows?):\n${final}`);
+        assert.ok(squash(final).includes(squash(draft)), `the sent line is not whole on screen:\n${final}`);
+        const rows = await tmux.rows(terminal);
+        const last = rows.map((row) => row.trimEnd()).filter((row) => row !== '').at(-1) ?? '';
+        assert.match(last, /> ?$/, `a stale row after the prompt:\n${rows.join('\n')}`);
+      });
+    }
+  } finally {
+    bob.close();
+  }
+});
+
+/** Closes the window of a client chatting with a raw peer; checks logout and bye. */
+async function closingTheWindowLogsOut(command: string[] | undefined, tag: string): Promise<void> {
+  const bob = await RawPeer.login(registry.tcpPort, registry.udpPort, `bob${tag}`);
+  try {
+    const alice = `alice${tag}`;
+    const terminal = await loggedInTerminal(alice, 'pw-close', [], command);
+    await tmux.typeLine(terminal, bob.username);
+    const chat = await bob.waitForChat();
+    await tmux.waitForText(terminal, /chatting with/i);
+    assert.ok((await bob.online()).includes(alice));
+    const closedAt = Date.now();
+    await tmux.killWindow(terminal);
+    // The registry hears a logout within seconds (its own timeout is 60 s), and the peer a bye.
+    await waitUntil(() => registry.logLines.some((line) => line.includes(` logout user=${alice} `)), 8000,
+      `the registry to log "logout user=${alice}"`);
+    assert.ok(Date.now() - closedAt < 8000);
+    assert.ok(!(await bob.online()).includes(alice), `${alice} is still online`);
+    await chat.waitFor((message) => message.type === 'bye', 'bye from the closed client', 5000);
+  } finally {
+    bob.close();
+  }
+}
+
+test('defect 6: closing the terminal window (SIGHUP) logs out at once and says bye to the peer', { skip }, async () => {
+  await closingTheWindowLogsOut(undefined, '6a');
+});
+
+test('defect 6: the same when started as `npm run client -- ...` (tsx wrapper)', { skip }, async () => {
+  await closingTheWindowLogsOut(['npm', 'run', '--silent', 'client', '--'], '6b');
+});
