@@ -61,34 +61,27 @@ import type {
 
 /** Exported for test/client-transitions.test.ts, which builds states with its own settings. */
 export type ClientSettings = {
-  /** The registry: host name or address, TCP port (requests) and UDP port (heartbeats). */
-  server: string;
-  tcpPort: number;
-  udpPort: number;
-  /** Where we accept chat connections from peers; 0 lets the system pick a free port, so many
-   * clients can run on one machine. The registry learns the real port at login. */
+  server: string; // the registry's host name or address
+  tcpPort: number; // the registry's port for requests
+  udpPort: number; // the registry's port for heartbeats
+  /** Where peers reach us; 0 lets the system pick a free port, so many clients can run on one
+   * machine. The registry learns the real port at login. */
   chatPort: number;
-  /** When set, every conversation is appended to historyDir/<you>/<peer>.log. */
-  historyDir: string | undefined;
-  /** Print protocol messages sent and received (hellos only when something changes). */
-  trace: boolean;
-  /** How long the registry may take to accept a connection and answer one request; also how
-   * long connecting to a peer's client may take. */
+  historyDir: string | undefined; // when set, conversations go to historyDir/<you>/<peer>.log
+  trace: boolean; // print protocol messages (hellos only when something changes)
+  /** Timeouts. The registry's answer (also connecting to a peer's client); the answer of a peer
+   * we called (longer than decideTimeoutMs, so a person who needs nearly all of their 30 s still
+   * gets their answer through); our user's yes or no; a new connection's chat_request. */
   registryTimeoutMs: number;
-  /** How long a peer we called may take to answer our chat_request. Longer than decideTimeoutMs,
-   * so a person who needs nearly all of their 30 s still gets their answer through. */
   answerTimeoutMs: number;
-  /** How long our user has to say yes or no to an incoming request before it is declined. */
   decideTimeoutMs: number;
-  /** How long an incoming connection may stay silent before sending its chat_request. */
   greetingTimeoutMs: number;
   /** Incoming connections that have not yet sent their chat_request, in all and from one
    * address. Each costs a socket and a line buffer; a real caller sends its request at once, so
    * a few are plenty, and the rest are closed without reading a byte. */
   maxPendingPeers: number;
   maxPendingPeersPerAddress: number;
-  /** Dropped connections are reported in one summary line per this many ms, not one each. */
-  dropReportMs: number;
+  dropReportMs: number; // dropped connections are told in one summary per this many ms
 };
 
 const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
@@ -126,13 +119,13 @@ type Screen =
   // ---- Search (home) ----
   | { name: 'search' }
   | { name: 'asking'; about: 'list' | 'logout' } // waiting for the registry's answer
-  /** We asked for `peer`: first the registry ('looking_up'), then connecting to the peer's
-   * client ('connecting'), then its answer ('knocking', on `conn`). `call` tells this call's
-   * late answers from those of a call we already cancelled. `crossing` is `peer`'s own request
-   * to us, held while our call (which wins the glare) goes through. */
+  /** We asked for `peer`: first the registry, then (with its `ticket`) the peer's client `at`
+   * host:port, on `conn` once connected. `call` tells this call's late answers from those of a
+   * call we already cancelled. `crossing` is `peer`'s own request to us, held while our call
+   * (which wins the glare) goes through. */
   | {
-    name: 'calling'; peer: string; call: number; stage: 'looking_up' | 'connecting' | 'knocking';
-    ticket: string; at: string; conn: number | null; crossing: number | null;
+    name: 'calling'; peer: string; call: number; ticket: string; at: string; conn: number | null;
+    crossing: number | null;
   }
   /** `peer` asked us on `conn`; our user says yes or no before the 'decide' timer says no. */
   | { name: 'deciding'; peer: string; conn: number }
@@ -143,40 +136,32 @@ type Screen =
 
 /** Our session at the registry, from `logged_in` until we log out or lose it. */
 type RegistrySession = {
-  /** Our name as the registry spells it, and the secret proving requests are ours (also the key
-   * that checks tickets sent to us). */
-  username: string;
-  token: string;
+  username: string; // as the registry spells it
+  token: string; // proves requests are ours; also the key that checks tickets sent to us
   /** Set when the registry forgot this session while we were chatting: the chat goes on (it
    * never passed through the registry) and we return to Login when it ends. Says why. */
   lostBecause: string | null;
-  /** --trace: the first hello is shown, then only changes. The last send error, or null. */
+  /** --trace shows the first hello, then only changes: the last send error, or null. */
   helloShown: boolean;
   helloError: string | null;
 };
 
 /** Exported for test/client-transitions.test.ts. */
 export type ClientState = {
-  /** From the command line; never changed afterwards. */
-  readonly settings: ClientSettings;
-  /** "address:port" of the registry's UDP socket: the only sender whose datagrams count. */
-  readonly registryUdp: string;
-  /** The port where our chat listener took calls (the one we tell the registry at login). */
-  readonly chatPort: number;
+  readonly settings: ClientSettings; // from the command line
+  readonly registryUdp: string; // "address:port": the only sender whose datagrams count
+  readonly chatPort: number; // where our chat listener takes calls; told at login
   screen: Screen;
   session: RegistrySession | null;
   /** Lines typed but not yet taken by a screen, oldest first; null is the end of input. A
    * waiting screen leaves them here, so a script that types ahead loses nothing. */
   typedAhead: ReadonlyArray<string | null>;
-  /** Incoming connections that have not yet sent their chat_request: conn → address. */
-  pendingPeers: ReadonlyMap<number, string>;
-  /** Tickets already used to call us → when they expire. A replay gets bad_ticket. */
-  seenTickets: ReadonlyMap<string, number>;
+  pendingPeers: ReadonlyMap<number, string>; // not yet sent their chat_request: conn → address
+  seenTickets: ReadonlyMap<string, number>; // used tickets → expiry; a replay gets bad_ticket
   /** Drops counted since the last report ("dropped %d … from 10.0.0.7" → count), or null when
    * nothing was dropped lately (the next drop is then reported at once). */
   drops: ReadonlyMap<string, number> | null;
-  /** How the registry keeps accounts, from the last login (kept after logout). */
-  lastStorage: Storage | null;
+  lastStorage: Storage | null; // how the registry keeps accounts, from the last login
   /** The registry forgot our session and keeps accounts in memory: it probably restarted and
    * lost our account, which explains a following bad_credentials. */
   accountMayBeGone: boolean;
@@ -292,13 +277,21 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
     case 'timer':
       if (event.name === 'drop_report') return reportDrops(state, out);
       break;
-    case 'answer':
+    case 'answer': case 'answer_failed': {
+      const reply = event.type === 'answer' ? event.reply : null;
       // The decoder checked every field; here we check it answers what we asked.
-      if (!answerFits(event.request, event.reply)) {
+      if (reply !== null && !answerFits(event.request, reply)) {
         const failed = { ...event, type: 'answer_failed' as const, why: INVALID_ANSWER };
         return applyEvent(state, failed, out, now);
       }
+      if (state.session === null) break; // logged out since: only the screen may care
+      // Only a lost session sends the user back to Login; other failures leave the screen be.
+      if (reply?.type === 'error' && reply.code === 'not_logged_in') {
+        return loseSession(state, SESSION_FORGOTTEN, out);
+      }
+      if (event.request.type === 'list') return onListAnswer(state, event, out);
       break;
+    }
     case 'peer_said': case 'peer_gone':
       if (state.pendingPeers.has(event.conn)) return onIntroduction(state, event, out, now);
       break;
@@ -394,10 +387,6 @@ function onForm(state: ClientState, event: ScreenEvent, out: Out): Next {
 // ---- Search ----
 
 function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
-  if (isAnswerTo('list', event)) {
-    const next = onListAnswer(state, event, out);
-    return next.screen.name === 'asking' ? show(next, { name: 'search' }, out) : next;
-  }
   if (isAnswerTo('logout', event)) {
     if (state.screen.name !== 'asking') return state;
     say(out, event.type === 'answer' ? 'Logged out.'
@@ -436,7 +425,7 @@ function askList(state: ClientState, prefix: string, out: Out): void {
   ask(out, prefix === '' ? { type: 'list', token } : { type: 'list', token, prefix });
 }
 
-/** An answer to /list, on Search or in a chat: print it (or why there is none). */
+/** An answer to /list (asked on Search or in a chat), printed wherever it arrives. */
 function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientState {
   if (event.type === 'answer_failed') {
     say(out, `Could not list who is online: ${event.why}.`, 'yellow');
@@ -447,10 +436,9 @@ function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientS
       say(out, `… and ${total - users.length} more; narrow with /list PREFIX`, 'dim');
     }
   } else if (event.reply.type === 'error') {
-    if (event.reply.code === 'not_logged_in') return loseSession(state, SESSION_FORGOTTEN, out);
     say(out, printable(event.reply.message), 'yellow');
   }
-  return state;
+  return state.screen.name === 'asking' ? show(state, { name: 'search' }, out) : state;
 }
 
 // ---- Calling someone ----
@@ -465,8 +453,7 @@ function callPeer(state: ClientState, wanted: string, out: Out, now: number): Cl
   say(out, `Looking up ${wanted}…`, 'dim');
   ask(out, { type: 'search', token: session.token, username: wanted }, now);
   return show(state, {
-    name: 'calling', peer: wanted, call: now, stage: 'looking_up', ticket: '', at: '',
-    conn: null, crossing: null,
+    name: 'calling', peer: wanted, call: now, ticket: '', at: '', conn: null, crossing: null,
   }, out);
 }
 
@@ -477,26 +464,20 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
   const failed = (why: string) => callFailed(state, why, out, now);
   switch (event.type) {
     case 'answer': case 'answer_failed': {
-      if (event.request.type === 'list') return onListAnswer(state, event, out);
       if (event.request.type !== 'search' || event.tag !== screen.call) return state;
       const reply = event.type === 'answer' ? event.reply : null;
-      if (reply?.type === 'error' && reply.code === 'not_logged_in') {
-        return loseSession(state, SESSION_FORGOTTEN, out);
-      }
       if (reply?.type !== 'found') return failed(failure(event));
       say(out, `Waiting for ${reply.username}… (/cancel to give up)`, 'yellow');
       out.push({ do: 'connect', call: screen.call, host: reply.host, port: reply.port });
-      return { ...state, screen: {
-        ...screen, peer: reply.username, stage: 'connecting', ticket: reply.ticket,
-        at: `${reply.host}:${reply.port}`,
-      } };
+      const at = `${reply.host}:${reply.port}`;
+      return { ...state, screen: { ...screen, peer: reply.username, ticket: reply.ticket, at } };
     }
     case 'call_connected': {
       if (event.call !== screen.call) return orElse(state, event, out);
       const from = state.session!.username;
       send(out, event.conn, { type: 'chat_request', from, ticket: screen.ticket });
       out.push({ do: 'expect', conn: event.conn, ms: state.settings.answerTimeoutMs });
-      return { ...state, screen: { ...screen, stage: 'knocking', conn: event.conn } };
+      return { ...state, screen: { ...screen, conn: event.conn } };
     }
     case 'call_failed':
       if (event.call !== screen.call) return state;
@@ -670,8 +651,6 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       if (event.conn !== conn) return state;
       if (event.why.kind !== 'ended') say(out, `Dropped ${peer}: ${describeEnd(event.why)}.`, 'yellow');
       return endChat(state, `${peer} left the chat.`, out);
-    case 'answer': case 'answer_failed':
-      return event.request.type === 'list' ? onListAnswer(state, event, out) : state;
     case 'request':
       // The same peer calling again is the loser's half of a glare we already resolved.
       if (normaliseUsername(event.from) !== normaliseUsername(peer)) return busy(state, event, out);
