@@ -185,6 +185,7 @@ export type ClientEvent =
   | { type: 'peer_gone'; conn: number; remote: string; why: PeerChannelEnd }
   | { type: 'timer'; name: TimerName; conn: number };
 
+type EventOf<T extends ClientEvent['type']> = Extract<ClientEvent, { type: T }>;
 type TimerName = 'decide' | 'drop_report';
 type Colour = 'red' | 'green' | 'yellow' | 'cyan' | 'dim' | 'bold';
 
@@ -482,26 +483,24 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
     case 'call_failed':
       if (event.call !== screen.call) return state;
       return failed(`${peer} is unreachable at ${screen.at} (${event.why}).`);
-    case 'peer_said': {
-      const { message } = event;
+    case 'peer_said': case 'peer_gone': {
       if (event.conn === screen.crossing) {
         close(out, event.conn); // they gave up calling us; ours goes on
         return { ...state, screen: { ...screen, crossing: null } };
       }
       if (event.conn !== screen.conn) return orElse(state, event, out);
-      if (message.type === 'chat_accept') {
+      if (event.type === 'peer_said' && event.message.type === 'chat_accept') {
         if (screen.crossing !== null) close(out, screen.crossing);
         say(out, `${peer} accepted. You are chatting with ${peer}; /back leaves.`, 'green');
         return chatScreen(state, peer, event.conn, out, now);
       }
       close(out, event.conn);
-      if (message.type === 'chat_decline') return failed(declineInWords(peer, message.reason));
-      return failed(`${peer}'s client answered with "${message.type}"; hung up.`);
-    }
-    case 'peer_gone': {
+      if (event.type === 'peer_said') {
+        const { message } = event;
+        return failed(message.type === 'chat_decline' ? declineInWords(peer, message.reason)
+          : `${peer}'s client answered with "${message.type}"; hung up.`);
+      }
       const { why } = event;
-      if (event.conn === screen.crossing) return { ...state, screen: { ...screen, crossing: null } };
-      if (event.conn !== screen.conn) return state;
       if (why.kind === 'ended') return failed(`${peer} hung up without answering.`);
       if (why.kind !== 'silent') return failed(`Dropped ${peer}: ${describeEnd(why)}.`);
       return failed(`No answer from ${peer}'s client within ${formatSeconds(why.waitedMs)}: ` +
@@ -649,7 +648,9 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       return endChat(state, `${peer} left the chat.`, out);
     case 'peer_gone':
       if (event.conn !== conn) return state;
-      if (event.why.kind !== 'ended') say(out, `Dropped ${peer}: ${describeEnd(event.why)}.`, 'yellow');
+      if (event.why.kind !== 'ended') {
+        say(out, `Dropped ${peer}: ${describeEnd(event.why)}.`, 'yellow');
+      }
       return endChat(state, `${peer} left the chat.`, out);
     case 'request':
       // The same peer calling again is the loser's half of a glare we already resolved.
@@ -796,7 +797,7 @@ function loseSession(state: ClientState, why: string, out: Out): ClientState {
   return show(next, { name: 'login_username' }, out);
 }
 
-function onDatagram(state: ClientState, event: ClientEvent & { type: 'datagram' }, out: Out) {
+function onDatagram(state: ClientState, event: EventOf<'datagram'>, out: Out) {
   // Only the registry may tell us our session is gone; a datagram from anywhere else (another
   // port of the same machine included) is ignored. (UDP source addresses can still be forged
   // on a network that allows it; this stops everyone who cannot.)
@@ -837,7 +838,7 @@ function onHelloSent(state: ClientState, error: string | null, out: Out): Client
 // is checked before our user hears of them: only the registry, which knows our session token,
 // can make one that passes, and each ticket works once.
 
-function onPeerArrived(state: ClientState, event: ClientEvent & { type: 'peer_arrived' }, out: Out) {
+function onPeerArrived(state: ClientState, event: EventOf<'peer_arrived'>, out: Out) {
   const { maxPendingPeers, maxPendingPeersPerAddress, greetingTimeoutMs } = state.settings;
   const fromThere = [...state.pendingPeers.values()].filter((a) => a === event.address).length;
   if (state.pendingPeers.size >= maxPendingPeers || fromThere >= maxPendingPeersPerAddress) {
@@ -851,8 +852,8 @@ function onPeerArrived(state: ClientState, event: ClientEvent & { type: 'peer_ar
 }
 
 /** The first thing a pending connection did: sent its request (or something else), or left. */
-function onIntroduction(state: ClientState, event: ClientEvent & { type: 'peer_said' | 'peer_gone' },
-  out: Out, now: number): ClientState {
+function onIntroduction(state: ClientState, event: EventOf<'peer_said' | 'peer_gone'>, out: Out,
+  now: number): ClientState {
   const pendingPeers = new Map(state.pendingPeers);
   pendingPeers.delete(event.conn);
   const next = { ...state, pendingPeers };
@@ -1001,7 +1002,8 @@ function notAUsername(state: ClientState, line: string, out: Out): ClientState {
 const say = (out: Out, text: string, colour?: Colour) => out.push({ do: 'say', text, colour });
 const prompt = (out: Out, text: string, secret = false) => out.push({ do: 'prompt', text, secret });
 const ask = (out: Out, request: Request, tag = 0) => out.push({ do: 'ask', request, tag });
-const send = (out: Out, conn: number, message: PeerMessage) => out.push({ do: 'send', conn, message });
+const send = (out: Out, conn: number, message: PeerMessage) =>
+  out.push({ do: 'send', conn, message });
 const close = (out: Out, conn: number, atOnce = false) => out.push({ do: 'close', conn, atOnce });
 const cancelDecideTimer = (out: Out, conn: number) =>
   out.push({ do: 'timer', name: 'decide', conn, ms: null });
@@ -1026,11 +1028,11 @@ function save(out: Out, state: ClientState, peer: string, line: string): void {
  * zero-width characters. Each becomes a visible U+FFFD. The zero-width joiner stays: it is
  * what glues emoji like 👨‍👩‍👧 together. */
 function printable(text: string): string {
-  return text.replace(
-    // deno-lint-ignore no-control-regex -- matching control characters is the point
-    /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]/g,
-    '\uFFFD');
+  return text.replace(UNPRINTABLE, '\uFFFD');
 }
+const UNPRINTABLE = new RegExp('[\\u0000-\\u001f\\u007f-\\u009f' + // C0 and C1 controls, DEL
+  '\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069' + // bidi controls
+  '\\u200b\\u2028\\u2029\\u2060-\\u2065\\ufeff\\ufff9-\\ufffb]', 'g'); // invisible, separators
 
 /** A stranger's text in one of our sentences: printable and short. */
 function quoteSafely(text: string): string {
@@ -1094,7 +1096,9 @@ function run(client: Client, effect: Effect): void {
       const { request, tag } = effect;
       askRegistry(client, request).then(
         (reply) => dispatch(client, { type: 'answer', request, reply, tag }),
-        (error) => dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag }));
+        (error) => {
+          dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag });
+        });
       return;
     }
     case 'connect': {
@@ -1123,7 +1127,8 @@ function run(client: Client, effect: Effect): void {
         : setInterval(() => dispatch(client, { type: 'heartbeat_due' }), effect.everyMs);
       return;
     case 'hello': {
-      const hello = encodeDatagram({ type: 'hello', username: effect.username, token: effect.token });
+      const { username, token } = effect;
+      const hello = encodeDatagram({ type: 'hello', username, token });
       // A lost datagram does not matter (the next one follows); a failure is only traced.
       client.heartbeatSocket.send(hello, settings.udpPort, client.registryAddress, (error) => {
         const code = error ? (error as NodeJS.ErrnoException).code ?? error.message : null;
@@ -1422,7 +1427,9 @@ export class PeerChannel {
     // Nagle's algorithm hold small packets back to batch them.
     socket.setNoDelay(true);
     let errorDetail: string | undefined;
-    socket.on('error', (error: NodeJS.ErrnoException) => (errorDetail = error.code ?? error.message));
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      errorDetail = error.code ?? error.message;
+    });
     socket.on('close', () => {
       this.end(errorDetail ? { kind: 'error', detail: errorDetail } : { kind: 'ended' });
     });
@@ -1694,7 +1701,8 @@ async function main(): Promise<void> {
   client.heartbeatSocket.on('message', (bytes, sender) => {
     const decoded = decodeDatagram(bytes);
     const from = `${plainAddress(sender.address)}:${sender.port}`;
-    dispatch(client, { type: 'datagram', sender: from, message: decoded.ok ? decoded.message : null });
+    const message = decoded.ok ? decoded.message : null;
+    dispatch(client, { type: 'datagram', sender: from, message });
   });
   client.heartbeatSocket.on('error', () => {}); // e.g. the registry host is unreachable
   terminal.readline.on('line', (line) => {
