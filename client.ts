@@ -1179,7 +1179,7 @@ function traceOnScreen(client: Client, text: string): void {
 
 type Terminal = {
   readline: readline.Interface; // reads lines; on a TTY also edits them (arrows, history)
-  isTty: boolean; // stdin and stdout are both a terminal
+  isTty: boolean; // stdin and stdout are both a terminal, and readline has not closed
   colour: boolean; // stdout is a terminal and NO_COLOR is not set
   prompt: string; // the prompt shown ('' while we wait for something)
   secret: boolean; // a password is being typed: readline's echo is swallowed
@@ -1710,7 +1710,12 @@ async function main(): Promise<void> {
     dispatch(client, { type: 'typed', line });
     if (client.state.typedAhead.length > 0) terminal.typedRows = 0; // not shown yet: stays put
   });
-  terminal.readline.on('close', () => dispatch(client, { type: 'input_ended' }));
+  terminal.readline.on('close', () => {
+    // Ctrl-D, or the window closed: from now on print plainly (Deno's readline throws if asked
+    // to draw a prompt after it closed, and that would cost us the logout).
+    terminal.isTty = false;
+    dispatch(client, { type: 'input_ended' });
+  });
   // Ctrl-C at a TTY reaches readline; the rest arrive as signals. SIGHUP is the terminal
   // window closing: leave just as politely. When the terminal is gone, writing to it fails
   // (EIO, EPIPE): nobody is left to read it, but the goodbyes must still go out.
