@@ -39,7 +39,7 @@
 
 import { Buffer } from 'node:buffer';
 import dns from 'node:dns';
-import { appendFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import path from 'node:path';
@@ -57,57 +57,38 @@ import type {
   DeclineReason, Hello, PeerMessage, Reply, Request, SessionUnknown, Storage,
 } from './protocol.ts';
 
-// ============================================================================================
-// Settings
-// ============================================================================================
+// === Settings ====================================================================================
 
 /** Exported for test/client-transitions.test.ts, which builds states with its own settings. */
 export type ClientSettings = {
-  /** Host name or address of the registry. */
-  server: string;
-  /** The registry's TCP port (requests) and UDP port (heartbeats). */
-  tcpPort: number;
-  udpPort: number;
-  /** Where we accept chat connections from peers; 0 lets the system pick a free port, so many
-   * clients can run on one machine. The registry learns the real port at login. */
+  server: string; // the registry's host name or address
+  tcpPort: number; // the registry's port for requests
+  udpPort: number; // the registry's port for heartbeats
+  /** Where peers reach us; 0 lets the system pick a free port, so many clients can run on one
+   * machine. The registry learns the real port at login. */
   chatPort: number;
-  /** When set, every conversation is appended to historyDir/<you>/<peer>.log. */
-  historyDir: string | undefined;
-  /** Print protocol messages sent and received (hellos only when something changes). */
-  trace: boolean;
-  /** How long the registry may take to accept a connection and answer one request; also how
-   * long connecting to a peer's client may take. */
+  historyDir: string | undefined; // when set, conversations go to historyDir/<you>/<peer>.log
+  trace: boolean; // print protocol messages (hellos only when something changes)
+  /** Timeouts. The registry's answer (also connecting to a peer's client); the answer of a peer
+   * we called (longer than decideTimeoutMs, so a person who needs nearly all of their 30 s still
+   * gets their answer through); our user's yes or no; a new connection's chat_request. */
   registryTimeoutMs: number;
-  /** How long a peer we called may take to answer our chat_request. Longer than decideTimeoutMs,
-   * so a person who needs nearly all of their 30 s still gets their answer through. */
   answerTimeoutMs: number;
-  /** How long our user has to say yes or no to an incoming request before it is declined. */
   decideTimeoutMs: number;
-  /** How long an incoming connection may stay silent before sending its chat_request. */
   greetingTimeoutMs: number;
   /** Incoming connections that have not yet sent their chat_request, in all and from one
    * address. Each costs a socket and a line buffer; a real caller sends its request at once, so
    * a few are plenty, and the rest are closed without reading a byte. */
   maxPendingPeers: number;
   maxPendingPeersPerAddress: number;
-  /** Dropped connections are reported in one summary line per this many ms, not one each. */
-  dropReportMs: number;
+  dropReportMs: number; // dropped connections are told in one summary per this many ms
 };
 
 const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
-  server: '127.0.0.1',
-  tcpPort: DEFAULT_TCP_PORT,
-  udpPort: DEFAULT_UDP_PORT,
-  chatPort: 0,
-  historyDir: undefined,
-  trace: false,
-  registryTimeoutMs: 5000,
-  answerTimeoutMs: 45_000,
-  decideTimeoutMs: 30_000,
-  greetingTimeoutMs: 5000,
-  maxPendingPeers: 16,
-  maxPendingPeersPerAddress: 4,
-  dropReportMs: 5000,
+  server: '127.0.0.1', tcpPort: DEFAULT_TCP_PORT, udpPort: DEFAULT_UDP_PORT, chatPort: 0,
+  historyDir: undefined, trace: false,
+  registryTimeoutMs: 5000, answerTimeoutMs: 45_000, decideTimeoutMs: 30_000,
+  greetingTimeoutMs: 5000, maxPendingPeers: 16, maxPendingPeersPerAddress: 4, dropReportMs: 5000,
 };
 
 /** The registry's heartbeatMs is obeyed only within these bounds: 1 ms would make us send
@@ -119,9 +100,7 @@ const MAX_SEEN_TICKETS = 1000;
 /** The most characters of a stranger's text repeated in a warning. */
 const MAX_QUOTED_CHARS = 40;
 
-// ============================================================================================
-// State and events
-// ============================================================================================
+// === State and events ============================================================================
 //
 // Everything the client remembers is in ClientState; everything that can happen to it is a
 // ClientEvent; everything it does about it is an Effect. Peer connections are named by a number
@@ -140,13 +119,13 @@ type Screen =
   // ---- Search (home) ----
   | { name: 'search' }
   | { name: 'asking'; about: 'list' | 'logout' } // waiting for the registry's answer
-  /** We asked for `peer`: first the registry ('looking_up'), then connecting to the peer's
-   * client ('connecting'), then its answer ('knocking', on `conn`). `call` tells this call's
-   * late answers from those of a call we already cancelled. `crossing` is `peer`'s own request
-   * to us, held while our call (which wins the glare) goes through. */
+  /** We asked for `peer`: first the registry, then (with its `ticket`) the peer's client `at`
+   * host:port, on `conn` once connected. `call` tells this call's late answers from those of a
+   * call we already cancelled. `crossing` is `peer`'s own request to us, held while our call
+   * (which wins the glare) goes through. */
   | {
-    name: 'calling'; peer: string; call: number; stage: 'looking_up' | 'connecting' | 'knocking';
-    ticket: string; at: string; conn: number | null; crossing: number | null;
+    name: 'calling'; peer: string; call: number; ticket: string; at: string; conn: number | null;
+    crossing: number | null;
   }
   /** `peer` asked us on `conn`; our user says yes or no before the 'decide' timer says no. */
   | { name: 'deciding'; peer: string; conn: number }
@@ -157,40 +136,32 @@ type Screen =
 
 /** Our session at the registry, from `logged_in` until we log out or lose it. */
 type RegistrySession = {
-  /** Our name as the registry spells it. */
-  username: string;
-  /** The secret proving requests are ours; also the key that checks tickets sent to us. */
-  token: string;
+  username: string; // as the registry spells it
+  token: string; // proves requests are ours; also the key that checks tickets sent to us
   /** Set when the registry forgot this session while we were chatting: the chat goes on (it
    * never passed through the registry) and we return to Login when it ends. Says why. */
   lostBecause: string | null;
-  /** --trace: the first hello is shown, then only changes. The last send error, or null. */
+  /** --trace shows the first hello, then only changes: the last send error, or null. */
   helloShown: boolean;
   helloError: string | null;
 };
 
 /** Exported for test/client-transitions.test.ts. */
 export type ClientState = {
-  /** From the command line; never changed afterwards. */
-  readonly settings: ClientSettings;
-  /** "address:port" of the registry's UDP socket: the only sender whose datagrams count. */
-  readonly registryUdp: string;
-  /** The port where our chat listener took calls (the one we tell the registry at login). */
-  readonly chatPort: number;
+  readonly settings: ClientSettings; // from the command line
+  readonly registryUdp: string; // "address:port": the only sender whose datagrams count
+  readonly chatPort: number; // where our chat listener takes calls; told at login
   screen: Screen;
   session: RegistrySession | null;
   /** Lines typed but not yet taken by a screen, oldest first; null is the end of input. A
    * waiting screen leaves them here, so a script that types ahead loses nothing. */
   typedAhead: ReadonlyArray<string | null>;
-  /** Incoming connections that have not yet sent their chat_request: conn → address. */
-  pendingPeers: ReadonlyMap<number, string>;
-  /** Tickets already used to call us → when they expire. A replay gets bad_ticket. */
-  seenTickets: ReadonlyMap<string, number>;
+  pendingPeers: ReadonlyMap<number, string>; // not yet sent their chat_request: conn → address
+  seenTickets: ReadonlyMap<string, number>; // used tickets → expiry; a replay gets bad_ticket
   /** Drops counted since the last report ("dropped %d … from 10.0.0.7" → count), or null when
    * nothing was dropped lately (the next drop is then reported at once). */
   drops: ReadonlyMap<string, number> | null;
-  /** How the registry keeps accounts, from the last login (kept after logout). */
-  lastStorage: Storage | null;
+  lastStorage: Storage | null; // how the registry keeps accounts, from the last login
   /** The registry forgot our session and keeps accounts in memory: it probably restarted and
    * lost our account, which explains a following bad_credentials. */
   accountMayBeGone: boolean;
@@ -214,14 +185,15 @@ export type ClientEvent =
   | { type: 'peer_gone'; conn: number; remote: string; why: PeerChannelEnd }
   | { type: 'timer'; name: TimerName; conn: number };
 
+type EventOf<T extends ClientEvent['type']> = Extract<ClientEvent, { type: T }>;
 type TimerName = 'decide' | 'drop_report';
 type Colour = 'red' | 'green' | 'yellow' | 'cyan' | 'dim' | 'bold';
 
 /** Everything the client can do about an event. Exported for test/client-transitions.test.ts. */
 export type Effect =
   | { do: 'say'; text: string; colour?: Colour; replacesTypedLine?: boolean }
-  | { do: 'prompt'; text: string; secret?: boolean } // '' hides the prompt while we wait
-  | { do: 'ask'; request: Request; tag?: number }
+  | { do: 'prompt'; text: string; secret: boolean } // '' hides the prompt while we wait
+  | { do: 'ask'; request: Request; tag: number }
   | { do: 'connect'; call: number; host: string; port: number }
   | { do: 'send'; conn: number; message: PeerMessage }
   | { do: 'close'; conn: number; atOnce?: boolean } // atOnce: destroy, do not flush or read
@@ -235,26 +207,24 @@ export type Effect =
 /** A fresh client at the Login screen. Exported for test/client-transitions.test.ts. */
 export function initialState(settings: ClientSettings, registryUdp: string, chatPort: number) {
   return {
-    settings, registryUdp, chatPort, screen: { name: 'login_username' }, session: null, typedAhead: [],
-    pendingPeers: new Map(), seenTickets: new Map(), drops: null, lastStorage: null,
-    accountMayBeGone: false,
+    settings, registryUdp, chatPort, screen: { name: 'login_username' }, session: null,
+    typedAhead: [], pendingPeers: new Map(), seenTickets: new Map(), drops: null,
+    lastStorage: null, accountMayBeGone: false,
   } as ClientState;
 }
 
-// ============================================================================================
-// The dispatcher and the transition table
-// ============================================================================================
+// === The dispatcher and the transition table =====================================================
 //
 // transition() is the whole behaviour of the client. It never touches a socket or the screen:
 // it returns the effects for dispatch() (in the effects section) to run. Events that mean the
-// same on every screen (signals, datagrams, new connections) are handled first; the rest go to
-// the handler of the current screen. A handler returns the next state, or NOT_NOW for a typed
-// line it cannot take yet (a waiting screen), which then waits in typedAhead.
+// same on every screen (signals, datagrams, new connections, /quit, /help) are handled first;
+// the rest go to the handler of the current screen. A handler returns the next state, or NOT_NOW
+// for a typed line it cannot take yet (a waiting screen), which then waits in typedAhead.
 
 const NOT_NOW = Symbol('not now');
 type Out = Effect[];
+/** A screen also hears of 'request': a caller whose ticket passed (see onIntroduction). */
 type ScreenEvent = ClientEvent | { type: 'request'; conn: number; from: string };
-/** What a screen handler returns: the next state, or NOT_NOW. */
 type Next = ClientState | typeof NOT_NOW;
 type ScreenHandler = (state: ClientState, event: ScreenEvent, out: Out, now: number) => Next;
 
@@ -275,9 +245,8 @@ export function transition(state: ClientState, event: ClientEvent, now: number) 
   let next = applyEvent(state, event, out, now);
   // A new screen may take lines that were typed ahead, oldest first.
   while (next.typedAhead.length > 0) {
-    const [typed, ...rest] = next.typedAhead;
-    const offered = typed === null ? { type: 'input_ended' as const } : { type: 'typed' as const, line: typed };
-    const taken = SCREENS[next.screen.name]({ ...next, typedAhead: rest }, offered, out, now);
+    const [line, ...rest] = next.typedAhead;
+    const taken = offerLine({ ...next, typedAhead: rest }, line, out, now);
     if (taken === NOT_NOW) break;
     next = taken;
   }
@@ -290,13 +259,13 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       // A line is offered at once when nothing waits ahead of it; /cancel and /quit jump the
       // queue (that is what they are for). End of input waits behind typed-ahead lines, so
       // those still reach the chat.
-      const typed = event.type === 'typed' ? event.line : null;
-      const urgent = typed !== null && /^\/(cancel|quit)$/i.test(typed.trim());
+      const line = event.type === 'typed' ? event.line : null;
+      const urgent = line !== null && /^\/(cancel|quit)$/i.test(line.trim());
       if (state.typedAhead.length === 0 || urgent) {
-        const taken = SCREENS[state.screen.name](state, event, out, now);
+        const taken = offerLine(state, line, out, now);
         if (taken !== NOT_NOW) return taken;
       }
-      return { ...state, typedAhead: [...state.typedAhead, typed] };
+      return { ...state, typedAhead: [...state.typedAhead, line] };
     }
     case 'started':
       say(out, `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`, 'bold');
@@ -309,64 +278,64 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
     case 'timer':
       if (event.name === 'drop_report') return reportDrops(state, out);
       break;
-    case 'answer':
+    case 'answer': case 'answer_failed': {
+      const reply = event.type === 'answer' ? event.reply : null;
       // The decoder checked every field; here we check it answers what we asked.
-      if (!answerFits(event.request, event.reply)) {
-        return applyEvent(state, { ...event, type: 'answer_failed', why: INVALID_ANSWER }, out, now);
+      if (reply !== null && !answerFits(event.request, reply)) {
+        const failed = { ...event, type: 'answer_failed' as const, why: INVALID_ANSWER };
+        return applyEvent(state, failed, out, now);
       }
+      if (state.session === null) break; // logged out since: only the screen may care
+      // Only a lost session sends the user back to Login; other failures leave the screen be.
+      if (reply?.type === 'error' && reply.code === 'not_logged_in') {
+        return loseSession(state, SESSION_FORGOTTEN, out);
+      }
+      if (event.request.type === 'list') return onListAnswer(state, event, out);
       break;
+    }
     case 'peer_said': case 'peer_gone':
       if (state.pendingPeers.has(event.conn)) return onIntroduction(state, event, out, now);
       break;
   }
   const next = SCREENS[state.screen.name](state, event, out, now);
-  if (next === NOT_NOW) return state;
-  return next;
+  return next === NOT_NOW ? state : next;
+}
+
+/** A typed line (null: the end of input). /quit, /help and the end of input mean the same on
+ * every screen, so they are answered here; a password, though, may be anything. */
+function offerLine(state: ClientState, line: string | null, out: Out, now: number): Next {
+  if (line === null) return quit(state, out);
+  const secret = state.screen.name.endsWith('password');
+  const command = secret ? null : commandOf(line.trim().split(/\s+/)[0]);
+  const help = command === '/help' ? helpOf(state.screen) : null;
+  if (command === '/quit') return quit(state, out);
+  if (help !== null) {
+    say(out, help);
+    return reprompt(state, out);
+  }
+  return SCREENS[state.screen.name](state, { type: 'typed', line }, out, now);
 }
 
 // ---- Login and Register ----
 
 function onLoginScreen(state: ClientState, event: ScreenEvent, out: Out): Next {
-  const screen = state.screen;
-  if (event.type === 'answer' && screen.name === 'logging_in' && event.request.type === 'login') {
-    const reply = event.reply;
-    if (reply.type === 'logged_in') return loggedIn(state, reply, out);
-    say(out, `Login failed: ${printable(reply.type === 'error' ? reply.message : '')}`, 'yellow');
-    if (reply.type === 'error' && reply.code === 'bad_credentials' && state.accountMayBeGone) {
-      say(out, 'The registry keeps accounts in memory, so your account may be gone after its ' +
-        'restart; /register to create it again.', 'yellow');
-    }
-    return loginScreen(state, out);
+  if (!isAnswerTo('login', event)) return onForm(state, event, out);
+  if (state.screen.name !== 'logging_in') return state;
+  if (event.type === 'answer' && event.reply.type === 'logged_in') {
+    return loggedIn(state, event.reply, out);
   }
-  if (event.type === 'answer_failed' && screen.name === 'logging_in') {
-    say(out, `Login failed: ${event.why}.`, 'yellow');
-    return loginScreen(state, out);
+  say(out, `Login failed: ${failure(event)}`, 'yellow');
+  if (event.type === 'answer' && event.reply.type === 'error' &&
+    event.reply.code === 'bad_credentials' && state.accountMayBeGone) {
+    say(out, 'The registry keeps accounts in memory, so your account may be gone after its ' +
+      'restart; /register to create it again.', 'yellow');
   }
-  if (event.type === 'request') return busy(state, event, out);
-  if (event.type !== 'typed') return orElse(state, event, out);
-  if (screen.name === 'logging_in') return waiting(state, event.line, out);
-  if (screen.name === 'login_password') {
-    if (event.line === '') return loginScreen(state, out); // Enter alone: back to the username
-    const { username } = screen;
-    ask(out, { type: 'login', username, password: event.line, chatPort: state.chatPort });
-    return waitFor(state, { name: 'logging_in' }, out);
-  }
-  const line = event.line.trim();
-  const command = commandOf(line);
-  if (line === '') return reprompt(state, out);
-  if (command === '/register') return registerScreen(state, out);
-  if (command === '/help') return help(state, LOGIN_HELP, out);
-  if (command === '/quit') return quit(state, out);
-  if (command !== null) return unknownCommand(state, line, out);
-  if (!USERNAME_PATTERN.test(line)) return notAUsername(state, line, out);
-  prompt(out, 'password: ', true);
-  return { ...state, screen: { name: 'login_password', username: line } };
+  return show(state, { name: 'login_username' }, out);
 }
 
-function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out: Out): ClientState {
+function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out: Out) {
   const [least, most] = HEARTBEAT_MS_RANGE;
-  const heartbeatMs = Math.min(most, Math.max(least, reply.heartbeatMs));
-  out.push({ do: 'heartbeat', everyMs: heartbeatMs });
+  out.push({ do: 'heartbeat', everyMs: Math.min(most, Math.max(least, reply.heartbeatMs)) });
   say(out, `Logged in as ${reply.username}. Peers reach you on port ${state.chatPort}. ` +
     'Type /help for commands.', 'green');
   if (reply.replaced) say(out, 'This login ended your earlier session (elsewhere).', 'yellow');
@@ -375,113 +344,102 @@ function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out:
     helloError: null,
   };
   const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false };
-  return searchScreen(next, out);
+  return show(next, { name: 'search' }, out);
 }
 
 function onRegisterScreen(state: ClientState, event: ScreenEvent, out: Out): Next {
+  if (!isAnswerTo('register', event)) return onForm(state, event, out);
+  if (state.screen.name !== 'registering') return state;
+  if (event.type === 'answer' && event.reply.type === 'registered') {
+    say(out, `Registered ${event.reply.username}. Now log in.`, 'green');
+    return show(state, { name: 'login_username' }, out);
+  }
+  say(out, `Registration failed: ${failure(event)}`, 'yellow');
+  return show(state, { name: 'register_username' }, out);
+}
+
+/** The Login and Register forms have one shape: a username, checked against the rule before
+ * anything else; a password (Enter alone goes back); a wait for the registry's answer. */
+function onForm(state: ClientState, event: ScreenEvent, out: Out): Next {
   const screen = state.screen;
-  if (event.type === 'answer' && screen.name === 'registering' && event.request.type === 'register') {
-    const reply = event.reply;
-    if (reply.type === 'registered') {
-      say(out, `Registered ${reply.username}. Now log in.`, 'green');
-      return loginScreen(state, out);
-    }
-    say(out, `Registration failed: ${printable(reply.type === 'error' ? reply.message : '')}`, 'yellow');
-    return registerScreen(state, out);
-  }
-  if (event.type === 'answer_failed' && screen.name === 'registering') {
-    say(out, `Registration failed: ${event.why}.`, 'yellow');
-    return registerScreen(state, out);
-  }
-  if (event.type === 'request') return busy(state, event, out);
   if (event.type !== 'typed') return orElse(state, event, out);
-  if (screen.name === 'registering') return waiting(state, event.line, out);
-  if (screen.name === 'register_password') {
-    if (event.line === '') return registerScreen(state, out);
-    ask(out, { type: 'register', username: screen.username, password: event.line });
-    return waitFor(state, { name: 'registering' }, out);
+  if (screen.name === 'logging_in' || screen.name === 'registering') return NOT_NOW;
+  const login = screen.name.startsWith('login');
+  const form: Screen = { name: login ? 'login_username' : 'register_username' };
+  if (screen.name === 'login_password' || screen.name === 'register_password') {
+    if (event.line === '') return show(state, form, out);
+    const { username } = screen;
+    const password = event.line;
+    ask(out, login ? { type: 'login', username, password, chatPort: state.chatPort }
+      : { type: 'register', username, password });
+    return show(state, { name: login ? 'logging_in' : 'registering' }, out);
   }
   const line = event.line.trim();
   const command = commandOf(line);
   if (line === '') return reprompt(state, out);
-  if (command === '/login') return loginScreen(state, out);
-  if (command === '/help') return help(state, REGISTER_HELP, out);
-  if (command === '/quit') return quit(state, out);
+  if (command === (login ? '/register' : '/login')) {
+    return show(state, { name: login ? 'register_username' : 'login_username' }, out);
+  }
   if (command !== null) return unknownCommand(state, line, out);
   if (!USERNAME_PATTERN.test(line)) return notAUsername(state, line, out);
-  prompt(out, 'new password: ', true);
-  return { ...state, screen: { name: 'register_password', username: line } };
+  return show(state, { name: login ? 'login_password' : 'register_password', username: line }, out);
 }
 
 // ---- Search ----
 
 function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
-  const screen = state.screen;
-  if (event.type === 'answer' || event.type === 'answer_failed') {
-    const asked = event.request.type;
-    if (asked === 'list') {
-      const next = onListAnswer(state, event, out);
-      return next.screen.name === 'asking' ? searchScreen(next, out) : next;
-    }
-    if (asked === 'logout' && screen.name === 'asking') {
-      if (event.type === 'answer') say(out, 'Logged out.', 'yellow');
-      else say(out, `Logged out here, but could not tell the registry: ${event.why}.`, 'yellow');
-      return loginScreen(state, out);
-    }
-    return state;
+  if (isAnswerTo('logout', event)) {
+    if (state.screen.name !== 'asking') return state;
+    say(out, event.type === 'answer' ? 'Logged out.'
+      : `Logged out here, but could not tell the registry: ${event.why}.`, 'yellow');
+    return show(state, { name: 'login_username' }, out);
   }
-  if (event.type === 'request') {
-    if (state.session === null) return busy(state, event, out);
+  if (event.type === 'request' && state.session !== null) {
     say(out, `${event.from} wants to chat with you.`, 'bold');
-    prompt(out, `Accept ${event.from}? (y/n) `);
     out.push({ do: 'timer', name: 'decide', conn: event.conn, ms: state.settings.decideTimeoutMs });
-    return { ...state, screen: { name: 'deciding', peer: event.from, conn: event.conn } };
+    return show(state, { name: 'deciding', peer: event.from, conn: event.conn }, out);
   }
   if (event.type !== 'typed') return orElse(state, event, out);
-  if (screen.name === 'asking') return waiting(state, event.line, out);
+  if (state.screen.name === 'asking') return NOT_NOW;
   const line = event.line.trim();
   const [word, ...rest] = line.split(/\s+/);
   const command = commandOf(word);
   const argument = rest.join(' ');
   if (line === '') return reprompt(state, out);
-  if (command === '/help') return help(state, SEARCH_HELP, out);
-  if (command === '/list') return askList(waitFor(state, { name: 'asking', about: 'list' }, out), argument, out);
-  if (command === '/logout') return logout(state, out);
-  if (command === '/quit') return quit(state, out);
+  if (command === '/list') {
+    askList(state, argument, out);
+    return show(state, { name: 'asking', about: 'list' }, out);
+  }
+  if (command === '/logout') {
+    // Tell the registry at once, instead of letting it notice our silence.
+    out.push({ do: 'heartbeat', everyMs: null });
+    ask(out, { type: 'logout', token: state.session!.token });
+    return show({ ...state, session: null }, { name: 'asking', about: 'logout' }, out);
+  }
   if (command === '/search' && argument !== '') return callPeer(state, argument, out, now);
   if (command !== null) return unknownCommand(state, line, out);
   return callPeer(state, line, out, now);
 }
 
-function askList(state: ClientState, prefix: string, out: Out): ClientState {
+function askList(state: ClientState, prefix: string, out: Out): void {
   const token = state.session?.token ?? '';
   ask(out, prefix === '' ? { type: 'list', token } : { type: 'list', token, prefix });
-  return state;
 }
 
-/** An answer to /list, on Search or in a chat: print it (or why there is none). */
-function onListAnswer(state: ClientState, event: ScreenEvent, out: Out): ClientState {
+/** An answer to /list (asked on Search or in a chat), printed wherever it arrives. */
+function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientState {
   if (event.type === 'answer_failed') {
     say(out, `Could not list who is online: ${event.why}.`, 'yellow');
-  } else if (event.type === 'answer' && event.reply.type === 'online') {
+  } else if (event.reply.type === 'online') {
     const { users, total } = event.reply;
     say(out, `Online (${total}): ${users.join(', ')}`);
     if (total > users.length) {
       say(out, `… and ${total - users.length} more; narrow with /list PREFIX`, 'dim');
     }
-  } else if (event.type === 'answer' && event.reply.type === 'error') {
-    if (event.reply.code === 'not_logged_in') return loseSession(state, SESSION_FORGOTTEN, out);
+  } else if (event.reply.type === 'error') {
     say(out, printable(event.reply.message), 'yellow');
   }
-  return state;
-}
-
-/** /logout: tell the registry at once (instead of letting it notice our silence), then Login. */
-function logout(state: ClientState, out: Out): ClientState {
-  const token = state.session?.token ?? '';
-  out.push({ do: 'heartbeat', everyMs: null });
-  ask(out, { type: 'logout', token });
-  return waitFor({ ...state, session: null }, { name: 'asking', about: 'logout' }, out);
+  return state.screen.name === 'asking' ? show(state, { name: 'search' }, out) : state;
 }
 
 // ---- Calling someone ----
@@ -495,87 +453,76 @@ function callPeer(state: ClientState, wanted: string, out: Out, now: number): Cl
   }
   say(out, `Looking up ${wanted}…`, 'dim');
   ask(out, { type: 'search', token: session.token, username: wanted }, now);
-  const screen: Screen = {
-    name: 'calling', peer: wanted, call: now, stage: 'looking_up', ticket: '', at: '',
-    conn: null, crossing: null,
-  };
-  return waitFor(state, screen, out);
+  return show(state, {
+    name: 'calling', peer: wanted, call: now, ticket: '', at: '', conn: null, crossing: null,
+  }, out);
 }
 
 function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
   const screen = state.screen;
   if (screen.name !== 'calling') return state;
   const { peer } = screen;
+  const failed = (why: string) => callFailed(state, why, out, now);
   switch (event.type) {
     case 'answer': case 'answer_failed': {
-      if (event.request.type === 'list') return onListAnswer(state, event, out);
       if (event.request.type !== 'search' || event.tag !== screen.call) return state;
-      if (event.type === 'answer_failed') return callFailed(state, `${event.why}.`, out, now);
-      const reply = event.reply;
-      if (reply.type === 'error' && reply.code === 'not_logged_in') {
-        return loseSession(state, SESSION_FORGOTTEN, out);
-      }
-      if (reply.type !== 'found') return callFailed(state, printable(errorMessage(reply)), out, now);
+      const reply = event.type === 'answer' ? event.reply : null;
+      if (reply?.type !== 'found') return failed(failure(event));
       say(out, `Waiting for ${reply.username}… (/cancel to give up)`, 'yellow');
       out.push({ do: 'connect', call: screen.call, host: reply.host, port: reply.port });
       const at = `${reply.host}:${reply.port}`;
-      return { ...state, screen: { ...screen, peer: reply.username, stage: 'connecting', ticket: reply.ticket, at } };
+      return { ...state, screen: { ...screen, peer: reply.username, ticket: reply.ticket, at } };
     }
-    case 'call_connected':
+    case 'call_connected': {
       if (event.call !== screen.call) return orElse(state, event, out);
-      send(out, event.conn, { type: 'chat_request', from: state.session!.username, ticket: screen.ticket });
+      const from = state.session!.username;
+      send(out, event.conn, { type: 'chat_request', from, ticket: screen.ticket });
       out.push({ do: 'expect', conn: event.conn, ms: state.settings.answerTimeoutMs });
-      return { ...state, screen: { ...screen, stage: 'knocking', conn: event.conn } };
+      return { ...state, screen: { ...screen, conn: event.conn } };
+    }
     case 'call_failed':
       if (event.call !== screen.call) return state;
-      return callFailed(state, `${peer} is unreachable at ${screen.at} (${event.why}).`, out, now);
-    case 'peer_said':
+      return failed(`${peer} is unreachable at ${screen.at} (${event.why}).`);
+    case 'peer_said': case 'peer_gone': {
       if (event.conn === screen.crossing) {
         close(out, event.conn); // they gave up calling us; ours goes on
         return { ...state, screen: { ...screen, crossing: null } };
       }
       if (event.conn !== screen.conn) return orElse(state, event, out);
-      if (event.message.type === 'chat_accept') {
+      if (event.type === 'peer_said' && event.message.type === 'chat_accept') {
         if (screen.crossing !== null) close(out, screen.crossing);
         say(out, `${peer} accepted. You are chatting with ${peer}; /back leaves.`, 'green');
         return chatScreen(state, peer, event.conn, out, now);
       }
       close(out, event.conn);
-      if (event.message.type === 'chat_decline') {
-        return callFailed(state, declineInWords(peer, event.message.reason), out, now);
+      if (event.type === 'peer_said') {
+        const { message } = event;
+        return failed(message.type === 'chat_decline' ? declineInWords(peer, message.reason)
+          : `${peer}'s client answered with "${message.type}"; hung up.`);
       }
-      return callFailed(state, `${peer}'s client answered with "${event.message.type}"; hung up.`, out, now);
-    case 'peer_gone':
-      if (event.conn === screen.crossing) return { ...state, screen: { ...screen, crossing: null } };
-      if (event.conn !== screen.conn) return state;
-      return callFailed(state, event.why.kind === 'silent'
-        ? `No answer from ${peer}'s client within ${formatSeconds(event.why.waitedMs)}: ` +
-          'the request timed out.'
-        : event.why.kind === 'ended' ? `${peer} hung up without answering.`
-        : `Dropped ${peer}: ${describeEnd(event.why)}.`, out, now);
+      const { why } = event;
+      if (why.kind === 'ended') return failed(`${peer} hung up without answering.`);
+      if (why.kind !== 'silent') return failed(`Dropped ${peer}: ${describeEnd(why)}.`);
+      return failed(`No answer from ${peer}'s client within ${formatSeconds(why.waitedMs)}: ` +
+        'the request timed out.');
+    }
     case 'request': {
       if (normaliseUsername(event.from) !== normaliseUsername(peer)) return busy(state, event, out);
       // Glare: we call them while they call us. Both want the chat, so neither asks its user:
       // the call from the name that sorts first goes through, and the other side accepts it.
-      const ours = normaliseUsername(state.session!.username);
-      if (ours < normaliseUsername(peer)) {
+      if (normaliseUsername(state.session!.username) < normaliseUsername(peer)) {
         if (screen.crossing !== null) close(out, screen.crossing);
         return { ...state, screen: { ...screen, crossing: event.conn } };
       }
-      if (screen.conn !== null) hangUp(out, screen.conn, { type: 'bye' });
+      if (screen.conn !== null) hangUp(out, screen.conn, BYE);
       return acceptRequest(state, event.from, event.conn, out, now);
     }
-    case 'typed': {
-      const command = commandOf(event.line.trim());
-      if (command === '/cancel') {
-        if (screen.conn !== null) hangUp(out, screen.conn, { type: 'bye' });
-        if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
-        say(out, `Cancelled the request to ${peer}.`, 'yellow');
-        return searchScreen(state, out);
-      }
-      return waiting(state, event.line, out);
-    }
-    case 'input_ended': return quit(state, out);
+    case 'typed':
+      if (commandOf(event.line.trim()) !== '/cancel') return NOT_NOW;
+      if (screen.conn !== null) hangUp(out, screen.conn, BYE);
+      if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
+      say(out, `Cancelled the request to ${peer}.`, 'yellow');
+      return show(state, { name: 'search' }, out);
   }
   return orElse(state, event, out);
 }
@@ -587,7 +534,7 @@ function callFailed(state: ClientState, why: string, out: Out, now: number): Cli
   if (screen.name === 'calling' && screen.crossing !== null) {
     return acceptRequest(state, screen.peer, screen.crossing, out, now);
   }
-  return searchScreen(state, out);
+  return show(state, { name: 'search' }, out);
 }
 
 function declineInWords(peer: string, reason: DeclineReason): string {
@@ -618,29 +565,25 @@ function onDecidingScreen(state: ClientState, event: ScreenEvent, out: Out, now:
         cancelDecideTimer(out, conn);
         hangUp(out, conn, DECLINED);
         say(out, `Declined ${peer}.`, 'yellow');
-        return searchScreen(state, out);
+        return show(state, { name: 'search' }, out);
       }
-      if (answer === '/quit') return quit(state, out);
-      if (answer === '/help') return help(state, `${peer} wants to chat: y accepts, n declines.`, out);
       prompt(out, `Please answer y or n. Accept ${peer}? (y/n) `);
       return state;
     }
-    case 'input_ended': return quit(state, out);
     case 'timer':
       if (event.name !== 'decide' || event.conn !== conn) return state;
       hangUp(out, conn, { type: 'chat_decline', reason: 'timeout' });
       say(out, `No answer within ${formatSeconds(state.settings.decideTimeoutMs)}: ` +
         `declined ${peer}'s request automatically.`, 'yellow');
-      return searchScreen(state, out);
+      return show(state, { name: 'search' }, out);
     case 'peer_said': case 'peer_gone':
       if (event.conn !== conn) return orElse(state, event, out);
       cancelDecideTimer(out, conn);
       close(out, conn);
-      if (event.type === 'peer_gone') say(out, `${peer} gave up (${describeEnd(event.why)}).`, 'yellow');
-      else if (event.message.type === 'bye') say(out, `${peer} gave up asking.`, 'yellow');
-      else say(out, `Dropped ${peer}: "${event.message.type}" makes no sense before an answer.`, 'yellow');
-      return searchScreen(state, out);
-    case 'request': return busy(state, event, out);
+      say(out, event.type === 'peer_gone' ? `${peer} gave up (${describeEnd(event.why)}).`
+        : event.message.type === 'bye' ? `${peer} gave up asking.`
+        : `Dropped ${peer}: "${event.message.type}" makes no sense before an answer.`, 'yellow');
+      return show(state, { name: 'search' }, out);
   }
   return orElse(state, event, out);
 }
@@ -653,19 +596,15 @@ function acceptRequest(state: ClientState, peer: string, conn: number, out: Out,
 
 // ---- Chat ----
 
-function chatScreen(state: ClientState, peer: string, conn: number, out: Out, now: number): ClientState {
-  const you = state.session!.username;
-  const began = localTime(now);
-  out.push({ do: 'save', you, peer, line: `--- conversation with ${peer}, began ${began} (local time)` });
-  prompt(out, `${you} → ${peer}> `);
-  return { ...state, screen: { name: 'chat', peer, conn } };
+function chatScreen(state: ClientState, peer: string, conn: number, out: Out, now: number) {
+  save(out, state, peer, `--- conversation with ${peer}, began ${localTime(now)} (local time)`);
+  return show(state, { name: 'chat', peer, conn }, out);
 }
 
 function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
   const screen = state.screen;
   if (screen.name !== 'chat') return state;
   const { peer, conn } = screen;
-  const you = state.session!.username;
   switch (event.type) {
     case 'typed': {
       const line = event.line.trim();
@@ -673,12 +612,13 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       const command = line.startsWith('//') ? null : commandOf(word);
       if (line === '') return reprompt(state, out);
       if (command === '/back') {
-        hangUp(out, conn, { type: 'bye' });
+        hangUp(out, conn, BYE);
         return endChat(state, `You left the chat with ${peer}.`, out);
       }
-      if (command === '/quit') return quit(state, out);
-      if (command === '/help') return help(state, CHAT_HELP, out);
-      if (command === '/list') return askList(state, rest.join(' '), out);
+      if (command === '/list') {
+        askList(state, rest.join(' '), out);
+        return state;
+      }
       if (command !== null) return unknownCommand(state, line, out);
       const text = line.startsWith('//') ? line.slice(1) : line;
       const message: PeerMessage = { type: 'msg', text, at: now };
@@ -691,17 +631,14 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
         return reprompt(state, out);
       }
       send(out, conn, message);
-      showChatLine(out, now, you, text, 'cyan', true);
-      out.push({ do: 'save', you, peer, line: `${localTime(now)} ${you}: ${printable(text)}` });
+      chatLine(state, peer, state.session!.username, text, now, out);
       return state;
     }
-    case 'input_ended': return quit(state, out);
     case 'peer_said':
       if (event.conn !== conn) return orElse(state, event, out);
       if (event.message.type === 'msg') {
         // Shown with our own clock: `at` is only the peer's claim, and clocks disagree.
-        showChatLine(out, now, peer, event.message.text, 'green', false);
-        out.push({ do: 'save', you, peer, line: `${localTime(now)} ${peer}: ${printable(event.message.text)}` });
+        chatLine(state, peer, peer, event.message.text, now, out);
         return state;
       }
       close(out, conn);
@@ -711,34 +648,36 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       return endChat(state, `${peer} left the chat.`, out);
     case 'peer_gone':
       if (event.conn !== conn) return state;
-      if (event.why.kind !== 'ended') say(out, `Dropped ${peer}: ${describeEnd(event.why)}.`, 'yellow');
+      if (event.why.kind !== 'ended') {
+        say(out, `Dropped ${peer}: ${describeEnd(event.why)}.`, 'yellow');
+      }
       return endChat(state, `${peer} left the chat.`, out);
-    case 'answer': case 'answer_failed':
-      return event.request.type === 'list' ? onListAnswer(state, event, out) : state;
     case 'request':
       // The same peer calling again is the loser's half of a glare we already resolved.
-      if (normaliseUsername(event.from) === normaliseUsername(peer)) {
-        close(out, event.conn);
-        return state;
-      }
-      return busy(state, event, out);
+      if (normaliseUsername(event.from) !== normaliseUsername(peer)) return busy(state, event, out);
+      close(out, event.conn);
+      return state;
   }
   return orElse(state, event, out);
 }
 
-function showChatLine(out: Out, at: number, author: string, text: string, colour: Colour, own: boolean) {
-  out.push({ do: 'say', text: `[${clock(at)}] ${author}: ${printable(text)}`, colour, replacesTypedLine: own });
+/** A chat line, ours or the peer's: shown (ours in place of the line just typed) and saved. */
+function chatLine(state: ClientState, peer: string, author: string, text: string, at: number,
+  out: Out): void {
+  const own = author !== peer;
+  const line = `${author}: ${printable(text)}`;
+  out.push({ do: 'say', text: `[${clock(at)}] ${line}`, colour: own ? 'cyan' : 'green',
+    replacesTypedLine: own });
+  save(out, state, peer, `${localTime(at)} ${line}`);
 }
 
 function endChat(state: ClientState, words: string, out: Out): ClientState {
   say(out, words, 'yellow');
   const lostBecause = state.session?.lostBecause;
-  if (lostBecause) {
-    say(out, lostBecause === REPLACED ? REPLACED
-      : 'The registry no longer knows this session; please log in again.', 'yellow');
-    return loginScreen({ ...state, session: null }, out);
-  }
-  return searchScreen(state, out);
+  if (!lostBecause) return show(state, { name: 'search' }, out);
+  say(out, lostBecause === REPLACED ? REPLACED
+    : 'The registry no longer knows this session; please log in again.', 'yellow');
+  return show({ ...state, session: null }, { name: 'login_username' }, out);
 }
 
 // ---- Leaving ----
@@ -759,7 +698,7 @@ function quit(state: ClientState, out: Out): ClientState {
 }
 
 function onQuittingScreen(state: ClientState, event: ScreenEvent, out: Out): ClientState {
-  if ((event.type === 'answer' || event.type === 'answer_failed') && event.request.type === 'logout') {
+  if (isAnswerTo('logout', event)) {
     // A failed logout is fine too: the registry forgets us after its timeout anyway.
     say(out, 'Bye.');
     out.push({ do: 'exit' });
@@ -773,9 +712,9 @@ function onQuittingScreen(state: ClientState, event: ScreenEvent, out: Out): Cli
 function hangUpEverything(state: ClientState, out: Out): void {
   const screen = state.screen;
   if (screen.name === 'deciding') hangUp(out, screen.conn, DECLINED);
-  if (screen.name === 'chat') hangUp(out, screen.conn, { type: 'bye' });
+  if (screen.name === 'chat') hangUp(out, screen.conn, BYE);
   if (screen.name === 'calling') {
-    if (screen.conn !== null) hangUp(out, screen.conn, { type: 'bye' });
+    if (screen.conn !== null) hangUp(out, screen.conn, BYE);
     if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
   }
   for (const conn of state.pendingPeers.keys()) close(out, conn, true);
@@ -791,6 +730,7 @@ const SESSION_FORGOTTEN =
   'the registry no longer knows this session — did it restart? Please log in again.';
 const REPLACED = 'You logged in somewhere else, so the registry ended this session here.';
 const DECLINED: PeerMessage = { type: 'chat_decline', reason: 'declined' };
+const BYE: PeerMessage = { type: 'bye' };
 
 /** True when `reply` is an answer to `request`, about the name we asked about. */
 function answerFits(request: Request, reply: Reply): boolean {
@@ -808,12 +748,26 @@ function answerFits(request: Request, reply: Reply): boolean {
   }
 }
 
-/** Events a screen has no use for: a connection it does not know about is closed, so a late
- * arrival (a peer that connects after we cancelled) cannot linger. */
+type AnswerEvent = ScreenEvent & { type: 'answer' | 'answer_failed' };
+
+/** An answer (or failure) to a request of type `asked`. */
+function isAnswerTo<T extends Request['type']>(asked: T, event: ScreenEvent):
+  event is AnswerEvent & { request: { type: T } } {
+  return (event.type === 'answer' || event.type === 'answer_failed') &&
+    event.request.type === asked;
+}
+
+/** Why a request failed, in words: what went wrong, or the registry's own error message. */
+function failure(event: AnswerEvent): string {
+  if (event.type === 'answer_failed') return `${event.why}.`;
+  return printable(event.reply.type === 'error' ? event.reply.message : INVALID_ANSWER);
+}
+
+/** Events a screen has no use for. A connection it does not know is closed, so a late arrival
+ * (a peer that connects after we cancelled) cannot linger; a caller it cannot show hears busy. */
 function orElse(state: ClientState, event: ScreenEvent, out: Out): ClientState {
   if (event.type === 'call_connected' || event.type === 'peer_said') close(out, event.conn);
-  if (event.type === 'typed' && commandOf(event.line.trim()) === '/quit') return quit(state, out);
-  if (event.type === 'input_ended') return quit(state, out);
+  if (event.type === 'request') return busy(state, event, out);
   return state;
 }
 
@@ -832,29 +786,31 @@ function loseSession(state: ClientState, why: string, out: Out): ClientState {
   const session = state.session;
   if (session === null || session.lostBecause !== null) return state;
   out.push({ do: 'heartbeat', everyMs: null });
-  const next = { ...state, accountMayBeGone: why === SESSION_FORGOTTEN && state.lastStorage === 'memory' };
+  const accountMayBeGone = why === SESSION_FORGOTTEN && state.lastStorage === 'memory';
   if (state.screen.name === 'chat') {
     say(out, `${why} This chat goes on; you will be back at Login when it ends.`, 'yellow');
-    return { ...next, session: { ...session, lostBecause: why } };
+    return { ...state, accountMayBeGone, session: { ...session, lostBecause: why } };
   }
   hangUpEverything(state, out);
   say(out, why, 'yellow');
-  return loginScreen({ ...next, session: null, pendingPeers: new Map() }, out);
+  const next = { ...state, accountMayBeGone, session: null, pendingPeers: new Map() };
+  return show(next, { name: 'login_username' }, out);
 }
 
-function onDatagram(state: ClientState, event: ClientEvent & { type: 'datagram' }, out: Out) {
+function onDatagram(state: ClientState, event: EventOf<'datagram'>, out: Out) {
   // Only the registry may tell us our session is gone; a datagram from anywhere else (another
   // port of the same machine included) is ignored. (UDP source addresses can still be forged
   // on a network that allows it; this stops everyone who cannot.)
   if (event.sender !== state.registryUdp) {
     if (!state.settings.trace) return state;
-    const what = `ignored %d datagrams from ${event.sender} (not the registry)`;
-    return noteDrop(state, what, `ignored a datagram from ${event.sender}: ` +
-      `only the registry at ${state.registryUdp} may speak on this socket`, out);
+    return noteDrop(state, `ignored %d datagrams from ${event.sender} (not the registry)`,
+      `ignored a datagram from ${event.sender}: only the registry at ${state.registryUdp} ` +
+      'may speak on this socket', out);
   }
   if (event.message?.type !== 'session_unknown') return state;
   trace(state, out, `← udp ${JSON.stringify(event.message)}`);
-  return loseSession(state, event.message.reason === 'replaced' ? REPLACED : SESSION_FORGOTTEN, out);
+  const why = event.message.reason === 'replaced' ? REPLACED : SESSION_FORGOTTEN;
+  return loseSession(state, why, out);
 }
 
 function onHeartbeatDue(state: ClientState, out: Out): ClientState {
@@ -870,7 +826,8 @@ function onHeartbeatDue(state: ClientState, out: Out): ClientState {
 function onHelloSent(state: ClientState, error: string | null, out: Out): ClientState {
   const session = state.session;
   if (session === null || error === session.helloError) return state;
-  trace(state, out, error === null ? '→ udp hellos get through again' : `→ udp hello failed (${error})`);
+  trace(state, out, error === null ? '→ udp hellos get through again'
+    : `→ udp hello failed (${error})`);
   return { ...state, session: { ...session, helloError: error } };
 }
 
@@ -881,7 +838,7 @@ function onHelloSent(state: ClientState, error: string | null, out: Out): Client
 // is checked before our user hears of them: only the registry, which knows our session token,
 // can make one that passes, and each ticket works once.
 
-function onPeerArrived(state: ClientState, event: ClientEvent & { type: 'peer_arrived' }, out: Out) {
+function onPeerArrived(state: ClientState, event: EventOf<'peer_arrived'>, out: Out) {
   const { maxPendingPeers, maxPendingPeersPerAddress, greetingTimeoutMs } = state.settings;
   const fromThere = [...state.pendingPeers.values()].filter((a) => a === event.address).length;
   if (state.pendingPeers.size >= maxPendingPeers || fromThere >= maxPendingPeersPerAddress) {
@@ -895,37 +852,38 @@ function onPeerArrived(state: ClientState, event: ClientEvent & { type: 'peer_ar
 }
 
 /** The first thing a pending connection did: sent its request (or something else), or left. */
-function onIntroduction(state: ClientState, event: ScreenEvent & { type: 'peer_said' | 'peer_gone' },
-  out: Out, now: number): ClientState {
-  const address = state.pendingPeers.get(event.conn)!;
+function onIntroduction(state: ClientState, event: EventOf<'peer_said' | 'peer_gone'>, out: Out,
+  now: number): ClientState {
   const pendingPeers = new Map(state.pendingPeers);
   pendingPeers.delete(event.conn);
   const next = { ...state, pendingPeers };
-  const dropped = `dropped %d chat connections from ${address}`;
+  const drop = (detail: string, colour?: Colour) => noteDrop(next,
+    `dropped %d chat connections from ${state.pendingPeers.get(event.conn)}`, detail, out, colour);
   if (event.type === 'peer_gone') {
     if (event.why.kind === 'ended') return next;
-    return noteDrop(next, dropped, `Dropped a connection from ${event.remote}: ${describeEnd(event.why)}.`, out);
+    return drop(`Dropped a connection from ${event.remote}: ${describeEnd(event.why)}.`);
   }
   const request = event.message;
   if (request.type !== 'chat_request') {
     close(out, event.conn);
-    return noteDrop(next, dropped, `Dropped a connection from ${event.remote}: it sent ` +
-      `"${request.type}" before any chat request.`, out);
+    return drop(`Dropped a connection from ${event.remote}: it sent "${request.type}" before ` +
+      'any chat request.');
   }
   const session = state.session;
   if (session === null) return busy(next, { conn: event.conn, from: request.from }, out);
-  let verdict: string = checkTicket(session.token, request.ticket, request.from, session.username, now);
+  let verdict: string =
+    checkTicket(session.token, request.ticket, request.from, session.username, now);
   if (verdict === 'valid' && state.seenTickets.has(request.ticket)) verdict = 'used before';
   if (verdict !== 'valid') {
     hangUp(out, event.conn, { type: 'chat_decline', reason: 'bad_ticket' });
-    return noteDrop(next, dropped, `Warning: refused a chat request claiming to come from ` +
-      `"${request.from}" at ${event.remote}: its ticket is not valid ` +
-      `(${verdict.replace('_', ' ')}). Someone may be impersonating them.`, out, 'red');
+    return drop(`Warning: refused a chat request claiming to come from "${request.from}" at ` +
+      `${event.remote}: its ticket is not valid (${verdict.replace('_', ' ')}). Someone may be ` +
+      'impersonating them.', 'red');
   }
   const seenTickets = rememberTicket(state.seenTickets, request.ticket, now);
   if (seenTickets === null) return busy(next, { conn: event.conn, from: request.from }, out);
-  const screenEvent = { type: 'request' as const, conn: event.conn, from: request.from };
-  const taken = SCREENS[state.screen.name]({ ...next, seenTickets }, screenEvent, out, now);
+  const taken = SCREENS[state.screen.name]({ ...next, seenTickets },
+    { type: 'request', conn: event.conn, from: request.from }, out, now);
   return taken === NOT_NOW ? { ...next, seenTickets } : taken;
 }
 
@@ -938,17 +896,19 @@ function rememberTicket(seen: ReadonlyMap<string, number>, ticket: string, now: 
   return kept.length >= MAX_SEEN_TICKETS ? null : new Map([...kept, [ticket, expiresAt]]);
 }
 
-/** A dropped connection (or ignored datagram). The first after a quiet spell is told at once,
- * in full; later ones are only counted under `what` ("dropped %d … from 10.0.0.7") and told in
- * a summary every dropReportMs, so a flood of attackers cannot flood the screen. */
-function noteDrop(state: ClientState, what: string, detail: string, out: Out, colour: Colour = 'yellow') {
+/** A dropped connection, an ignored datagram, a caller told busy. The first after a quiet spell
+ * is told at once, in full; later ones are only counted under `what` ("dropped %d … from
+ * 10.0.0.7") and told in a summary every dropReportMs, so a flood cannot flood the screen. */
+function noteDrop(state: ClientState, what: string, detail: string, out: Out,
+  colour: Colour = 'yellow'): ClientState {
   if (state.drops === null) {
     say(out, printable(detail), colour);
     out.push({ do: 'timer', name: 'drop_report', conn: 0, ms: state.settings.dropReportMs });
     return { ...state, drops: new Map<string, number>() };
   }
   // Many addresses (loopback alone has millions) are lumped together beyond the first few.
-  const key = state.drops.has(what) || state.drops.size < 3 ? what : 'dropped %d more from other addresses';
+  const key = state.drops.has(what) || state.drops.size < 3 ? what
+    : 'dropped %d more from other addresses';
   return { ...state, drops: new Map(state.drops).set(key, (state.drops.get(key) ?? 0) + 1) };
 }
 
@@ -982,83 +942,19 @@ const CHAT_HELP = `In a chat: type a line to send it; //text sends "/text".
   /back            leave the chat
   /quit            leave, log out and exit`;
 
-/** "/list" for "/LIST" and "/List"; null for a line that is not a command. */
-function commandOf(word: string): string | null {
-  return word.startsWith('/') ? word.toLowerCase() : null;
+/** The /help of a screen; null on a waiting screen, where /help waits for the next one. */
+function helpOf(screen: Screen): string | null {
+  switch (screen.name) {
+    case 'login_username': return LOGIN_HELP;
+    case 'register_username': return REGISTER_HELP;
+    case 'search': return SEARCH_HELP;
+    case 'deciding': return `${screen.peer} wants to chat: y accepts, n declines.`;
+    case 'chat': return CHAT_HELP;
+    default: return null;
+  }
 }
 
-function say(out: Out, text: string, colour?: Colour): void {
-  out.push({ do: 'say', text, colour });
-}
-
-function trace(state: ClientState, out: Out, text: string): void {
-  if (state.settings.trace) say(out, printable(text), 'dim');
-}
-
-function prompt(out: Out, text: string, secret = false): void {
-  out.push({ do: 'prompt', text, secret });
-}
-
-function ask(out: Out, request: Request, tag = 0): void {
-  out.push({ do: 'ask', request, tag });
-}
-
-function send(out: Out, conn: number, message: PeerMessage): void {
-  out.push({ do: 'send', conn, message });
-}
-
-function close(out: Out, conn: number, atOnce = false): void {
-  out.push({ do: 'close', conn, atOnce });
-}
-
-/** Sends a last message (bye, or a decline), then closes. */
-function hangUp(out: Out, conn: number, last: PeerMessage): void {
-  send(out, conn, last);
-  close(out, conn);
-}
-
-function cancelDecideTimer(out: Out, conn: number): void {
-  out.push({ do: 'timer', name: 'decide', conn, ms: null });
-}
-
-function errorMessage(reply: Reply): string {
-  return reply.type === 'error' ? reply.message : INVALID_ANSWER;
-}
-
-/** A line typed while the screen waits for an answer: only /quit acts now. */
-function waiting(state: ClientState, line: string, out: Out): Next {
-  return commandOf(line.trim()) === '/quit' ? quit(state, out) : NOT_NOW;
-}
-
-/** Switches to a screen that waits for the registry: no prompt until the answer. */
-function waitFor(state: ClientState, screen: Screen, out: Out): ClientState {
-  prompt(out, '');
-  return { ...state, screen };
-}
-
-function reprompt(state: ClientState, out: Out): ClientState {
-  prompt(out, promptOf(state), state.screen.name.endsWith('password'));
-  return state;
-}
-
-function help(state: ClientState, text: string, out: Out): ClientState {
-  say(out, text);
-  return reprompt(state, out);
-}
-
-function unknownCommand(state: ClientState, line: string, out: Out): ClientState {
-  const shown = quoteSafely(line);
-  say(out, state.screen.name === 'chat'
-    ? `Unknown command ${shown}; to send a line that starts with "/", type /${shown}`
-    : `Unknown command ${shown}; type /help.`, 'yellow');
-  return reprompt(state, out);
-}
-
-function notAUsername(state: ClientState, line: string, out: Out): ClientState {
-  say(out, `Not a username: "${quoteSafely(line)}" (${USERNAME_RULE}).`, 'yellow');
-  return reprompt(state, out);
-}
-
+/** The prompt of a screen; '' for a screen that waits for something. */
 function promptOf(state: ClientState): string {
   const screen = state.screen;
   const you = state.session?.username ?? '?';
@@ -1074,14 +970,56 @@ function promptOf(state: ClientState): string {
   }
 }
 
-function loginScreen(state: ClientState, out: Out): ClientState {
-  return reprompt({ ...state, screen: { name: 'login_username' } }, out);
+/** Switches to `screen` and shows its prompt (none while it waits for an answer). */
+function show(state: ClientState, screen: Screen, out: Out): ClientState {
+  return reprompt({ ...state, screen }, out);
 }
-function registerScreen(state: ClientState, out: Out): ClientState {
-  return reprompt({ ...state, screen: { name: 'register_username' } }, out);
+
+function reprompt(state: ClientState, out: Out): ClientState {
+  prompt(out, promptOf(state), state.screen.name.endsWith('password'));
+  return state;
 }
-function searchScreen(state: ClientState, out: Out): ClientState {
-  return reprompt({ ...state, screen: { name: 'search' } }, out);
+
+/** "/list" for "/LIST" and "/List"; null for a line that is not a command. */
+function commandOf(word: string): string | null {
+  return word.startsWith('/') ? word.toLowerCase() : null;
+}
+
+function unknownCommand(state: ClientState, line: string, out: Out): ClientState {
+  const shown = quoteSafely(line);
+  say(out, state.screen.name === 'chat'
+    ? `Unknown command ${shown}; to send a line that starts with "/", type /${shown}`
+    : `Unknown command ${shown}; type /help.`, 'yellow');
+  return reprompt(state, out);
+}
+
+function notAUsername(state: ClientState, line: string, out: Out): ClientState {
+  say(out, `Not a username: "${quoteSafely(line)}" (${USERNAME_RULE}).`, 'yellow');
+  return reprompt(state, out);
+}
+
+// One line for each effect the handlers ask for.
+const say = (out: Out, text: string, colour?: Colour) => out.push({ do: 'say', text, colour });
+const prompt = (out: Out, text: string, secret = false) => out.push({ do: 'prompt', text, secret });
+const ask = (out: Out, request: Request, tag = 0) => out.push({ do: 'ask', request, tag });
+const send = (out: Out, conn: number, message: PeerMessage) =>
+  out.push({ do: 'send', conn, message });
+const close = (out: Out, conn: number, atOnce = false) => out.push({ do: 'close', conn, atOnce });
+const cancelDecideTimer = (out: Out, conn: number) =>
+  out.push({ do: 'timer', name: 'decide', conn, ms: null });
+
+function trace(state: ClientState, out: Out, text: string): void {
+  if (state.settings.trace) say(out, printable(text), 'dim');
+}
+
+/** Sends a last message (bye, or a decline), then closes. */
+function hangUp(out: Out, conn: number, last: PeerMessage): void {
+  send(out, conn, last);
+  close(out, conn);
+}
+
+function save(out: Out, state: ClientState, peer: string, line: string): void {
+  out.push({ do: 'save', you: state.session!.username, peer, line });
 }
 
 /** Text from the network shown on our screen, or written to a history file, loses what could
@@ -1090,16 +1028,17 @@ function searchScreen(state: ClientState, out: Out): ClientState {
  * zero-width characters. Each becomes a visible U+FFFD. The zero-width joiner stays: it is
  * what glues emoji like 👨‍👩‍👧 together. */
 function printable(text: string): string {
-  return text.replace(
-    // deno-lint-ignore no-control-regex -- matching control characters is the point
-    /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]/g,
-    '\uFFFD');
+  return text.replace(UNPRINTABLE, '\uFFFD');
 }
+const UNPRINTABLE = new RegExp('[\\u0000-\\u001f\\u007f-\\u009f' + // C0 and C1 controls, DEL
+  '\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069' + // bidi controls
+  '\\u200b\\u2028\\u2029\\u2060-\\u2065\\ufeff\\ufff9-\\ufffb]', 'g'); // invisible, separators
 
 /** A stranger's text in one of our sentences: printable and short. */
 function quoteSafely(text: string): string {
   const chars = [...printable(text)];
-  return chars.length <= MAX_QUOTED_CHARS ? chars.join('') : `${chars.slice(0, MAX_QUOTED_CHARS).join('')}…`;
+  if (chars.length <= MAX_QUOTED_CHARS) return chars.join('');
+  return `${chars.slice(0, MAX_QUOTED_CHARS).join('')}…`;
 }
 
 function clock(at: number): string {
@@ -1117,34 +1056,22 @@ function formatSeconds(ms: number): string {
   return ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`;
 }
 
-// ============================================================================================
-// Effects: the dispatcher
-// ============================================================================================
+// === Effects: the dispatcher =====================================================================
 //
 // The one place where client.state changes. Events that arrive while effects of an earlier
 // event are running (a PeerChannel reporting inside a send, say) wait in `inbox`, so each
 // transition sees the state the previous one left.
 
 type Client = {
-  /** Everything the client remembers; assigned only by dispatch(). */
-  state: ClientState;
-  /** Events waiting for the current dispatch to finish. */
-  inbox: ClientEvent[];
-  /** The keyboard and screen. */
+  state: ClientState; // assigned only by dispatch()
+  inbox: ClientEvent[]; // events waiting for the current dispatch to finish
   terminal: Terminal;
-  /** Accepts peers' connections on the chat port. */
-  chatListener: net.Server;
-  /** Sends hellos to the registry and hears session_unknown back. */
-  heartbeatSocket: dgram.Socket;
-  /** The registry's address as resolved at start-up (hellos go there; replies must come from
-   * there). */
-  registryAddress: string;
-  /** The real connections behind the `conn` numbers of states and events. */
-  channels: Map<number, PeerChannel>;
-  /** The next `conn` number to give out. */
+  chatListener: net.Server; // accepts peers' connections on the chat port
+  heartbeatSocket: dgram.Socket; // sends hellos to the registry, hears session_unknown back
+  registryAddress: string; // resolved once at start-up: hellos go there, replies come from there
+  channels: Map<number, PeerChannel>; // the real connections behind the `conn` numbers
   nextConn: number;
-  /** Running timers, by "name:conn", and the heartbeat's interval. */
-  timers: Map<string, ReturnType<typeof setTimeout>>;
+  timers: Map<string, ReturnType<typeof setTimeout>>; // running timers, by "name:conn"
   heartbeat: ReturnType<typeof setInterval> | undefined;
 };
 
@@ -1162,13 +1089,16 @@ function dispatch(client: Client, event: ClientEvent): void {
 function run(client: Client, effect: Effect): void {
   const { settings } = client.state;
   switch (effect.do) {
-    case 'say': return sayOnScreen(client.terminal, effect.text, effect.colour, effect.replacesTypedLine);
+    case 'say':
+      return sayOnScreen(client.terminal, effect.text, effect.colour, effect.replacesTypedLine);
     case 'prompt': return showPrompt(client.terminal, effect.text, effect.secret);
     case 'ask': {
-      const { request, tag = 0 } = effect;
+      const { request, tag } = effect;
       askRegistry(client, request).then(
         (reply) => dispatch(client, { type: 'answer', request, reply, tag }),
-        (error) => dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag }));
+        (error) => {
+          dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag });
+        });
       return;
     }
     case 'connect': {
@@ -1197,7 +1127,8 @@ function run(client: Client, effect: Effect): void {
         : setInterval(() => dispatch(client, { type: 'heartbeat_due' }), effect.everyMs);
       return;
     case 'hello': {
-      const hello = encodeDatagram({ type: 'hello', username: effect.username, token: effect.token });
+      const { username, token } = effect;
+      const hello = encodeDatagram({ type: 'hello', username, token });
       // A lost datagram does not matter (the next one follows); a failure is only traced.
       client.heartbeatSocket.send(hello, settings.udpPort, client.registryAddress, (error) => {
         const code = error ? (error as NodeJS.ErrnoException).code ?? error.message : null;
@@ -1206,11 +1137,11 @@ function run(client: Client, effect: Effect): void {
       return;
     }
     case 'timer': {
-      const key = `${effect.name}:${effect.conn}`;
+      const { name, conn } = effect;
+      const key = `${name}:${conn}`;
       clearTimeout(client.timers.get(key));
       client.timers.delete(key);
       if (effect.ms === null) return;
-      const { name, conn } = effect;
       client.timers.set(key, setTimeout(() => {
         client.timers.delete(key);
         dispatch(client, { type: 'timer', name, conn });
@@ -1230,43 +1161,37 @@ function run(client: Client, effect: Effect): void {
   }
 }
 
-// ============================================================================================
-// Effects: the terminal
-// ============================================================================================
+/** --trace: a protocol line, dimmed. */
+function traceOnScreen(client: Client, text: string): void {
+  if (client.state.settings.trace) sayOnScreen(client.terminal, printable(text), 'dim');
+}
+
+// === Effects: the terminal =======================================================================
 //
 // Two kinds of terminal are handled differently:
 //   - a TTY (a person at a keyboard): readline edits the line. When a message arrives while the
-//     person is half-way through typing, readline itself erases the prompt and the draft (it
-//     knows how many rows they take: wide CJK characters, emoji, a draft that wraps), we print
-//     the message, and readline draws the prompt and the draft again below it. Passwords are
-//     not echoed and never enter the Up-arrow history. Colour unless NO_COLOR is set.
+//     person is half-way through typing, we erase the prompt and the draft (however many rows
+//     they take: wide CJK characters, emoji, a draft that wraps), print the message, and let
+//     readline draw the prompt and the draft again below it. Passwords are not echoed and never
+//     enter the Up-arrow history. Colour unless NO_COLOR is set.
 //   - a pipe (a script, or `client.ts < file`): plain lines in, plain lines out, every prompt on
 //     its own line, and never an escape code.
 
 type Terminal = {
-  /** Reads typed lines (and, on a TTY, does the line editing: arrows, backspace, history). */
-  readline: readline.Interface;
-  /** True when both stdin and stdout are a terminal, false for pipes and files. */
-  isTty: boolean;
-  /** Whether to colour output: stdout is a terminal and NO_COLOR is not set. */
-  colour: boolean;
-  /** The prompt currently shown ('' while we wait for something). */
-  prompt: string;
-  /** A password is being typed: readline's echo is swallowed, and the line is kept out of the
-   * history. */
-  secret: boolean;
+  readline: readline.Interface; // reads lines; on a TTY also edits them (arrows, history)
+  isTty: boolean; // stdin and stdout are both a terminal, and readline has not closed
+  colour: boolean; // stdout is a terminal and NO_COLOR is not set
+  prompt: string; // the prompt shown ('' while we wait for something)
+  secret: boolean; // a password is being typed: readline's echo is swallowed
   /** TTY: the rows the line just typed takes, while it is still the last thing on the screen
    * (0 once anything was printed below it); a chat line is redrawn in its place. */
   typedRows: number;
 };
 
-/** The parts of readline's Interface we use beyond its type: the draft (`line`, `cursor`,
- * documented but typed read-only), the Up-arrow history and its size, and the rows it drew
- * below the prompt's first row last time (Node's and Deno's readline both keep these). */
-type EditableLine = {
-  line: string; cursor: number; history?: string[]; historySize: number; prevRows?: number;
-};
-const HISTORY_SIZE = 100;
+/** The parts of readline's Interface we use beyond its type (Node's and Deno's both have them):
+ * the draft (`line`, `cursor`: documented but typed read-only), the Up-arrow history, and the
+ * rows it drew below the prompt's first row last time. */
+type EditableLine = { line: string; cursor: number; history?: string[]; prevRows?: number };
 
 function createTerminal(): Terminal {
   const isTty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
@@ -1292,29 +1217,22 @@ function createTerminal(): Terminal {
     };
   }
   const terminal: Terminal = {
+    // From a pipe nothing is echoed; we print prompts ourselves.
     readline: readline.createInterface({
-      input: process.stdin,
-      output: isTty ? echo : undefined, // from a pipe nothing is echoed; we print prompts ourselves
-      terminal: isTty,
-      historySize: HISTORY_SIZE,
+      input: process.stdin, output: isTty ? echo : undefined, terminal: isTty, historySize: 100,
     }),
-    isTty,
-    colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
-    prompt: '',
-    secret: false,
-    typedRows: 0,
+    isTty, colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
+    prompt: '', secret: false, typedRows: 0,
   };
   return terminal;
 }
 
-/** readline just handed us `line`. At a TTY, keep a password out of the history, and remember
- * how many rows the typed line takes. */
+/** readline just handed us `line`. At a TTY, take a password back out of the history, and
+ * remember how many rows the typed line takes. */
 function onLineTyped(terminal: Terminal, line: string): void {
   if (!terminal.isTty) return;
   const editable = terminal.readline as unknown as EditableLine;
   if (terminal.secret) {
-    // historySize was 0 while the password was typed; this also covers a readline that
-    // ignores a size changed after creation.
     if (editable.history?.[0] === line) editable.history.shift();
     terminal.typedRows = 0;
     process.stdout.write('\n'); // the hidden Enter did not move the cursor
@@ -1332,11 +1250,11 @@ function onLineTyped(terminal: Terminal, line: string): void {
 /** Prints one line without disturbing what the user is typing. */
 function sayOnScreen(terminal: Terminal, text: string, colour?: Colour, replacesTypedLine = false) {
   const painted = colour !== undefined && terminal.colour ? styleText(colour, text) : text;
+  const out = process.stdout;
   if (!terminal.isTty) {
-    process.stdout.write(painted + '\n');
+    out.write(painted + '\n');
     return;
   }
-  const out = process.stdout;
   if (replacesTypedLine && terminal.typedRows > 0) {
     // readline left what we typed on the screen; the formatted line takes its place.
     readline.moveCursor(out, 0, -terminal.typedRows);
@@ -1350,10 +1268,9 @@ function sayOnScreen(terminal: Terminal, text: string, colour?: Colour, replaces
     out.write(`${painted}\n${terminal.prompt}`); // the typed password stays hidden
     return;
   }
-  // Go up to the prompt's first row (readline measures the draft in columns: wide CJK
-  // characters, emoji, a draft that wraps), erase prompt and draft, print our line there, and
-  // let readline draw prompt and draft again below it. readline remembers how many rows it
-  // drew last (`prevRows`) but not after a paste; we tell it we start on a fresh row.
+  // Go up to the prompt's first row, erase prompt and draft, print our line there, and let
+  // readline draw prompt and draft again below it. readline remembers how many rows it drew
+  // last (`prevRows`) but not after a paste, so we measure them ourselves and tell it.
   readline.moveCursor(out, 0, -cursorRow(terminal));
   readline.cursorTo(out, 0);
   readline.clearScreenDown(out);
@@ -1371,17 +1288,20 @@ function sayOnScreen(terminal: Terminal, text: string, colour?: Colour, replaces
 function cursorRow(terminal: Terminal): number {
   const { line, cursor } = terminal.readline as unknown as EditableLine;
   let columns = 0;
-  for (const { segment } of graphemes.segment(terminal.prompt + line.slice(0, cursor))) {
-    const wide = /\p{Extended_Pictographic}|\p{Regional_Indicator}|[\u1100-\u115f\u2e80-\ua4cf\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6\u{20000}-\u{3fffd}]/u;
-    columns += wide.test(segment) ? 2 : /^\p{Cc}+$/u.test(segment) ? 0 : 1;
+  for (const { segment } of GRAPHEMES.segment(terminal.prompt + line.slice(0, cursor))) {
+    columns += WIDE.test(segment) ? 2 : /^\p{Cc}+$/u.test(segment) ? 0 : 1;
   }
   const byGraphemes = Math.floor(columns / (process.stdout.columns || 80));
   return Math.min(terminal.readline.getCursorPos().rows, byGraphemes);
 }
-const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+/** What terminals draw two columns wide: emoji, flags, and the CJK blocks. */
+const WIDE = new RegExp('\\p{Extended_Pictographic}|\\p{Regional_Indicator}|[\\u1100-\\u115f' +
+  '\\u2e80-\\ua4cf\\uac00-\\ud7a3\\uf900-\\ufaff\\ufe30-\\ufe4f\\uff00-\\uff60\\uffe0-\\uffe6' +
+  '\\u{20000}-\\u{3fffd}]', 'u');
 
 /** Shows a prompt ('' shows none). From a pipe it is a line of its own: scripts wait for it. */
-function showPrompt(terminal: Terminal, text: string, secret = false): void {
+function showPrompt(terminal: Terminal, text: string, secret: boolean): void {
   terminal.prompt = text;
   if (!terminal.isTty) {
     if (text !== '') process.stdout.write(text + '\n');
@@ -1389,16 +1309,13 @@ function showPrompt(terminal: Terminal, text: string, secret = false): void {
   }
   terminal.secret = false; // let readline draw the prompt itself
   terminal.readline.setPrompt(text);
-  (terminal.readline as unknown as EditableLine).historySize = secret ? 0 : HISTORY_SIZE;
   // `true` keeps the cursor where it is in a half-typed line; without it readline moves the
   // cursor to the start, and the next keys typed would land in front of the text.
   terminal.readline.prompt(true);
   terminal.secret = secret;
 }
 
-// ============================================================================================
-// Effects: the registry
-// ============================================================================================
+// === Effects: the registry =======================================================================
 //
 // Each request opens a fresh TCP connection, sends one line, reads one line, and closes. That
 // costs a few milliseconds more than keeping a connection open, but there is nothing to keep
@@ -1407,11 +1324,6 @@ function showPrompt(terminal: Terminal, text: string, secret = false): void {
 function askRegistry(client: Client, request: Request): Promise<Reply> {
   const { server, tcpPort, registryTimeoutMs } = client.state.settings;
   const where = `${server}:${tcpPort}`;
-  const traced = (direction: string, line: string) => {
-    if (client.state.settings.trace) {
-      sayOnScreen(client.terminal, printable(`${direction} registry ${redactSecrets(line)}`), 'dim');
-    }
-  };
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: client.registryAddress, port: tcpPort });
     const splitter = new LineSplitter();
@@ -1426,7 +1338,7 @@ function askRegistry(client: Client, request: Request): Promise<Reply> {
     }, registryTimeoutMs);
     socket.on('connect', () => {
       const line = encodeLine(request);
-      traced('→', line.trimEnd());
+      traceOnScreen(client, `→ registry ${redactSecrets(line.trimEnd())}`);
       socket.write(line);
     });
     socket.on('data', (chunk: Uint8Array) => {
@@ -1436,7 +1348,7 @@ function askRegistry(client: Client, request: Request): Promise<Reply> {
       const decoded = decodeReply(lines[0]);
       // An answer that fails the decoder is not shown, not even with --trace: it may be anything.
       if (!decoded.ok) return finish(INVALID_ANSWER);
-      traced('←', JSON.stringify(decoded.message));
+      traceOnScreen(client, `← registry ${redactSecrets(JSON.stringify(decoded.message))}`);
       finish(decoded.message);
     });
     socket.on('error', (error: NodeJS.ErrnoException) => {
@@ -1454,9 +1366,7 @@ function redactSecrets(line: string): string {
     .replace(/"token":"([^"]{6})[^"]*"/, '"token":"$1…"');
 }
 
-// ============================================================================================
-// Effects: peers
-// ============================================================================================
+// === Effects: peers ==============================================================================
 //
 // Between two clients the protocol is the same as with the registry: one JSON object per line.
 // PeerChannel wraps one net.Socket and turns it into messages in both directions. It knows
@@ -1467,8 +1377,7 @@ function redactSecrets(line: string): string {
 // silence past a deadline set with expectWithin() ends the connection, and the owner is told
 // why through onClose. Nothing a peer sends can throw an exception into our program.
 
-/** Why a PeerChannel ended (reported through onClose). Exported for
- * test/client-peer-channel.test.ts. */
+/** Why a PeerChannel ended. Exported for test/client-peer-channel.test.ts. */
 export type PeerChannelEnd =
   | { kind: 'ended' } // the other side closed the connection
   | { kind: 'error'; detail: string } // the socket failed, e.g. ECONNRESET
@@ -1477,11 +1386,11 @@ export type PeerChannelEnd =
   | { kind: 'silent'; waitedMs: number }; // nothing arrived before the expectWithin() deadline
 
 type PeerChannelHandlers = {
-  /** Called for each valid message, in order. */
+  /** Each valid message, in order. */
   onMessage: (message: PeerMessage, channel: PeerChannel) => void;
-  /** Called once when the connection ends for any reason other than our own close(). */
+  /** Once, when the connection ends for any reason other than our own close(). */
   onClose: (why: PeerChannelEnd, channel: PeerChannel) => void;
-  /** Optional: sees every line sent ('out') or received ('in'), for --trace. */
+  /** Optional: every line sent ('out') or received ('in'), for --trace. */
   onTrace?: (direction: 'in' | 'out', line: string, channel: PeerChannel) => void;
 };
 
@@ -1497,12 +1406,9 @@ type PeerChannelHandlers = {
  *   channel.close();
  *
  * An accepted socket (from net.createServer) is wrapped with `new PeerChannel(socket, handlers)`.
- * Received bytes go through a LineSplitter (limit MAX_LINE_BYTES) and decodePeerMessage; the
- * first bad or over-long line closes the connection and reports why. After close() or onClose
- * nothing more is delivered and send() does nothing.
+ * After close() or onClose nothing more is delivered and send() does nothing.
  */
 export class PeerChannel {
-  /** The connection itself. */
   readonly socket: net.Socket;
   /** "address:port" of the other end, for messages. */
   readonly remote: string;
@@ -1510,8 +1416,7 @@ export class PeerChannel {
   isOpen = true;
   private readonly handlers: PeerChannelHandlers;
   private readonly splitter: LineSplitter;
-  /** Pending expectWithin() deadline, if any. */
-  private silenceTimer: ReturnType<typeof setTimeout> | undefined;
+  private silenceTimer: ReturnType<typeof setTimeout> | undefined; // the expectWithin() deadline
 
   constructor(socket: net.Socket, handlers: PeerChannelHandlers, maxLineBytes = MAX_LINE_BYTES) {
     this.socket = socket;
@@ -1522,7 +1427,9 @@ export class PeerChannel {
     // Nagle's algorithm hold small packets back to batch them.
     socket.setNoDelay(true);
     let errorDetail: string | undefined;
-    socket.on('error', (error: NodeJS.ErrnoException) => (errorDetail = error.code ?? error.message));
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      errorDetail = error.code ?? error.message;
+    });
     socket.on('close', () => {
       this.end(errorDetail ? { kind: 'error', detail: errorDetail } : { kind: 'ended' });
     });
@@ -1561,11 +1468,8 @@ export class PeerChannel {
   /** Ends the channel (reported as 'silent') unless a message arrives within `ms`. A new call
    * replaces the previous deadline; every received message clears it. */
   expectWithin(ms: number): void {
-    this.clearDeadline();
-    this.silenceTimer = setTimeout(() => {
-      this.end({ kind: 'silent', waitedMs: ms });
-      this.socket.destroy();
-    }, ms);
+    clearTimeout(this.silenceTimer);
+    this.silenceTimer = setTimeout(() => this.end({ kind: 'silent', waitedMs: ms }, true), ms);
   }
 
   /** Closes politely: what was sent is still delivered, then the connection ends. onClose is not
@@ -1573,14 +1477,9 @@ export class PeerChannel {
   close(): void {
     if (!this.isOpen) return;
     this.isOpen = false;
-    this.clearDeadline();
+    clearTimeout(this.silenceTimer);
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 2000).unref();
-  }
-
-  private clearDeadline(): void {
-    if (this.silenceTimer !== undefined) clearTimeout(this.silenceTimer);
-    this.silenceTimer = undefined;
   }
 
   private receive(chunk: Uint8Array): void {
@@ -1589,27 +1488,22 @@ export class PeerChannel {
     for (const line of lines) {
       const decoded = decodePeerMessage(line);
       this.handlers.onTrace?.('in', Buffer.from(line).toString('utf8'), this);
-      if (!decoded.ok) {
-        this.end({ kind: 'garbage', detail: decoded.error });
-        this.socket.destroy();
-        return;
-      }
-      this.clearDeadline();
+      if (!decoded.ok) return this.end({ kind: 'garbage', detail: decoded.error }, true);
+      clearTimeout(this.silenceTimer);
       this.handlers.onMessage(decoded.message, this);
       if (!this.isOpen) return; // the handler closed us: ignore the rest of the chunk
     }
-    if (tooLong) {
-      this.end({ kind: 'too_long' });
-      this.socket.destroy();
-    }
+    if (tooLong) this.end({ kind: 'too_long' }, true);
   }
 
-  /** Reports the end once, whatever caused it. */
-  private end(why: PeerChannelEnd): void {
-    if (!this.isOpen) return;
-    this.isOpen = false;
-    this.clearDeadline();
-    this.handlers.onClose(why, this);
+  /** Reports the end once, whatever caused it; `hangUp` also cuts the connection. */
+  private end(why: PeerChannelEnd, hangUp = false): void {
+    if (this.isOpen) {
+      this.isOpen = false;
+      clearTimeout(this.silenceTimer);
+      this.handlers.onClose(why, this);
+    }
+    if (hangUp) this.socket.destroy();
   }
 }
 
@@ -1618,7 +1512,8 @@ function describeEnd(why: PeerChannelEnd): string {
   switch (why.kind) {
     case 'ended': return 'the connection was closed';
     case 'error': return `the connection failed (${why.detail})`;
-    case 'garbage': return `it sent something that is not a p2p-chat message (${quoteSafely(why.detail)})`;
+    case 'garbage':
+      return `it sent something that is not a p2p-chat message (${quoteSafely(why.detail)})`;
     case 'too_long': return `it sent a line longer than ${MAX_LINE_BYTES} bytes`;
     case 'silent': return `it said nothing for ${formatSeconds(why.waitedMs)}`;
   }
@@ -1635,11 +1530,9 @@ function peerHandlers(client: Client, conn: number): PeerChannelHandlers {
       dispatch(client, { type: 'peer_gone', conn, remote: channel.remote, why });
     },
     onTrace: (direction, line, channel) => {
-      if (!client.state.settings.trace) return;
       const screen = client.state.screen;
       const who = 'conn' in screen && screen.conn === conn ? screen.peer : channel.remote;
-      const arrow = direction === 'out' ? '→' : '←';
-      sayOnScreen(client.terminal, printable(`${arrow} peer ${who} ${line}`), 'dim');
+      traceOnScreen(client, `${direction === 'out' ? '→' : '←'} peer ${who} ${line}`);
     },
   };
 }
@@ -1652,9 +1545,7 @@ function onIncomingConnection(client: Client, socket: net.Socket): void {
   dispatch(client, { type: 'peer_arrived', conn, address, remote: channel.remote });
 }
 
-// ============================================================================================
-// Effects: history files
-// ============================================================================================
+// === Effects: history files ======================================================================
 
 /** Appends one line to historyDir/<you>/<peer>.log. The folder was checked at start-up, so a
  * failure here is something new (a full disk); it is reported and the chat goes on. */
@@ -1676,21 +1567,20 @@ function saveToHistory(client: Client, you: string, peer: string, line: string):
  * names would point elsewhere: those get a "_" in front. */
 function historyFile(dir: string, you: string, peer: string): string | null {
   if (!USERNAME_PATTERN.test(you) || !USERNAME_PATTERN.test(peer)) return null;
-  const safe = (name: string) => {
-    const normal = normaliseUsername(name);
-    return /^\.+$/.test(normal) ? `_${normal}` : normal;
-  };
+  const safe = (name: string) => normaliseUsername(name).replace(/^\.+$/, '_$&');
   const root = path.resolve(dir);
   const file = path.resolve(root, safe(you), `${safe(peer)}.log`);
   return file.startsWith(root + path.sep) ? file : null;
 }
 
 /** --history DIR must be a folder we can write to; found out now, not on the first message.
- * Writing a probe file is the only true test: root ignores permission bits. */
+ * Writing a probe file is the only true test: root ignores permission bits. The last folder is
+ * made on its own: a recursive mkdir spins forever where the parent refuses it (as /proc does). */
 function checkHistoryDir(dir: string): void {
   const probe = path.join(dir, `.p2p-chat-probe-${process.pid}`);
   try {
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
+    if (!existsSync(dir)) mkdirSync(dir);
     writeFileSync(probe, '');
     rmSync(probe);
   } catch (error) {
@@ -1702,9 +1592,7 @@ function checkHistoryDir(dir: string): void {
   }
 }
 
-// ============================================================================================
-// Command line
-// ============================================================================================
+// === Command line ================================================================================
 
 const defaults = DEFAULT_CLIENT_SETTINGS;
 const USAGE = `Usage: client.ts [options]
@@ -1782,8 +1670,8 @@ async function main(): Promise<void> {
     settings = parseCommandLine(process.argv.slice(2));
     if (settings?.historyDir !== undefined) checkHistoryDir(settings.historyDir);
   } catch (error) {
-    const hint = error instanceof UsageError && /^--history/.test(error.message) ? '' : '\n(see --help)';
-    console.error(`error: ${errorText(error)}${hint}`);
+    const history = error instanceof UsageError && /^--history/.test(error.message);
+    console.error(`error: ${errorText(error)}${history ? '' : '\n(see --help)'}`);
     process.exit(2);
   }
   if (settings === null) return;
@@ -1803,36 +1691,35 @@ async function main(): Promise<void> {
     .then((found) => found.address, () => settings.server);
   const registryUdp = `${plainAddress(registryAddress)}:${settings.udpPort}`;
 
+  const terminal = createTerminal();
   const client: Client = {
-    state: initialState(settings, registryUdp, chatPort),
-    inbox: [],
-    terminal: createTerminal(),
-    chatListener,
-    heartbeatSocket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'),
-    registryAddress,
-    channels: new Map(),
-    nextConn: 1,
-    timers: new Map(),
-    heartbeat: undefined,
+    state: initialState(settings, registryUdp, chatPort), inbox: [], terminal, chatListener,
+    heartbeatSocket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'), registryAddress,
+    channels: new Map(), nextConn: 1, timers: new Map(), heartbeat: undefined,
   };
-  const { readline: lines, terminal } = { readline: client.terminal.readline, terminal: client.terminal };
   chatListener.on('connection', (socket) => onIncomingConnection(client, socket));
   client.heartbeatSocket.on('message', (bytes, sender) => {
     const decoded = decodeDatagram(bytes);
     const from = `${plainAddress(sender.address)}:${sender.port}`;
-    dispatch(client, { type: 'datagram', sender: from, message: decoded.ok ? decoded.message : null });
+    const message = decoded.ok ? decoded.message : null;
+    dispatch(client, { type: 'datagram', sender: from, message });
   });
   client.heartbeatSocket.on('error', () => {}); // e.g. the registry host is unreachable
-  lines.on('line', (line) => {
+  terminal.readline.on('line', (line) => {
     onLineTyped(terminal, line);
     dispatch(client, { type: 'typed', line });
     if (client.state.typedAhead.length > 0) terminal.typedRows = 0; // not shown yet: stays put
   });
-  lines.on('close', () => dispatch(client, { type: 'input_ended' }));
+  terminal.readline.on('close', () => {
+    // Ctrl-D, or the window closed: from now on print plainly (Deno's readline throws if asked
+    // to draw a prompt after it closed, and that would cost us the logout).
+    terminal.isTty = false;
+    dispatch(client, { type: 'input_ended' });
+  });
   // Ctrl-C at a TTY reaches readline; the rest arrive as signals. SIGHUP is the terminal
   // window closing: leave just as politely. When the terminal is gone, writing to it fails
   // (EIO, EPIPE): nobody is left to read it, but the goodbyes must still go out.
-  lines.on('SIGINT', () => dispatch(client, { type: 'signal', name: 'SIGINT' }));
+  terminal.readline.on('SIGINT', () => dispatch(client, { type: 'signal', name: 'SIGINT' }));
   for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(name, () => dispatch(client, { type: 'signal', name }));
   }
