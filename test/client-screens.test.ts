@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  LineClient, STARTUP_MS, loginThroughScreens, sleep, spawnScript, startChat, startTestServer,
+  STARTUP_MS, loginThroughScreens, registerAccount, sleep, spawnScript, startChat, startTestServer,
   waitUntil,
 } from './helpers.ts';
 import type { ScriptProcess, TestServer } from './helpers.ts';
@@ -66,27 +66,13 @@ after(async () => {
   await registry.close();
 });
 
-async function registerAccount(
-  server: TestServer,
-  username: string,
-  password = 'secret',
-): Promise<void> {
-  const connection = await LineClient.connect(server.tcpPort);
-  try {
-    const answer = await connection.request({ type: 'register', username, password });
-    assert.equal(answer.type, 'registered', JSON.stringify(answer));
-  } finally {
-    connection.close();
-  }
-}
-
 /** A client.ts logged in as a freshly registered `username`, at its Search prompt. */
 async function loggedIn(
   username: string,
   args: string[] = [],
   server = registry,
 ): Promise<ScriptProcess> {
-  await registerAccount(server, username);
+  await registerAccount(server.tcpPort, username);
   const client = await startClient(server, args);
   await loginThroughScreens(client, username);
   return client;
@@ -377,7 +363,7 @@ test('defect 12: a history file starts each conversation with a "began" header i
   const zone = 'Asia/Kolkata'; // +05:30: a UTC time would be caught
   try {
     const rae = await (async () => {
-      await registerAccount(registry, 'hist-rae');
+      await registerAccount(registry.tcpPort, 'hist-rae');
       const client = await startClient(registry, ['--history', dir], { TZ: zone });
       await loginThroughScreens(client, 'hist-rae');
       return client;

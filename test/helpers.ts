@@ -177,6 +177,23 @@ export function sendDatagram(
   });
 }
 
+/** Registers `username` over the raw protocol, through a fresh connection. */
+export async function registerAccount(
+  port: number,
+  username: string,
+  password = 'secret',
+): Promise<void> {
+  const client = await LineClient.connect(port);
+  try {
+    const registered = await client.request({ type: 'register', username, password });
+    if (registered.type !== 'registered') {
+      throw new Error(`register failed: ${JSON.stringify(registered)}`);
+    }
+  } finally {
+    client.close();
+  }
+}
+
 /** Registers and logs in through a fresh connection; returns the logged_in answer's token. */
 export async function registerAndLogin(
   port: number,
@@ -184,12 +201,9 @@ export async function registerAndLogin(
   password = 'secret',
   chatPort = 7000,
 ): Promise<string> {
+  await registerAccount(port, username, password);
   const client = await LineClient.connect(port);
   try {
-    const registered = await client.request({ type: 'register', username, password });
-    if (registered.type !== 'registered') {
-      throw new Error(`register failed: ${JSON.stringify(registered)}`);
-    }
     const loggedIn = await client.request({ type: 'login', username, password, chatPort });
     if (loggedIn.type !== 'logged_in') throw new Error(`login failed: ${JSON.stringify(loggedIn)}`);
     return loggedIn.token as string;

@@ -14,7 +14,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { LineClient, startTestServer, waitUntil } from './helpers.ts';
+import { registerAccount, startTestServer, waitUntil } from './helpers.ts';
 import type { TestServer } from './helpers.ts';
 import { RawPeer, Tmux, tmuxMissing } from './terminal-helpers.ts';
 
@@ -37,22 +37,11 @@ after(async () => {
 
 let sessions = 0;
 
-/** Registers `username` over the raw protocol. */
-async function registerAccount(username: string, password: string): Promise<void> {
-  const connection = await LineClient.connect(registry.tcpPort);
-  try {
-    const answer = await connection.request({ type: 'register', username, password });
-    assert.equal(answer.type, 'registered', JSON.stringify(answer));
-  } finally {
-    connection.close();
-  }
-}
-
 /** A client.ts in a new tmux session, logged in as a fresh user; returns the session name. */
 async function loggedInTerminal(
   username: string, password: string, args: string[] = [], command?: string[],
 ): Promise<string> {
-  await registerAccount(username, password);
+  await registerAccount(registry.tcpPort, username, password);
   const name = `c${sessions++}`;
   const flags = ['--tcp-port', String(registry.tcpPort), '--udp-port', String(registry.udpPort),
     '--registry-timeout-ms', '3000', ...args];
