@@ -617,7 +617,7 @@ async function handleLogin(
       token: session.token,
       heartbeatMs: registry.settings.heartbeatMs,
       timeoutMs: registry.settings.timeoutMs,
-      storage: registry.store.storage ?? 'memory',
+      storage: registry.store.storage,
       ...(replaced ? { replaced: true } : {}),
     };
   } catch (error) {
@@ -872,9 +872,8 @@ export type StoredUser = {
 export type UserStore = {
   /** One line for the start-up log saying where accounts live. */
   readonly description: string;
-  /** What `logged_in` tells clients: "mongodb" if accounts outlive a restart. A store that does
-   * not say is taken as "memory", the cautious answer. */
-  readonly storage?: Storage;
+  /** What `logged_in` tells clients: "mongodb" if accounts outlive a restart, "memory" if not. */
+  readonly storage: Storage;
   /** Adds the user unless the name is taken. Must be atomic: of two racing calls for one name,
    * exactly one gets 'added'. */
   addUser(user: StoredUser): Promise<'added' | 'taken'>;
@@ -896,8 +895,7 @@ async function hashPassword(
   if (!(await waitForHashTurn(registry, connection))) return undefined;
   try {
     return await new Promise((resolve, reject) => {
-      scrypt(password, salt, SCRYPT_KEY_BYTES, (error, key) => error ? reject(error) : resolve(key),
-      );
+      scrypt(password, salt, SCRYPT_KEY_BYTES, (error, key) => error ? reject(error) : resolve(key));
     });
   } finally {
     passHashTurn(registry);
@@ -1024,9 +1022,7 @@ function connectionRefusal(registry: Registry, address: string): string | undefi
 /** Adds (+1) or removes (-1) an open connection. A closing connection also leaves the hasher's
  * line and stops its idle timer. */
 function countConnection(registry: Registry, connection: Connection, change: 1 | -1): void {
-  const held = (registry.connectionsByAddress.get(connection.address) ?? 0) + change;
-  if (held > 0) registry.connectionsByAddress.set(connection.address, held);
-  else registry.connectionsByAddress.delete(connection.address);
+  addToCount(registry.connectionsByAddress, connection.address, change);
   if (change === 1) {
     registry.connections.add(connection);
     return;
@@ -1034,6 +1030,14 @@ function countConnection(registry: Registry, connection: Connection, change: 1 |
   registry.connections.delete(connection);
   clearTimeout(connection.idleTimer);
   dropHashTurn(registry, connection);
+}
+
+/** Adds `change` to a per-address count; a count that reaches 0 leaves the Map, so addresses
+ * that have gone cost nothing. */
+function addToCount(counts: Map<string, number>, key: string, change: number): void {
+  const count = (counts.get(key) ?? 0) + change;
+  if (count > 0) counts.set(key, count);
+  else counts.delete(key);
 }
 
 /** Closes the connection once it has sent no whole, valid request for idleMs: neither silence,
@@ -1205,7 +1209,7 @@ function admitToHashing(
     return errorReply('too_many_attempts',
       `the registry is already checking ${share} passwords from your address; try again in 1 s`);
   }
-  byAddress.set(connection.address, admitted + 1);
+  addToCount(byAddress, connection.address, +1);
   for (const [counts, key] of charges) countAttempt(registry, counts, key, now);
   return undefined;
 }
@@ -1218,10 +1222,7 @@ function leaveHashing(
   charges: Charge[],
   refund: boolean,
 ): void {
-  const { byAddress } = registry.hashing;
-  const left = (byAddress.get(connection.address) ?? 1) - 1;
-  if (left > 0) byAddress.set(connection.address, left);
-  else byAddress.delete(connection.address);
+  addToCount(registry.hashing.byAddress, connection.address, -1);
   if (!refund) return;
   for (const [counts, key] of charges) {
     const entry = counts.entries.get(key);

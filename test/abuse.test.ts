@@ -569,6 +569,7 @@ function breakableStore(): UserStore & { broken: boolean; damaged: boolean } {
     /** While set, findUser returns a record whose hash has the wrong length. */
     damaged: false,
     description: 'breakable test store',
+    storage: 'memory' as const,
     addUser: (user: Parameters<UserStore['addUser']>[0]) =>
       (store.broken ? failure() : inner.addUser(user)),
     findUser: async (name: string) => {

@@ -426,6 +426,7 @@ describe('storage failure', () => {
     const users = new Map<string, StoredUser>();
     const flakyStore: UserStore = {
       description: 'a store that can be switched off',
+      storage: 'memory',
       async addUser(user) {
         if (!storageWorks) throw new Error('connection lost');
         if (users.has(user.name)) return 'taken';
