@@ -1555,7 +1555,7 @@ function saveToHistory(client: Client, you: string, peer: string, line: string):
   const file = historyFile(dir, you, peer);
   try {
     if (file === null) throw new Error(`no safe file name for ${quoteSafely(peer)}`);
-    mkdirSync(path.dirname(file), { recursive: true });
+    makeFolders(path.dirname(file));
     appendFileSync(file, line + '\n');
   } catch (error) {
     sayOnScreen(client.terminal, `Could not write the history: ${errorText(error)}`, 'yellow');
@@ -1573,14 +1573,20 @@ function historyFile(dir: string, you: string, peer: string): string | null {
   return file.startsWith(root + path.sep) ? file : null;
 }
 
+/** Makes `dir` and its missing parents, one folder at a time. (mkdirSync's own `recursive`
+ * option spins forever on a filesystem that refuses folders in an odd way, as /proc does.) */
+function makeFolders(dir: string): void {
+  const missing: string[] = [];
+  for (let at = path.resolve(dir); !existsSync(at); at = path.dirname(at)) missing.unshift(at);
+  for (const folder of missing) mkdirSync(folder);
+}
+
 /** --history DIR must be a folder we can write to; found out now, not on the first message.
- * Writing a probe file is the only true test: root ignores permission bits. The last folder is
- * made on its own: a recursive mkdir spins forever where the parent refuses it (as /proc does). */
+ * Writing a probe file is the only true test: root ignores permission bits. */
 function checkHistoryDir(dir: string): void {
   const probe = path.join(dir, `.p2p-chat-probe-${process.pid}`);
   try {
-    mkdirSync(path.dirname(path.resolve(dir)), { recursive: true });
-    if (!existsSync(dir)) mkdirSync(dir);
+    makeFolders(dir);
     writeFileSync(probe, '');
     rmSync(probe);
   } catch (error) {

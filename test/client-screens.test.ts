@@ -250,6 +250,7 @@ test('defect 10: a bad --history stops the client at start-up with exit 2, ' +
       // Cannot be created even by root (root ignores file modes, not these file systems).
       ['a folder that cannot be created (sysfs)', '/sys/p2p-chat-history-test'],
       ['a folder that cannot be created (procfs)', '/proc/p2p-chat-history-test'],
+      ['two levels that cannot be created (procfs)', '/proc/p2p-chat-history-test/deeper'],
     ];
     if (process.getuid?.() !== 0) {
       const locked = path.join(dir, 'locked');
