@@ -48,13 +48,14 @@ import readline from 'node:readline';
 import { Writable } from 'node:stream';
 import { parseArgs, styleText } from 'node:util';
 import {
-  DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, LineSplitter, MAX_LINE_BYTES, MAX_LISTED_USERS,
-  USERNAME_PATTERN, USERNAME_RULE, UsageError, checkTicket, decodeDatagram, decodePeerMessage,
-  decodeReply, encodeDatagram, encodeLine, errorText, isMainModule, normaliseUsername,
-  numberFlag, plainAddress,
+  DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, LineSplitter, MAX_LINE_BYTES, PeerChannel, USERNAME_PATTERN,
+  USERNAME_RULE, UsageError, answerFits, checkTicket, decodeDatagram, decodeReply, encodeDatagram,
+  encodeLine, errorText, isMainModule, normaliseUsername, numberFlagOptions, numberFlagsUsage,
+  plainAddress, readNumberFlags, usageLine,
 } from './protocol.ts';
 import type {
-  DeclineReason, Hello, PeerMessage, Reply, Request, SessionUnknown, Storage,
+  DeclineReason, Hello, NumberFlag, PeerChannelEnd, PeerChannelHandlers, PeerMessage, Reply,
+  Request, SessionUnknown, Storage,
 } from './protocol.ts';
 
 // === Settings ====================================================================================
@@ -732,22 +733,6 @@ const REPLACED = 'You logged in somewhere else, so the registry ended this sessi
 const DECLINED: PeerMessage = { type: 'chat_decline', reason: 'declined' };
 const BYE: PeerMessage = { type: 'bye' };
 
-/** True when `reply` is an answer to `request`, about the name we asked about. */
-function answerFits(request: Request, reply: Reply): boolean {
-  const sameName = (name: string) =>
-    'username' in request && normaliseUsername(name) === normaliseUsername(request.username);
-  switch (reply.type) {
-    case 'error': return true;
-    case 'registered': return request.type === 'register' && sameName(reply.username);
-    case 'logged_in': return request.type === 'login' && sameName(reply.username);
-    case 'found': return request.type === 'search' && sameName(reply.username);
-    case 'online':
-      return request.type === 'list' && reply.users.length <= MAX_LISTED_USERS &&
-        reply.total >= reply.users.length;
-    case 'logged_out': return request.type === 'logout';
-  }
-}
-
 type AnswerEvent = ScreenEvent & { type: 'answer' | 'answer_failed' };
 
 /** An answer (or failure) to a request of type `asked`. */
@@ -1368,144 +1353,9 @@ function redactSecrets(line: string): string {
 
 // === Effects: peers ==============================================================================
 //
-// Between two clients the protocol is the same as with the registry: one JSON object per line.
-// PeerChannel wraps one net.Socket and turns it into messages in both directions. It knows
-// nothing about screens or users, so the benchmark in bench/ uses it on its own.
-//
-// What it protects against: a peer is just another program on the network and may be broken or
-// hostile. A line that is not a valid peer message, a line longer than MAX_LINE_BYTES, or
-// silence past a deadline set with expectWithin() ends the connection, and the owner is told
-// why through onClose. Nothing a peer sends can throw an exception into our program.
+// Each peer connection is a PeerChannel (protocol.ts): it turns the socket into checked messages
+// and tells us why it ended. Here its news becomes events about a numbered `conn`.
 
-/** Why a PeerChannel ended. Exported for test/client-peer-channel.test.ts. */
-export type PeerChannelEnd =
-  | { kind: 'ended' } // the other side closed the connection
-  | { kind: 'error'; detail: string } // the socket failed, e.g. ECONNRESET
-  | { kind: 'garbage'; detail: string } // a line that is not a valid peer message
-  | { kind: 'too_long' } // a line longer than the limit
-  | { kind: 'silent'; waitedMs: number }; // nothing arrived before the expectWithin() deadline
-
-type PeerChannelHandlers = {
-  /** Each valid message, in order. */
-  onMessage: (message: PeerMessage, channel: PeerChannel) => void;
-  /** Once, when the connection ends for any reason other than our own close(). */
-  onClose: (why: PeerChannelEnd, channel: PeerChannel) => void;
-  /** Optional: every line sent ('out') or received ('in'), for --trace. */
-  onTrace?: (direction: 'in' | 'out', line: string, channel: PeerChannel) => void;
-};
-
-/**
- * One TCP connection to another client, speaking the peer protocol. Exported for bench/ and
- * test/client-peer-channel.test.ts.
- *
- *   const channel = await PeerChannel.connect('127.0.0.1', 40123, {
- *     onMessage: (message) => console.log('got', message),
- *     onClose: (why) => console.log('ended:', why.kind),
- *   });
- *   channel.send({ type: 'msg', text: 'hello', at: Date.now() });
- *   channel.close();
- *
- * An accepted socket (from net.createServer) is wrapped with `new PeerChannel(socket, handlers)`.
- * After close() or onClose nothing more is delivered and send() does nothing.
- */
-export class PeerChannel {
-  readonly socket: net.Socket;
-  /** "address:port" of the other end, for messages. */
-  readonly remote: string;
-  /** False once the channel has ended, by our close() or by anything else. */
-  isOpen = true;
-  private readonly handlers: PeerChannelHandlers;
-  private readonly splitter: LineSplitter;
-  private silenceTimer: ReturnType<typeof setTimeout> | undefined; // the expectWithin() deadline
-
-  constructor(socket: net.Socket, handlers: PeerChannelHandlers, maxLineBytes = MAX_LINE_BYTES) {
-    this.socket = socket;
-    this.handlers = handlers;
-    this.splitter = new LineSplitter(maxLineBytes);
-    this.remote = `${plainAddress(socket.remoteAddress)}:${socket.remotePort ?? '?'}`;
-    // Chat lines are small and a person is waiting for each one: send at once instead of letting
-    // Nagle's algorithm hold small packets back to batch them.
-    socket.setNoDelay(true);
-    let errorDetail: string | undefined;
-    socket.on('error', (error: NodeJS.ErrnoException) => {
-      errorDetail = error.code ?? error.message;
-    });
-    socket.on('close', () => {
-      this.end(errorDetail ? { kind: 'error', detail: errorDetail } : { kind: 'ended' });
-    });
-    socket.on('data', (chunk: Uint8Array) => this.receive(chunk));
-  }
-
-  /** Connects to a peer; rejects if no connection is made within timeoutMs. */
-  static connect(host: string, port: number, handlers: PeerChannelHandlers, timeoutMs = 5000) {
-    return new Promise<PeerChannel>((resolve, reject) => {
-      const socket = net.connect({ host, port });
-      const timer = setTimeout(() => {
-        socket.destroy();
-        reject(new Error(`no connection within ${timeoutMs} ms`));
-      }, timeoutMs);
-      const failed = (error: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        reject(new Error(error.code ?? error.message));
-      };
-      socket.once('error', failed);
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        socket.off('error', failed);
-        resolve(new PeerChannel(socket, handlers));
-      });
-    });
-  }
-
-  /** Sends one message as one line. Does nothing once the channel has ended. */
-  send(message: PeerMessage): void {
-    if (!this.isOpen) return;
-    const line = encodeLine(message);
-    this.handlers.onTrace?.('out', line.trimEnd(), this);
-    this.socket.write(line);
-  }
-
-  /** Ends the channel (reported as 'silent') unless a message arrives within `ms`. A new call
-   * replaces the previous deadline; every received message clears it. */
-  expectWithin(ms: number): void {
-    clearTimeout(this.silenceTimer);
-    this.silenceTimer = setTimeout(() => this.end({ kind: 'silent', waitedMs: ms }, true), ms);
-  }
-
-  /** Closes politely: what was sent is still delivered, then the connection ends. onClose is not
-   * called for this. A peer that never closes its side is cut off after two seconds. */
-  close(): void {
-    if (!this.isOpen) return;
-    this.isOpen = false;
-    clearTimeout(this.silenceTimer);
-    this.socket.end();
-    setTimeout(() => this.socket.destroy(), 2000).unref();
-  }
-
-  private receive(chunk: Uint8Array): void {
-    if (!this.isOpen) return;
-    const { lines, tooLong } = this.splitter.push(chunk);
-    for (const line of lines) {
-      const decoded = decodePeerMessage(line);
-      this.handlers.onTrace?.('in', Buffer.from(line).toString('utf8'), this);
-      if (!decoded.ok) return this.end({ kind: 'garbage', detail: decoded.error }, true);
-      clearTimeout(this.silenceTimer);
-      this.handlers.onMessage(decoded.message, this);
-      if (!this.isOpen) return; // the handler closed us: ignore the rest of the chunk
-    }
-    if (tooLong) this.end({ kind: 'too_long' }, true);
-  }
-
-  /** Reports the end once, whatever caused it; `hangUp` also cuts the connection. */
-  private end(why: PeerChannelEnd, hangUp = false): void {
-    if (this.isOpen) {
-      this.isOpen = false;
-      clearTimeout(this.silenceTimer);
-      this.handlers.onClose(why, this);
-    }
-    if (hangUp) this.socket.destroy();
-  }
-}
 
 /** A PeerChannelEnd in words, for the person at the keyboard. */
 function describeEnd(why: PeerChannelEnd): string {
@@ -1600,29 +1450,34 @@ function checkHistoryDir(dir: string): void {
 
 // === Command line ================================================================================
 
-const defaults = DEFAULT_CLIENT_SETTINGS;
+type NumberSetting =
+  { [K in keyof ClientSettings]: ClientSettings[K] extends number ? K : never }[keyof ClientSettings];
+const DAY_MS = 86_400_000;
+/** The whole-number flags (see NumberFlag in protocol.ts). --help is printed from this table and
+ * the defaults, so the text and the program cannot disagree. */
+const NUMBER_FLAGS: ReadonlyArray<NumberFlag<NumberSetting>> = [
+  ['tcp-port', 'tcpPort', 1, 65535, "the registry's TCP port"],
+  ['udp-port', 'udpPort', 1, 65535, "the registry's UDP port, for heartbeats"],
+  ['chat-port', 'chatPort', 0, 65535, 'where peers reach you; 0 picks any free port'],
+  ['registry-timeout-ms', 'registryTimeoutMs', 1, DAY_MS, "ms to wait for the registry's answer"],
+  ['answer-timeout-ms', 'answerTimeoutMs', 1, DAY_MS, "ms to wait for a called peer's answer"],
+  ['decide-timeout-ms', 'decideTimeoutMs', 1, DAY_MS, 'ms to accept or decline a request'],
+  ['greeting-timeout-ms', 'greetingTimeoutMs', 1, DAY_MS, 'ms a new connection has to send its request'],
+];
+
 const USAGE = `Usage: client.ts [options]
 
 The p2p-chat terminal client: log in at a registry, find someone, chat with them directly.
 
 Options:
-  --server HOST          the registry's address (default 127.0.0.1)
-  --tcp-port N           the registry's TCP port (default ${DEFAULT_TCP_PORT})
-  --udp-port N           the registry's UDP port for heartbeats (default ${DEFAULT_UDP_PORT})
-  --chat-port N          port where peers reach you (default 0: any free port)
-  --history DIR          append each conversation to DIR/<you>/<peer>.log
-  --trace                print the protocol messages sent and received
-  -h, --help             show this help
-
-Timeouts (mostly for tests; milliseconds):
-  --registry-timeout-ms N   wait for the registry's answer (default ${defaults.registryTimeoutMs})
-  --answer-timeout-ms N     wait for a called peer's answer (default ${defaults.answerTimeoutMs})
-  --decide-timeout-ms N     time to accept an incoming request (default ${defaults.decideTimeoutMs})
-  --greeting-timeout-ms N   time a new peer connection has to send its request
-                            (default ${defaults.greetingTimeoutMs})
+${usageLine('--server HOST', `the registry's address (default ${DEFAULT_CLIENT_SETTINGS.server})`)}
+${numberFlagsUsage(NUMBER_FLAGS, DEFAULT_CLIENT_SETTINGS)}
+${usageLine('--history DIR', 'append each conversation to DIR/<you>/<peer>.log')}
+${usageLine('--trace', 'print the protocol messages sent and received')}
+${usageLine('-h, --help', 'show this help')}
 
 Environment:
-  NO_COLOR               set to turn colour off`;
+  NO_COLOR   set to turn colour off`;
 
 /** Turns the command line into settings; null means --help was printed. */
 function parseCommandLine(args: string[]): ClientSettings | null {
@@ -1630,32 +1485,18 @@ function parseCommandLine(args: string[]): ClientSettings | null {
   const { values } = parseArgs({
     args,
     options: {
-      server: text, 'tcp-port': text, 'udp-port': text, 'chat-port': text, history: text,
-      trace: { type: 'boolean' }, 'registry-timeout-ms': text, 'answer-timeout-ms': text,
-      'decide-timeout-ms': text, 'greeting-timeout-ms': text,
-      help: { type: 'boolean', short: 'h' },
+      server: text, history: text, trace: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      ...numberFlagOptions(NUMBER_FLAGS),
     },
   });
   if (values.help) {
     console.log(USAGE);
     return null;
   }
-  const port = (flag: 'tcp-port' | 'udp-port' | 'chat-port', fallback: number, min = 1) =>
-    numberFlag(flag, values[flag], fallback, min, 65535);
-  const ms = (flag: `${string}-timeout-ms`, fallback: number) =>
-    numberFlag(flag, (values as Record<string, string | undefined>)[flag], fallback, 1, 86_400_000);
   return {
-    ...defaults,
-    server: values.server ?? defaults.server,
-    tcpPort: port('tcp-port', defaults.tcpPort),
-    udpPort: port('udp-port', defaults.udpPort),
-    chatPort: port('chat-port', defaults.chatPort, 0),
-    historyDir: values.history,
-    trace: values.trace ?? false,
-    registryTimeoutMs: ms('registry-timeout-ms', defaults.registryTimeoutMs),
-    answerTimeoutMs: ms('answer-timeout-ms', defaults.answerTimeoutMs),
-    decideTimeoutMs: ms('decide-timeout-ms', defaults.decideTimeoutMs),
-    greetingTimeoutMs: ms('greeting-timeout-ms', defaults.greetingTimeoutMs),
+    ...DEFAULT_CLIENT_SETTINGS, ...readNumberFlags(NUMBER_FLAGS, values),
+    server: (values.server as string | undefined) ?? DEFAULT_CLIENT_SETTINGS.server,
+    historyDir: values.history as string | undefined, trace: values.trace === true,
   };
 }
 

@@ -19,13 +19,14 @@
  *   - the validating decoder: bytes → typed message, or a typed error, and never an exception
  *   - the line splitter that cuts a TCP byte stream into lines, with a length limit
  *   - tickets: how the registry vouches for a caller to the peer being called
- *   - two small command-line helpers that server.ts and client.ts share
+ *   - PeerChannel: conversation (3) on one socket, for client.ts and bench/
+ *   - small command-line helpers that server.ts and client.ts share
  */
 
 import { Buffer } from 'node:buffer';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { realpathSync } from 'node:fs';
-import { isIP } from 'node:net';
+import net from 'node:net';
 import process from 'node:process';
 import { pathToFileURL } from 'node:url';
 
@@ -246,7 +247,7 @@ function fieldIsValid(kind: FieldKind, value: unknown): boolean {
     case 'username': return isUsername(value);
     case 'usernames': return Array.isArray(value) && value.every(isUsername);
     case 'host':
-      return typeof value === 'string' && (isIP(value) !== 0 || HOST_NAME_PATTERN.test(value));
+      return typeof value === 'string' && (net.isIP(value) !== 0 || HOST_NAME_PATTERN.test(value));
     case 'port': return isWholeNumber(value, 1, 65535);
     case 'positive': return isWholeNumber(value, 1);
     case 'count': return isWholeNumber(value, 0);
@@ -340,6 +341,24 @@ export function decodeDatagram(input: Uint8Array | string): Decoded<Hello | Sess
 /** A line from the other client in a chat. */
 export function decodePeerMessage(input: Uint8Array | string): Decoded<PeerMessage> {
   return decodeWith<PeerMessage>(PEER_SCHEMAS, input);
+}
+
+/** True when `reply` answers `request`, about the name asked about. The decoder checks an
+ * answer's fields; this checks that it is an answer to the question, so a client never acts on
+ * one that is not (the registry's word is checked like a stranger's). */
+export function answerFits(request: Request, reply: Reply): boolean {
+  const sameName = (name: string) =>
+    'username' in request && normaliseUsername(name) === normaliseUsername(request.username);
+  switch (reply.type) {
+    case 'error': return true;
+    case 'registered': return request.type === 'register' && sameName(reply.username);
+    case 'logged_in': return request.type === 'login' && sameName(reply.username);
+    case 'found': return request.type === 'search' && sameName(reply.username);
+    case 'online':
+      return request.type === 'list' && reply.users.length <= MAX_LISTED_USERS &&
+        reply.total >= reply.users.length;
+    case 'logged_out': return request.type === 'logout';
+  }
 }
 
 /** One message as one line of text, ready to write to a TCP socket. */
@@ -511,6 +530,151 @@ export function checkTicket(
 }
 
 // ============================================================================================
+// PeerChannel: one connection between two clients
+// ============================================================================================
+//
+// Between two clients the protocol is the same as with the registry: one JSON object per line.
+// PeerChannel wraps one net.Socket and turns it into messages in both directions. It knows
+// nothing about screens or users: client.ts gives it handlers, and the benchmark in bench/ uses
+// it on its own, without loading the client.
+//
+// What it protects against: a peer is just another program on the network and may be broken or
+// hostile. A line that is not a valid peer message, a line longer than MAX_LINE_BYTES, or
+// silence past a deadline set with expectWithin() ends the connection, and the owner is told
+// why through onClose. Nothing a peer sends can throw an exception into our program.
+
+/** Why a PeerChannel ended. Used by client.ts and test/client-peer-channel.test.ts. */
+export type PeerChannelEnd =
+  | { kind: 'ended' } // the other side closed the connection
+  | { kind: 'error'; detail: string } // the socket failed, e.g. ECONNRESET
+  | { kind: 'garbage'; detail: string } // a line that is not a valid peer message
+  | { kind: 'too_long' } // a line longer than the limit
+  | { kind: 'silent'; waitedMs: number }; // nothing arrived before the expectWithin() deadline
+
+/** What a PeerChannel tells its owner. */
+export type PeerChannelHandlers = {
+  /** Each valid message, in order. */
+  onMessage: (message: PeerMessage, channel: PeerChannel) => void;
+  /** Once, when the connection ends for any reason other than our own close(). */
+  onClose: (why: PeerChannelEnd, channel: PeerChannel) => void;
+  /** Optional: every line sent ('out') or received ('in'), for --trace. */
+  onTrace?: (direction: 'in' | 'out', line: string, channel: PeerChannel) => void;
+};
+
+/**
+ * One TCP connection to another client, speaking the peer protocol. Used by client.ts, bench/
+ * and test/client-peer-channel.test.ts.
+ *
+ *   const channel = await PeerChannel.connect('127.0.0.1', 40123, {
+ *     onMessage: (message) => console.log('got', message),
+ *     onClose: (why) => console.log('ended:', why.kind),
+ *   });
+ *   channel.send({ type: 'msg', text: 'hello', at: Date.now() });
+ *   channel.close();
+ *
+ * An accepted socket (from net.createServer) is wrapped with `new PeerChannel(socket, handlers)`.
+ * After close() or onClose nothing more is delivered and send() does nothing.
+ */
+export class PeerChannel {
+  readonly socket: net.Socket;
+  /** "address:port" of the other end, for messages. */
+  readonly remote: string;
+  /** False once the channel has ended, by our close() or by anything else. */
+  isOpen = true;
+  private readonly handlers: PeerChannelHandlers;
+  private readonly splitter: LineSplitter;
+  private silenceTimer: ReturnType<typeof setTimeout> | undefined; // the expectWithin() deadline
+
+  constructor(socket: net.Socket, handlers: PeerChannelHandlers, maxLineBytes = MAX_LINE_BYTES) {
+    this.socket = socket;
+    this.handlers = handlers;
+    this.splitter = new LineSplitter(maxLineBytes);
+    this.remote = `${plainAddress(socket.remoteAddress)}:${socket.remotePort ?? '?'}`;
+    // Chat lines are small and a person is waiting for each one: send at once instead of letting
+    // Nagle's algorithm hold small packets back to batch them.
+    socket.setNoDelay(true);
+    let errorDetail: string | undefined;
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      errorDetail = error.code ?? error.message;
+    });
+    socket.on('close', () => {
+      this.end(errorDetail ? { kind: 'error', detail: errorDetail } : { kind: 'ended' });
+    });
+    socket.on('data', (chunk: Uint8Array) => this.receive(chunk));
+  }
+
+  /** Connects to a peer; rejects if no connection is made within timeoutMs. */
+  static connect(host: string, port: number, handlers: PeerChannelHandlers, timeoutMs = 5000) {
+    return new Promise<PeerChannel>((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`no connection within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const failed = (error: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(new Error(error.code ?? error.message));
+      };
+      socket.once('error', failed);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.off('error', failed);
+        resolve(new PeerChannel(socket, handlers));
+      });
+    });
+  }
+
+  /** Sends one message as one line. Does nothing once the channel has ended. */
+  send(message: PeerMessage): void {
+    if (!this.isOpen) return;
+    const line = encodeLine(message);
+    this.handlers.onTrace?.('out', line.trimEnd(), this);
+    this.socket.write(line);
+  }
+
+  /** Ends the channel (reported as 'silent') unless a message arrives within `ms`. A new call
+   * replaces the previous deadline; every received message clears it. */
+  expectWithin(ms: number): void {
+    clearTimeout(this.silenceTimer);
+    this.silenceTimer = setTimeout(() => this.end({ kind: 'silent', waitedMs: ms }, true), ms);
+  }
+
+  /** Closes politely: what was sent is still delivered, then the connection ends. onClose is not
+   * called for this. A peer that never closes its side is cut off after two seconds. */
+  close(): void {
+    if (!this.isOpen) return;
+    this.isOpen = false;
+    clearTimeout(this.silenceTimer);
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  private receive(chunk: Uint8Array): void {
+    if (!this.isOpen) return;
+    const { lines, tooLong } = this.splitter.push(chunk);
+    for (const line of lines) {
+      const decoded = decodePeerMessage(line);
+      this.handlers.onTrace?.('in', Buffer.from(line).toString('utf8'), this);
+      if (!decoded.ok) return this.end({ kind: 'garbage', detail: decoded.error }, true);
+      clearTimeout(this.silenceTimer);
+      this.handlers.onMessage(decoded.message, this);
+      if (!this.isOpen) return; // the handler closed us: ignore the rest of the chunk
+    }
+    if (tooLong) this.end({ kind: 'too_long' }, true);
+  }
+
+  /** Reports the end once, whatever caused it; `hangUp` also cuts the connection. */
+  private end(why: PeerChannelEnd, hangUp = false): void {
+    if (this.isOpen) {
+      this.isOpen = false;
+      clearTimeout(this.silenceTimer);
+      this.handlers.onClose(why, this);
+    }
+    if (hangUp) this.socket.destroy();
+  }
+}
+
+// ============================================================================================
 // Shared by the two programs' command lines
 // ============================================================================================
 
@@ -522,20 +686,49 @@ export function errorText(error: unknown): string {
 /** A mistake on the command line: printed with a pointer to --help, exit code 2. */
 export class UsageError extends Error {}
 
-/** Parses a whole-number flag, or explains what is wrong with it. */
-export function numberFlag(
-  flag: string,
-  value: string | undefined,
-  fallback: number,
-  min: number,
-  max: number,
-): number {
-  if (value === undefined) return fallback;
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
-    throw new UsageError(`--${flag} needs a whole number from ${min} to ${max}, not "${value}"`);
+/** A command-line flag that takes a whole number: its name, the setting it changes, the range
+ * it accepts, and a few words for --help. Each program lists these flags in one table, which
+ * both its parser and its --help read, so the two cannot disagree. */
+export type NumberFlag<Setting extends string> =
+  readonly [flag: string, setting: Setting, min: number, max: number, help: string];
+
+/** The parseArgs options for a table of number flags: each takes a value. */
+export function numberFlagOptions(flags: ReadonlyArray<NumberFlag<string>>) {
+  return Object.fromEntries(flags.map(([flag]) => [flag, { type: 'string' as const }]));
+}
+
+/** The settings the command line gave (a flag not given is not in the result). A value that is
+ * not a whole number in range is a UsageError that says so. */
+export function readNumberFlags<Setting extends string>(
+  flags: ReadonlyArray<NumberFlag<Setting>>,
+  values: Record<string, unknown>,
+): Partial<Record<Setting, number>> {
+  const settings: Partial<Record<Setting, number>> = {};
+  for (const [flag, setting, min, max] of flags) {
+    const value = values[flag];
+    if (typeof value !== 'string') continue;
+    const parsed = Number(value);
+    if (!Number.isInteger(parsed) || parsed < min || parsed > max) {
+      throw new UsageError(`--${flag} needs a whole number from ${min} to ${max}, not "${value}"`);
+    }
+    settings[setting] = parsed;
   }
-  return parsed;
+  return settings;
+}
+
+/** One line of --help: the flag, then what it does (on a line of its own when the flag is
+ * long). */
+export function usageLine(flag: string, help: string): string {
+  return flag.length < 34 ? `  ${flag.padEnd(34)}${help}` : `  ${flag}\n  ${' '.repeat(34)}${help}`;
+}
+
+/** The --help lines of a table of number flags, each with its default. */
+export function numberFlagsUsage<Setting extends string>(
+  flags: ReadonlyArray<NumberFlag<Setting>>,
+  defaults: Record<Setting, unknown>,
+): string {
+  return flags.map(([flag, setting, , , help]) =>
+    usageLine(`--${flag} N`, `${help} (default ${defaults[setting]})`)).join('\n');
 }
 
 /** True when the module whose `import.meta` is passed was started directly (`tsx server.ts`,

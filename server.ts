@@ -47,11 +47,11 @@ import {
   DEFAULT_HEARTBEAT_MS, DEFAULT_TCP_PORT, DEFAULT_TIMEOUT_MS, DEFAULT_UDP_PORT, LineSplitter,
   MAX_DATAGRAM_BYTES, MAX_LISTED_USERS, TICKET_TTL_MS, USERNAME_PATTERN, USERNAME_RULE,
   decodeDatagram, decodeRequest, encodeDatagram, encodeLine, errorText, isMainModule, makeTicket,
-  normaliseUsername, numberFlag, plainAddress,
+  normaliseUsername, numberFlagOptions, numberFlagsUsage, plainAddress, readNumberFlags, usageLine,
 } from './protocol.ts';
 import type {
-  ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest, RegisterRequest, Reply,
-  SearchRequest, SessionUnknown, Storage,
+  ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest, NumberFlag, RegisterRequest,
+  Reply, SearchRequest, SessionUnknown, Storage,
 } from './protocol.ts';
 
 // ============================================================================================
@@ -1256,9 +1256,9 @@ type NumberSetting = {
   [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends number ? K : never;
 }[keyof typeof DEFAULTS];
 
-/** The whole-number flags: name, the setting it changes, its range, and what it does. --help is
- * printed from this table and DEFAULTS, so the text and the program cannot disagree. */
-const NUMBER_FLAGS: ReadonlyArray<readonly [string, NumberSetting, number, number, string]> = [
+/** The whole-number flags (see NumberFlag in protocol.ts). --help is printed from this table and
+ * DEFAULTS, so the text and the program cannot disagree. */
+const NUMBER_FLAGS: ReadonlyArray<NumberFlag<NumberSetting>> = [
   ['tcp-port', 'tcpPort', 0, 65535, 'TCP port for requests'],
   ['udp-port', 'udpPort', 0, 65535, 'UDP port for heartbeats'],
   ['heartbeat-ms', 'heartbeatMs', 1, 3_600_000, 'how often clients say hello'],
@@ -1281,19 +1281,13 @@ const NUMBER_FLAGS: ReadonlyArray<readonly [string, NumberSetting, number, numbe
     'password checks one address may have in line'],
 ];
 
-/** One line of --help: the flag, then what it does, on the next line when both do not fit. */
-function usageLine(flag: string, help: string): string {
-  return flag.length < 34 ? `  ${flag.padEnd(34)}${help}` : `  ${flag}\n  ${' '.repeat(34)}${help}`;
-}
-
 const USAGE = `Usage: server.ts [options]
 
 The p2p-chat registry: accounts, who is online, and introductions between peers.
 
 Options:
 ${usageLine('--host ADDRESS', `address to listen on (default ${DEFAULTS.host})`)}
-${NUMBER_FLAGS.map(([flag, setting, , , help]) =>
-  usageLine(`--${flag} N`, `${help} (default ${DEFAULTS[setting]})`)).join('\n')}
+${numberFlagsUsage(NUMBER_FLAGS, DEFAULTS)}
 ${usageLine('-h, --help', 'show this help')}
 
 Environment:
@@ -1307,7 +1301,7 @@ async function main(): Promise<void> {
       options: {
         host: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
-        ...Object.fromEntries(NUMBER_FLAGS.map(([flag]) => [flag, { type: 'string' as const }])),
+        ...numberFlagOptions(NUMBER_FLAGS),
       },
     });
     if (values.help) {
@@ -1315,12 +1309,11 @@ async function main(): Promise<void> {
       return;
     }
     const host = values.host as string | undefined;
-    options = { host, mongodbUri: process.env.MONGODB_URI || undefined };
-    for (const [flag, setting, min, max] of NUMBER_FLAGS) {
-      const given = (values as Record<string, string | undefined>)[flag];
-      if (given === undefined) continue; // left to startServer(), which fills in DEFAULTS
-      options[setting] = numberFlag(flag, given, DEFAULTS[setting], min, max);
-    }
+    // Settings not given are left to startServer(), which fills in DEFAULTS.
+    options = {
+      host, mongodbUri: process.env.MONGODB_URI || undefined,
+      ...readNumberFlags(NUMBER_FLAGS, values),
+    };
   } catch (error) {
     console.error(`error: ${errorText(error)}\n(see --help)`);
     process.exit(2);

@@ -1,8 +1,8 @@
 /**
  * bench/chat.ts — figure 6: the chat path, client to client, with the client's own peer code.
  *
- * Two chat endpoints, each a PeerChannel from client.ts (the class the client uses for every peer
- * connection: line splitting, validation of each message, deadlines). One lives in this process
+ * Two chat endpoints, each a PeerChannel from protocol.ts (the class the client uses for every
+ * peer connection: line splitting, validation of each message, deadlines). One lives in this process
  * and sends `msg` messages; the other lives in a child process and sends every message back.
  *
  *   this process: PeerChannel ── msg ──▶ child: PeerChannel, sends it back
@@ -20,7 +20,7 @@
  */
 
 import { performance } from 'node:perf_hooks';
-import { PeerChannel } from '../client.ts';
+import { PeerChannel } from '../protocol.ts';
 import type { ChatMessage } from '../protocol.ts';
 import type { BenchConfig, Row } from './common.ts';
 import { connect, formatMs, formatRate, formatRatio, percentile, startTarget } from './common.ts';

@@ -18,8 +18,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
-import { PeerChannel } from '../client.ts';
-import { LineSplitter } from '../protocol.ts';
+import { LineSplitter, PeerChannel } from '../protocol.ts';
 import {
   createMemoryUserStore, openSession, refreshSession, startServer, sweepExpiredSessions,
 } from '../server.ts';

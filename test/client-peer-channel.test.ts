@@ -3,18 +3,15 @@
  *
  *   PeerChannel (caller) ◀──── TCP 127.0.0.1 ────▶ PeerChannel or raw socket (answerer)
  *
- * PeerChannel is the part of client.ts that other programs (the benchmark) import, so it is
- * tested without any terminal or registry. Importing client.ts must start nothing: if it did,
- * this file would hang or print a Login prompt.
+ * PeerChannel lives in protocol.ts: the client uses it for every peer connection, and the
+ * benchmark uses it on its own. So it is tested here without any terminal or registry.
  */
 
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
-import { PeerChannel } from '../client.ts';
-import type { PeerChannelEnd } from '../client.ts';
-import { MAX_LINE_BYTES } from '../protocol.ts';
-import type { PeerMessage } from '../protocol.ts';
+import { MAX_LINE_BYTES, PeerChannel } from '../protocol.ts';
+import type { PeerChannelEnd, PeerMessage } from '../protocol.ts';
 import { waitUntil } from './helpers.ts';
 
 /** Everything one side of a connection saw. */
