@@ -48,10 +48,10 @@ import readline from 'node:readline';
 import { Writable } from 'node:stream';
 import { parseArgs, styleText } from 'node:util';
 import {
-  DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, LineSplitter, MAX_LINE_BYTES, PeerChannel, USERNAME_PATTERN,
-  USERNAME_RULE, UsageError, answerFits, checkTicket, decodeDatagram, decodeReply, encodeDatagram,
-  encodeLine, errorText, isMainModule, normaliseUsername, numberFlagOptions, numberFlagsUsage,
-  plainAddress, readNumberFlags, usageLine,
+  DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, INVALID_ANSWER, MAX_LINE_BYTES, PeerChannel,
+  USERNAME_PATTERN, USERNAME_RULE, UsageError, answerFits, askRegistry, checkTicket,
+  decodeDatagram, encodeDatagram, encodeLine, errorText, isMainModule, normaliseUsername,
+  numberFlagOptions, numberFlagsUsage, plainAddress, readNumberFlags, usageLine,
 } from './protocol.ts';
 import type {
   DeclineReason, Hello, NumberFlag, PeerChannelEnd, PeerChannelHandlers, PeerMessage, Reply,
@@ -723,9 +723,6 @@ function hangUpEverything(state: ClientState, out: Out): void {
 
 // ---- What every screen shares ----
 
-/** What the registry must never be able to make us do: print an escape code, build a path
- * from a name, or answer a question we did not ask. */
-const INVALID_ANSWER = 'the registry sent an invalid answer';
 /** What we say when the registry has forgotten our session (session_unknown, not_logged_in). */
 const SESSION_FORGOTTEN =
   'the registry no longer knows this session — did it restart? Please log in again.';
@@ -1053,7 +1050,9 @@ type Client = {
   terminal: Terminal;
   chatListener: net.Server; // accepts peers' connections on the chat port
   heartbeatSocket: dgram.Socket; // sends hellos to the registry, hears session_unknown back
-  registryAddress: string; // resolved once at start-up: hellos go there, replies come from there
+  /** The registry's address, resolved once at start-up (hellos go there, and only it may answer
+   * them), its TCP port, and its name as the user gave it, for messages. */
+  registry: { host: string; port: number; name: string };
   channels: Map<number, PeerChannel>; // the real connections behind the `conn` numbers
   nextConn: number;
   timers: Map<string, ReturnType<typeof setTimeout>>; // running timers, by "name:conn"
@@ -1079,11 +1078,10 @@ function run(client: Client, effect: Effect): void {
     case 'prompt': return showPrompt(client.terminal, effect.text, effect.secret);
     case 'ask': {
       const { request, tag } = effect;
-      askRegistry(client, request).then(
+      askRegistry(request, client.registry, settings.registryTimeoutMs, (direction, line) =>
+        traceOnScreen(client, `${arrow(direction)} registry ${redactSecrets(line)}`)).then(
         (reply) => dispatch(client, { type: 'answer', request, reply, tag }),
-        (error) => {
-          dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag });
-        });
+        (error) => dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag }));
       return;
     }
     case 'connect': {
@@ -1115,7 +1113,7 @@ function run(client: Client, effect: Effect): void {
       const { username, token } = effect;
       const hello = encodeDatagram({ type: 'hello', username, token });
       // A lost datagram does not matter (the next one follows); a failure is only traced.
-      client.heartbeatSocket.send(hello, settings.udpPort, client.registryAddress, (error) => {
+      client.heartbeatSocket.send(hello, settings.udpPort, client.registry.host, (error) => {
         const code = error ? (error as NodeJS.ErrnoException).code ?? error.message : null;
         dispatch(client, { type: 'hello_sent', error: code });
       });
@@ -1150,6 +1148,7 @@ function run(client: Client, effect: Effect): void {
 function traceOnScreen(client: Client, text: string): void {
   if (client.state.settings.trace) sayOnScreen(client.terminal, printable(text), 'dim');
 }
+const arrow = (direction: 'in' | 'out') => (direction === 'out' ? '→' : '←');
 
 // === Effects: the terminal =======================================================================
 //
@@ -1302,46 +1301,7 @@ function showPrompt(terminal: Terminal, text: string, secret: boolean): void {
 
 // === Effects: the registry =======================================================================
 //
-// Each request opens a fresh TCP connection, sends one line, reads one line, and closes. That
-// costs a few milliseconds more than keeping a connection open, but there is nothing to keep
-// alive, nothing to reconnect, and a registry that went away is noticed exactly when we need it.
-
-function askRegistry(client: Client, request: Request): Promise<Reply> {
-  const { server, tcpPort, registryTimeoutMs } = client.state.settings;
-  const where = `${server}:${tcpPort}`;
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: client.registryAddress, port: tcpPort });
-    const splitter = new LineSplitter();
-    const finish = (outcome: Reply | string) => {
-      clearTimeout(timer);
-      socket.destroy();
-      if (typeof outcome === 'string') reject(new Error(outcome));
-      else resolve(outcome);
-    };
-    const timer = setTimeout(() => {
-      finish(`no answer from the registry at ${where} within ${formatSeconds(registryTimeoutMs)}`);
-    }, registryTimeoutMs);
-    socket.on('connect', () => {
-      const line = encodeLine(request);
-      traceOnScreen(client, `→ registry ${redactSecrets(line.trimEnd())}`);
-      socket.write(line);
-    });
-    socket.on('data', (chunk: Uint8Array) => {
-      const { lines, tooLong } = splitter.push(chunk);
-      if (tooLong) return finish(INVALID_ANSWER);
-      if (lines.length === 0) return;
-      const decoded = decodeReply(lines[0]);
-      // An answer that fails the decoder is not shown, not even with --trace: it may be anything.
-      if (!decoded.ok) return finish(INVALID_ANSWER);
-      traceOnScreen(client, `← registry ${redactSecrets(JSON.stringify(decoded.message))}`);
-      finish(decoded.message);
-    });
-    socket.on('error', (error: NodeJS.ErrnoException) => {
-      finish(`cannot reach the registry at ${where} (${error.code ?? error.message})`);
-    });
-    socket.on('close', () => finish('the registry closed the connection without answering'));
-  });
-}
+// askRegistry (protocol.ts) opens a connection per request and hands back the decoded answer.
 
 /** --trace shows the protocol, but secrets have no business on a screen someone may be
  * sharing: the password is hidden, and the session token shortened to its first characters. */
@@ -1382,7 +1342,7 @@ function peerHandlers(client: Client, conn: number): PeerChannelHandlers {
     onTrace: (direction, line, channel) => {
       const screen = client.state.screen;
       const who = 'conn' in screen && screen.conn === conn ? screen.peer : channel.remote;
-      traceOnScreen(client, `${direction === 'out' ? '→' : '←'} peer ${who} ${line}`);
+      traceOnScreen(client, `${arrow(direction)} peer ${who} ${line}`);
     },
   };
 }
@@ -1534,14 +1494,16 @@ async function main(): Promise<void> {
   }
   // The registry's address, once: hellos go to it, and only it may answer them.
   const family = net.isIP(settings.server) === 6 ? 6 : 4;
-  const registryAddress = await dns.promises.lookup(settings.server, { family })
-    .then((found) => found.address, () => settings.server);
-  const registryUdp = `${plainAddress(registryAddress)}:${settings.udpPort}`;
+  const { server, tcpPort, udpPort } = settings;
+  const host = await dns.promises.lookup(server, { family }).then((found) => found.address,
+    () => server);
+  const registryUdp = `${plainAddress(host)}:${udpPort}`;
 
   const terminal = createTerminal();
   const client: Client = {
     state: initialState(settings, registryUdp, chatPort), inbox: [], terminal, chatListener,
-    heartbeatSocket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'), registryAddress,
+    heartbeatSocket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'),
+    registry: { host, port: tcpPort, name: `${server}:${tcpPort}` },
     channels: new Map(), nextConn: 1, timers: new Map(), heartbeat: undefined,
   };
   chatListener.on('connection', (socket) => onIncomingConnection(client, socket));

@@ -19,7 +19,7 @@
  *   - the validating decoder: bytes → typed message, or a typed error, and never an exception
  *   - the line splitter that cuts a TCP byte stream into lines, with a length limit
  *   - tickets: how the registry vouches for a caller to the peer being called
- *   - PeerChannel: conversation (3) on one socket, for client.ts and bench/
+ *   - askRegistry and PeerChannel: conversations (1) and (3) on a socket, from a client's side
  *   - small command-line helpers that server.ts and client.ts share
  */
 
@@ -527,6 +527,62 @@ export function checkTicket(
   if (normaliseUsername(callee) !== normaliseUsername(ownName)) return 'wrong_callee';
   if (now > expiresAt) return 'expired';
   return 'valid';
+}
+
+// ============================================================================================
+// askRegistry: one request, one answer
+// ============================================================================================
+//
+// The client's side of conversation (1). Each request opens a fresh TCP connection, sends one
+// line, reads one line, and closes. That costs a few milliseconds more than keeping a connection
+// open, but there is nothing to keep alive, nothing to reconnect, and a registry that went away
+// is noticed exactly when we need it.
+
+/** What a client says of an answer that is not one. Such an answer is never shown, not even
+ * traced: it may hold anything. */
+export const INVALID_ANSWER = 'the registry sent an invalid answer';
+
+/** Sends `request` to the registry at `host`:`port` and resolves with its decoded answer, or
+ * rejects with a sentence that names the registry by `name`. `onTrace` sees each line sent and
+ * each valid answer, for --trace. Used by client.ts. */
+export function askRegistry(
+  request: Request,
+  registry: { host: string; port: number; name: string },
+  timeoutMs: number,
+  onTrace?: (direction: 'in' | 'out', line: string) => void,
+): Promise<Reply> {
+  const { host, port, name } = registry;
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    const splitter = new LineSplitter();
+    const finish = (outcome: Reply | string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (typeof outcome === 'string') reject(new Error(outcome));
+      else resolve(outcome);
+    };
+    const timer = setTimeout(() => {
+      finish(`no answer from the registry at ${name} within ${timeoutMs} ms`);
+    }, timeoutMs);
+    socket.on('connect', () => {
+      const line = encodeLine(request);
+      onTrace?.('out', line.trimEnd());
+      socket.write(line);
+    });
+    socket.on('data', (chunk: Uint8Array) => {
+      const { lines, tooLong } = splitter.push(chunk);
+      if (tooLong) return finish(INVALID_ANSWER);
+      if (lines.length === 0) return;
+      const decoded = decodeReply(lines[0]);
+      if (!decoded.ok) return finish(INVALID_ANSWER);
+      onTrace?.('in', JSON.stringify(decoded.message));
+      finish(decoded.message);
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      finish(`cannot reach the registry at ${name} (${error.code ?? error.message})`);
+    });
+    socket.on('close', () => finish('the registry closed the connection without answering'));
+  });
 }
 
 // ============================================================================================
