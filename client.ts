@@ -33,7 +33,8 @@
  *   - settings                  flags, timeouts and limits
  *   - state and events          ClientState, ClientEvent, Effect: everything, declared together
  *   - dispatcher and table      transition(), one handler per screen
- *   - effects                   the terminal, the registry, peers (PeerChannel), history files
+ *   - effects                   the terminal, the registry and peers (the sockets themselves are
+ *                               handled by askRegistry and PeerChannel in protocol.ts), history
  *   - command line              flags, start-up checks, wiring
  */
 
@@ -65,14 +66,11 @@ export type ClientSettings = {
   server: string; // the registry's host name or address
   tcpPort: number; // the registry's port for requests
   udpPort: number; // the registry's port for heartbeats
-  /** Where peers reach us; 0 lets the system pick a free port, so many clients can run on one
-   * machine. The registry learns the real port at login. */
-  chatPort: number;
+  chatPort: number; // where peers reach us; 0: any free port (the registry learns it at login)
   historyDir: string | undefined; // when set, conversations go to historyDir/<you>/<peer>.log
   trace: boolean; // print protocol messages (hellos only when something changes)
-  /** Timeouts. The registry's answer (also connecting to a peer's client); the answer of a peer
-   * we called (longer than decideTimeoutMs, so a person who needs nearly all of their 30 s still
-   * gets their answer through); our user's yes or no; a new connection's chat_request. */
+  /** Timeouts: the registry's answer (also connecting to a peer); a called peer's answer (longer
+   * than decideTimeoutMs, so a slow yes still arrives); our yes or no; a caller's chat_request. */
   registryTimeoutMs: number;
   answerTimeoutMs: number;
   decideTimeoutMs: number;
@@ -230,9 +228,8 @@ type Next = ClientState | typeof NOT_NOW;
 type ScreenHandler = (state: ClientState, event: ScreenEvent, out: Out, now: number) => Next;
 
 const SCREENS: Record<Screen['name'], ScreenHandler> = {
-  login_username: onLoginScreen, login_password: onLoginScreen, logging_in: onLoginScreen,
-  register_username: onRegisterScreen, register_password: onRegisterScreen,
-  registering: onRegisterScreen,
+  login_username: onForm, login_password: onForm, logging_in: onForm,
+  register_username: onForm, register_password: onForm, registering: onForm,
   search: onSearchScreen, asking: onSearchScreen,
   calling: onCallingScreen,
   deciding: onDecidingScreen,
@@ -308,9 +305,9 @@ function offerLine(state: ClientState, line: string | null, out: Out, now: numbe
   if (line === null) return quit(state, out);
   const secret = state.screen.name.endsWith('password');
   const command = secret ? null : commandOf(line.trim().split(/\s+/)[0]);
-  const help = command === '/help' ? helpOf(state.screen) : null;
+  const help = command === '/help' ? textOf(state)[1] : '';
   if (command === '/quit') return quit(state, out);
-  if (help !== null) {
+  if (help !== '') {
     say(out, help);
     return reprompt(state, out);
   }
@@ -319,54 +316,29 @@ function offerLine(state: ClientState, line: string | null, out: Out, now: numbe
 
 // ---- Login and Register ----
 
-function onLoginScreen(state: ClientState, event: ScreenEvent, out: Out): Next {
-  if (!isAnswerTo('login', event)) return onForm(state, event, out);
-  if (state.screen.name !== 'logging_in') return state;
-  if (event.type === 'answer' && event.reply.type === 'logged_in') {
-    return loggedIn(state, event.reply, out);
-  }
-  say(out, `Login failed: ${failure(event)}`, 'yellow');
-  if (event.type === 'answer' && event.reply.type === 'error' &&
-    event.reply.code === 'bad_credentials' && state.accountMayBeGone) {
-    say(out, 'The registry keeps accounts in memory, so your account may be gone after its ' +
-      'restart; /register to create it again.', 'yellow');
-  }
-  return show(state, { name: 'login_username' }, out);
-}
-
-function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out: Out) {
-  const [least, most] = HEARTBEAT_MS_RANGE;
-  out.push({ do: 'heartbeat', everyMs: Math.min(most, Math.max(least, reply.heartbeatMs)) });
-  say(out, `Logged in as ${reply.username}. Peers reach you on port ${state.chatPort}. ` +
-    'Type /help for commands.', 'green');
-  if (reply.replaced) say(out, 'This login ended your earlier session (elsewhere).', 'yellow');
-  const session: RegistrySession = {
-    username: reply.username, token: reply.token, lostBecause: null, helloShown: false,
-    helloError: null,
-  };
-  const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false };
-  return show(next, { name: 'search' }, out);
-}
-
-function onRegisterScreen(state: ClientState, event: ScreenEvent, out: Out): Next {
-  if (!isAnswerTo('register', event)) return onForm(state, event, out);
-  if (state.screen.name !== 'registering') return state;
-  if (event.type === 'answer' && event.reply.type === 'registered') {
-    say(out, `Registered ${event.reply.username}. Now log in.`, 'green');
-    return show(state, { name: 'login_username' }, out);
-  }
-  say(out, `Registration failed: ${failure(event)}`, 'yellow');
-  return show(state, { name: 'register_username' }, out);
-}
-
-/** The Login and Register forms have one shape: a username, checked against the rule before
+/** The Login and Register screens are one form: a username, checked against the rule before
  * anything else; a password (Enter alone goes back); a wait for the registry's answer. */
 function onForm(state: ClientState, event: ScreenEvent, out: Out): Next {
   const screen = state.screen;
+  const login = screen.name.startsWith('log'); // login_username, login_password, logging_in
+  const form: Screen = { name: login ? 'login_username' : 'register_username' };
+  if (isAnswerTo(login ? 'login' : 'register', event)) {
+    if (screen.name !== 'logging_in' && screen.name !== 'registering') return state;
+    const reply = event.type === 'answer' ? event.reply : null;
+    if (reply?.type === 'logged_in') return loggedIn(state, reply, out);
+    if (reply?.type === 'registered') {
+      say(out, `Registered ${reply.username}. Now log in.`, 'green');
+      return show(state, { name: 'login_username' }, out);
+    }
+    say(out, `${login ? 'Login' : 'Registration'} failed: ${failure(event)}`, 'yellow');
+    if (reply?.type === 'error' && reply.code === 'bad_credentials' && state.accountMayBeGone) {
+      say(out, 'The registry keeps accounts in memory, so your account may be gone after its ' +
+        'restart; /register to create it again.', 'yellow');
+    }
+    return show(state, form, out);
+  }
   if (event.type !== 'typed') return orElse(state, event, out);
   if (screen.name === 'logging_in' || screen.name === 'registering') return NOT_NOW;
-  const login = screen.name.startsWith('login');
-  const form: Screen = { name: login ? 'login_username' : 'register_username' };
   if (screen.name === 'login_password' || screen.name === 'register_password') {
     if (event.line === '') return show(state, form, out);
     const { username } = screen;
@@ -384,6 +356,20 @@ function onForm(state: ClientState, event: ScreenEvent, out: Out): Next {
   if (command !== null) return unknownCommand(state, line, out);
   if (!USERNAME_PATTERN.test(line)) return notAUsername(state, line, out);
   return show(state, { name: login ? 'login_password' : 'register_password', username: line }, out);
+}
+
+function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out: Out) {
+  const [least, most] = HEARTBEAT_MS_RANGE;
+  out.push({ do: 'heartbeat', everyMs: Math.min(most, Math.max(least, reply.heartbeatMs)) });
+  say(out, `Logged in as ${reply.username}. Peers reach you on port ${state.chatPort}. ` +
+    'Type /help for commands.', 'green');
+  if (reply.replaced) say(out, 'This login ended your earlier session (elsewhere).', 'yellow');
+  const session: RegistrySession = {
+    username: reply.username, token: reply.token, lostBecause: null, helloShown: false,
+    helloError: null,
+  };
+  const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false };
+  return show(next, { name: 'search' }, out);
 }
 
 // ---- Search ----
@@ -422,10 +408,8 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out, now: n
   return callPeer(state, line, out, now);
 }
 
-function askList(state: ClientState, prefix: string, out: Out): void {
-  const token = state.session?.token ?? '';
-  ask(out, prefix === '' ? { type: 'list', token } : { type: 'list', token, prefix });
-}
+const askList = (state: ClientState, prefix: string, out: Out) =>
+  ask(out, { type: 'list', token: state.session?.token ?? '', ...(prefix ? { prefix } : {}) });
 
 /** An answer to /list (asked on Search or in a chat), printed wherever it arrives. */
 function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientState {
@@ -924,31 +908,24 @@ const CHAT_HELP = `In a chat: type a line to send it; //text sends "/text".
   /back            leave the chat
   /quit            leave, log out and exit`;
 
-/** The /help of a screen; null on a waiting screen, where /help waits for the next one. */
-function helpOf(screen: Screen): string | null {
-  switch (screen.name) {
-    case 'login_username': return LOGIN_HELP;
-    case 'register_username': return REGISTER_HELP;
-    case 'search': return SEARCH_HELP;
-    case 'deciding': return `${screen.peer} wants to chat: y accepts, n declines.`;
-    case 'chat': return CHAT_HELP;
-    default: return null;
-  }
-}
-
-/** The prompt of a screen; '' for a screen that waits for something. */
-function promptOf(state: ClientState): string {
+/** A screen's prompt and its /help. A screen that waits for an answer has neither: /help typed
+ * there waits, like any line, for the next screen. */
+function textOf(state: ClientState): [prompt: string, help: string] {
   const screen = state.screen;
   const you = state.session?.username ?? '?';
   switch (screen.name) {
-    case 'login_username': return 'Login — username (or /register, /help, /quit): ';
-    case 'login_password': return 'password: ';
-    case 'register_username': return 'Register — new username (or /login to go back): ';
-    case 'register_password': return 'new password: ';
-    case 'search': return `${you}> `;
-    case 'deciding': return `Accept ${screen.peer}? (y/n) `;
-    case 'chat': return `${you} → ${screen.peer}> `;
-    default: return '';
+    case 'login_username': return ['Login — username (or /register, /help, /quit): ', LOGIN_HELP];
+    case 'login_password': return ['password: ', ''];
+    case 'register_username':
+      return ['Register — new username (or /login to go back): ', REGISTER_HELP];
+    case 'register_password': return ['new password: ', ''];
+    case 'search': return [`${you}> `, SEARCH_HELP];
+    case 'deciding': {
+      const { peer } = screen;
+      return [`Accept ${peer}? (y/n) `, `${peer} wants to chat: y accepts, n declines.`];
+    }
+    case 'chat': return [`${you} → ${screen.peer}> `, CHAT_HELP];
+    default: return ['', ''];
   }
 }
 
@@ -958,7 +935,7 @@ function show(state: ClientState, screen: Screen, out: Out): ClientState {
 }
 
 function reprompt(state: ClientState, out: Out): ClientState {
-  prompt(out, promptOf(state), state.screen.name.endsWith('password'));
+  prompt(out, textOf(state)[0], state.screen.name.endsWith('password'));
   return state;
 }
 
@@ -1081,7 +1058,9 @@ function run(client: Client, effect: Effect): void {
       askRegistry(request, client.registry, settings.registryTimeoutMs, (direction, line) =>
         traceOnScreen(client, `${arrow(direction)} registry ${redactSecrets(line)}`)).then(
         (reply) => dispatch(client, { type: 'answer', request, reply, tag }),
-        (error) => dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag }));
+        (error) => {
+          dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag });
+        });
       return;
     }
     case 'connect': {
@@ -1410,8 +1389,9 @@ function checkHistoryDir(dir: string): void {
 
 // === Command line ================================================================================
 
-type NumberSetting =
-  { [K in keyof ClientSettings]: ClientSettings[K] extends number ? K : never }[keyof ClientSettings];
+type NumberSetting = {
+  [K in keyof ClientSettings]: ClientSettings[K] extends number ? K : never;
+}[keyof ClientSettings];
 const DAY_MS = 86_400_000;
 /** The whole-number flags (see NumberFlag in protocol.ts). --help is printed from this table and
  * the defaults, so the text and the program cannot disagree. */
@@ -1422,7 +1402,8 @@ const NUMBER_FLAGS: ReadonlyArray<NumberFlag<NumberSetting>> = [
   ['registry-timeout-ms', 'registryTimeoutMs', 1, DAY_MS, "ms to wait for the registry's answer"],
   ['answer-timeout-ms', 'answerTimeoutMs', 1, DAY_MS, "ms to wait for a called peer's answer"],
   ['decide-timeout-ms', 'decideTimeoutMs', 1, DAY_MS, 'ms to accept or decline a request'],
-  ['greeting-timeout-ms', 'greetingTimeoutMs', 1, DAY_MS, 'ms a new connection has to send its request'],
+  ['greeting-timeout-ms', 'greetingTimeoutMs', 1, DAY_MS,
+    'ms a new connection has to send its request'],
 ];
 
 const USAGE = `Usage: client.ts [options]
@@ -1445,8 +1426,8 @@ function parseCommandLine(args: string[]): ClientSettings | null {
   const { values } = parseArgs({
     args,
     options: {
-      server: text, history: text, trace: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
-      ...numberFlagOptions(NUMBER_FLAGS),
+      server: text, history: text, trace: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' }, ...numberFlagOptions(NUMBER_FLAGS),
     },
   });
   if (values.help) {

@@ -895,7 +895,10 @@ async function hashPassword(
   if (!(await waitForHashTurn(registry, connection))) return undefined;
   try {
     return await new Promise((resolve, reject) => {
-      scrypt(password, salt, SCRYPT_KEY_BYTES, (error, key) => error ? reject(error) : resolve(key));
+      scrypt(password, salt, SCRYPT_KEY_BYTES, (error, key) => {
+        if (error) reject(error);
+        else resolve(key);
+      });
     });
   } finally {
     passHashTurn(registry);

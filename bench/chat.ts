@@ -2,8 +2,9 @@
  * bench/chat.ts — figure 6: the chat path, client to client, with the client's own peer code.
  *
  * Two chat endpoints, each a PeerChannel from protocol.ts (the class the client uses for every
- * peer connection: line splitting, validation of each message, deadlines). One lives in this process
- * and sends `msg` messages; the other lives in a child process and sends every message back.
+ * peer connection: line splitting, validation of each message, deadlines). One lives in this
+ * process and sends `msg` messages; the other lives in a child process and sends every message
+ * back.
  *
  *   this process: PeerChannel ── msg ──▶ child: PeerChannel, sends it back
  *                             ◀── msg ──

@@ -1,15 +1,19 @@
 /**
  * test/protocol.test.ts — the shared protocol pieces on their own: the decoder, the line
- * splitter and tickets. (The fuzz test in fuzz.test.ts throws random input at the same code.)
+ * splitter, tickets, askRegistry over a real socket, and the command-line helpers. (The fuzz test
+ * in fuzz.test.ts throws random input at the same code; PeerChannel has client-peer-channel.)
  */
 
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
+import net from 'node:net';
 import { describe, test } from 'node:test';
 import {
-  LineSplitter, checkTicket, decodeDatagram, decodePeerMessage, decodeReply, decodeRequest,
-  encodeLine, makeTicket,
+  INVALID_ANSWER, LineSplitter, UsageError, answerFits, askRegistry, checkTicket, decodeDatagram,
+  decodePeerMessage, decodeReply, decodeRequest, encodeLine, makeTicket, numberFlagsUsage,
+  readNumberFlags,
 } from '../protocol.ts';
+import type { NumberFlag, Request } from '../protocol.ts';
 
 const text = (bytes: Uint8Array) => Buffer.from(bytes).toString('utf8');
 
@@ -163,5 +167,80 @@ describe('tickets', () => {
     for (const junk of ['', 'v1', 'a.b.c.d.e', ticket + 'x', ticket.replace('v1', 'v2')]) {
       assert.equal(checkTicket(bobToken, junk, 'Alice.A', 'bob', 0), 'forged', junk);
     }
+  });
+});
+
+describe('answers', () => {
+  const search: Request = { type: 'search', token: 't', username: 'Bob' };
+  const found = {
+    type: 'found', username: 'bob', host: '127.0.0.1', port: 9, ticket: 'x',
+  } as const;
+
+  test('an answer fits only the question it answers, about the name asked', () => {
+    assert.equal(answerFits(search, found), true);
+    assert.equal(answerFits(search, { ...found, username: 'mallory' }), false);
+    assert.equal(answerFits(search, { type: 'logged_out' }), false);
+    assert.equal(answerFits(search, { type: 'error', code: 'not_online', message: 'm' }), true);
+    const list: Request = { type: 'list', token: 't' };
+    assert.equal(answerFits(list, { type: 'online', users: ['a'], total: 1 }), true);
+    assert.equal(answerFits(list, { type: 'online', users: ['a', 'b'], total: 1 }), false);
+  });
+
+  /** A registry that answers every line with `answer` (undefined: never answers). */
+  async function fakeRegistry(answer: string | undefined): Promise<net.Server & { port: number }> {
+    const server = net.createServer((socket) => {
+      socket.on('data', () => {
+        if (answer !== undefined) socket.write(answer);
+      });
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return Object.assign(server, { port: (server.address() as net.AddressInfo).port });
+  }
+
+  test('askRegistry: the decoded answer, or a sentence for each way it can fail', async () => {
+    const ask = (port: number, timeoutMs = 2000) =>
+      askRegistry(search, { host: '127.0.0.1', port, name: `here:${port}` }, timeoutMs);
+    const good = await fakeRegistry(encodeLine(found));
+    // Well-formed JSON, but the name breaks the username rule (it would clear the screen).
+    const garbage = await fakeRegistry(JSON.stringify({ ...found, username: '\u001b[2J' }) + '\n');
+    const silent = await fakeRegistry(undefined);
+    try {
+      assert.deepEqual(await ask(good.port), found);
+      await assert.rejects(ask(garbage.port), { message: INVALID_ANSWER });
+      await assert.rejects(ask(silent.port, 200),
+        { message: `no answer from the registry at here:${silent.port} within 200 ms` });
+      const closed = silent.port;
+      silent.close();
+      await assert.rejects(ask(closed), { message: `cannot reach the registry at here:${closed} ` +
+        '(ECONNREFUSED)' });
+    } finally {
+      good.close();
+      garbage.close();
+      silent.close();
+    }
+  });
+});
+
+describe('command-line flags', () => {
+  const flags: ReadonlyArray<NumberFlag<'port' | 'waitMs'>> = [
+    ['port', 'port', 0, 65535, 'where to listen'],
+    ['wait-ms', 'waitMs', 1, 1000, 'how long to wait'],
+  ];
+
+  test('given flags are read and checked; flags not given are left out', () => {
+    assert.deepEqual(readNumberFlags(flags, { port: '80' }), { port: 80 });
+    assert.deepEqual(readNumberFlags(flags, {}), {});
+    for (const bad of ['-1', '65536', '1.5', 'x']) {
+      assert.throws(() => readNumberFlags(flags, { port: bad }), UsageError);
+    }
+    assert.throws(() => readNumberFlags(flags, { 'wait-ms': '0' }),
+      { message: '--wait-ms needs a whole number from 1 to 1000, not "0"' });
+  });
+
+  test('--help lines come from the same table, with the defaults', () => {
+    const usage = numberFlagsUsage(flags, { port: 5000, waitMs: 20 });
+    assert.match(usage, /^ {2}--port N +where to listen \(default 5000\)$/m);
+    assert.match(usage, /^ {2}--wait-ms N +how long to wait \(default 20\)$/m);
   });
 });
