@@ -47,7 +47,7 @@ import path from 'node:path';
 import process from 'node:process';
 import readline from 'node:readline';
 import { Writable } from 'node:stream';
-import { parseArgs, styleText } from 'node:util';
+import { parseArgs, stripVTControlCharacters, styleText } from 'node:util';
 import {
   DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, INVALID_ANSWER, MAX_LINE_BYTES, PeerChannel,
   USERNAME_PATTERN, USERNAME_RULE, UsageError, answerFits, askRegistry, checkTicket,
@@ -1146,6 +1146,8 @@ type Terminal = {
   colour: boolean; // stdout is a terminal and NO_COLOR is not set
   prompt: string; // the prompt shown ('' while we wait for something)
   secret: boolean; // a password is being typed: readline's echo is swallowed
+  /** TTY: while readline's echo is held back (see holdEcho), the row the cursor was on. */
+  heldAtRow: number | null;
   /** TTY: the rows the line just typed takes, while it is still the last thing on the screen
    * (0 once anything was printed below it); a chat line is redrawn in its place. */
   typedRows: number;
@@ -1154,7 +1156,10 @@ type Terminal = {
 /** The parts of readline's Interface we use beyond its type (Node's and Deno's both have them):
  * the draft (`line`, `cursor`: documented but typed read-only), the Up-arrow history, and the
  * rows it drew below the prompt's first row last time. */
-type EditableLine = { line: string; cursor: number; history?: string[]; prevRows?: number };
+type EditableLine = {
+  line: string; cursor: number; history?: string[]; prevRows?: number; _refreshLine?: () => void;
+  isCompletionEnabled?: boolean;
+};
 
 function createTerminal(): Terminal {
   const isTty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
@@ -1162,7 +1167,7 @@ function createTerminal(): Terminal {
   // passes writes through to stdout unless `secret` is set. (It also needs the screen width.)
   const echo = new Writable({
     write(chunk, _encoding, done) {
-      if (!terminal.secret) process.stdout.write(chunk);
+      if (!terminal.secret && terminal.heldAtRow === null) process.stdout.write(chunk);
       done();
     },
   });
@@ -1185,10 +1190,94 @@ function createTerminal(): Terminal {
       input: process.stdin, output: isTty ? echo : undefined, terminal: isTty, historySize: 100,
     }),
     isTty, colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
-    prompt: '', secret: false, typedRows: 0,
+    prompt: '', secret: false, heldAtRow: null, typedRows: 0,
   };
+  if (isTty) {
+    measureAsDrawn(terminal.readline);
+    holdEcho(terminal);
+  }
   return terminal;
 }
+
+/** A terminal joins the parts of an emoji like 👨‍👩‍👧 reliably only when they arrive in one
+ * write. readline echoes keys one by one, and a paste (many keys at once) without measuring:
+ * parts then stay apart, wider than we measure, or wrap at the end of a row, and the draft's
+ * rows are no longer where readline thinks; its next redraw leaves a stale row. So while a paste
+ * lasts, and for a key that joins the character before it, the echo is held back, and readline
+ * then redraws the whole draft from the row it started on. */
+function holdEcho(terminal: Terminal): void {
+  const editor = terminal.readline as unknown as EditableLine;
+  const release = () => {
+    if (terminal.heldAtRow === null) return;
+    editor.prevRows = terminal.heldAtRow;
+    terminal.heldAtRow = null;
+    editor._refreshLine?.();
+  };
+  // prependListener: this runs before readline handles the key, the other one after.
+  process.stdin.prependListener('keypress', (text?: string, key?: { name?: string }) => {
+    if (terminal.secret) return;
+    if (key?.name === 'return' || key?.name === 'enter') return release();
+    const pasting = editor.isCompletionEnabled === false; // readline's sign: more keys follow
+    if (terminal.heldAtRow === null && (pasting || joinsPrevious(editor, text ?? ''))) {
+      terminal.heldAtRow = terminal.readline.getCursorPos().rows;
+    }
+  });
+  process.stdin.on('keypress', () => {
+    if (editor.isCompletionEnabled !== false) release();
+  });
+}
+
+/** True when `text`, typed at the cursor, becomes part of the character before it. */
+function joinsPrevious({ line, cursor }: EditableLine, text: string): boolean {
+  if (cursor === 0 || text === '') return false;
+  const before = line.slice(Math.max(0, cursor - 32), cursor);
+  const last = [...GRAPHEMES.segment(before + text)].at(-1)?.segment ?? '';
+  return last.length > text.length;
+}
+
+/** readline measures the draft to know which rows to redraw, but it counts a ZWJ emoji sequence
+ * (👨‍👩‍👧) as its parts, 6 columns, where terminals (tmux among them) draw one emoji, 2 columns.
+ * Redrawing after a Backspace, it then went up into rows that were not the draft's and erased
+ * the messages there. So our readline measures by graphemes, as the terminal draws them. The
+ * measure is a method with no public name (a symbol, in Node's and Deno's readline alike); a
+ * runtime without it keeps readline's own measure. */
+function measureAsDrawn(lineEditor: readline.Interface): void {
+  for (let at = Object.getPrototypeOf(lineEditor); at !== null; at = Object.getPrototypeOf(at)) {
+    const symbols = Object.getOwnPropertySymbols(at);
+    const measure = symbols.find((symbol) => symbol.description === '_getDisplayPos');
+    if (measure === undefined) continue;
+    Object.defineProperty(lineEditor, measure, {
+      value: (text: string) => displayPosition(text, process.stdout.columns || Infinity),
+    });
+    return;
+  }
+}
+
+/** Where text leaves the cursor: rows below the first, and the column. Like readline's own,
+ * but by graphemes, and a wide character that would not fit at a row's end moves to the next. */
+function displayPosition(text: string, columns: number): { cols: number; rows: number } {
+  let [offset, rows] = [0, 0];
+  for (const { segment } of GRAPHEMES.segment(stripVTControlCharacters(text))) {
+    if (segment === '\n') {
+      rows += Math.ceil(offset / columns) || 1;
+      offset = 0;
+      continue;
+    }
+    const width = segment === '\t' ? 8 - (offset % 8) : ZERO_WIDTH.test(segment) ? 0
+      : WIDE.test(segment) ? 2 : 1;
+    if (width === 2 && (offset + 1) % columns === 0) offset++;
+    offset += width;
+  }
+  const cols = offset % columns;
+  return { cols, rows: rows + (offset - cols) / columns };
+}
+const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+const ZERO_WIDTH = /^[\p{Cc}\p{Cf}\p{Mn}\p{Me}]+$/u;
+/** What terminals draw two columns wide: emoji shown as emoji by default (not ©, ❤ or ✔, which
+ * are text unless asked otherwise), flags, and the CJK blocks. */
+const WIDE = new RegExp('\\p{Emoji_Presentation}|\\p{Regional_Indicator}|[\\u1100-\\u115f' +
+  '\\u2e80-\\ua4cf\\uac00-\\ud7a3\\uf900-\\ufaff\\ufe30-\\ufe4f\\uff00-\\uff60\\uffe0-\\uffe6' +
+  '\\u{20000}-\\u{3fffd}]', 'u');
 
 /** readline just handed us `line`. At a TTY, take a password back out of the history, and
  * remember how many rows the typed line takes. */
@@ -1234,34 +1323,15 @@ function sayOnScreen(terminal: Terminal, text: string, colour?: Colour, replaces
   // Go up to the prompt's first row, erase prompt and draft, print our line there, and let
   // readline draw prompt and draft again below it. readline remembers how many rows it drew
   // last (`prevRows`) but not after a paste, so we measure them ourselves and tell it.
-  readline.moveCursor(out, 0, -cursorRow(terminal));
+  readline.moveCursor(out, 0, -terminal.readline.getCursorPos().rows);
   readline.cursorTo(out, 0);
   readline.clearScreenDown(out);
   out.write(painted + '\n');
   const editable = terminal.readline as unknown as EditableLine;
   editable.prevRows = 0;
   terminal.readline.prompt(true);
-  editable.prevRows = cursorRow(terminal); // so its next redraw goes up no further than we did
+  editable.prevRows = terminal.readline.getCursorPos().rows; // its next redraw goes up as far
 }
-
-/** The row of the cursor below the prompt's first row. readline's own measure counts a ZWJ
- * emoji sequence (👨‍👩‍👧) as its parts (6 columns) while many terminals (tmux among them) draw it
- * as one (2 columns). Going up one row too many would erase a message, one too few leaves a
- * stale row of draft: we take the smaller of readline's count and one by whole graphemes. */
-function cursorRow(terminal: Terminal): number {
-  const { line, cursor } = terminal.readline as unknown as EditableLine;
-  let columns = 0;
-  for (const { segment } of GRAPHEMES.segment(terminal.prompt + line.slice(0, cursor))) {
-    columns += WIDE.test(segment) ? 2 : /^\p{Cc}+$/u.test(segment) ? 0 : 1;
-  }
-  const byGraphemes = Math.floor(columns / (process.stdout.columns || 80));
-  return Math.min(terminal.readline.getCursorPos().rows, byGraphemes);
-}
-const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
-/** What terminals draw two columns wide: emoji, flags, and the CJK blocks. */
-const WIDE = new RegExp('\\p{Extended_Pictographic}|\\p{Regional_Indicator}|[\\u1100-\\u115f' +
-  '\\u2e80-\\ua4cf\\uac00-\\ud7a3\\uf900-\\ufaff\\ufe30-\\ufe4f\\uff00-\\uff60\\uffe0-\\uffe6' +
-  '\\u{20000}-\\u{3fffd}]', 'u');
 
 /** Shows a prompt ('' shows none). From a pipe it is a line of its own: scripts wait for it. */
 function showPrompt(terminal: Terminal, text: string, secret: boolean): void {

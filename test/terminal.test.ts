@@ -202,14 +202,20 @@ test('defect 3: wide (CJK) and ZWJ emoji drafts: no stale row, earlier messages 
   'draft intact', { skip }, async (t) => {
   const { bob, chat, terminal } = await chatWithRawPeer('bob3');
   try {
-    const drafts: Array<[string, string]> = [
-      ['30 × 漢 (one row)', '漢'.repeat(30)],
-      ['40 × 字 (wraps)', '字'.repeat(40)],
-      ['10 families (ZWJ)', '👨‍👩‍👧'.repeat(10)],
-      ['family emoji and words', 'hi 👨‍👩‍👧 and 👨‍👩‍👧 and 👨‍👩‍👧 again 👨‍👩‍👧👨‍👩‍👧👨‍👩‍👧 end'],
+    // Each draft, and how many code points Backspace takes off its end (whole characters).
+    const drafts: Array<[string, string, number]> = [
+      ['30 × 漢 (one row)', '漢'.repeat(30), 5],
+      ['40 × 字 (wraps)', '字'.repeat(40), 5],
+      ['10 families (ZWJ)', '👨‍👩‍👧'.repeat(10), 5],
+      // 15 families take 30 columns; counted as 6 columns each they would wrap. (Another
+      // family, so that the start of this draft is not the start of the one above.)
+      ['15 families (ZWJ): one row, not two', '👩‍👩‍👦'.repeat(15), 5],
+      // 45 take 90 columns: one family ends a row, where a terminal wraps what it cannot join.
+      ['45 families (ZWJ): the draft wraps', '👨‍👧‍👦'.repeat(45), 5],
+      ['family emoji and words', 'hi 👨‍👩‍👧 and 👨‍👩‍👧 and 👨‍👩‍👧 again 👨‍👩‍👧👨‍👩‍👧👨‍👩‍👧 end', 4],
     ];
     let round = 0;
-    for (const [label, draft] of drafts) {
+    for (const [label, draft, backspaces] of drafts) {
       round++;
       await t.test(label, async () => {
         await tmux.press(terminal, 'C-u'); // a case that failed may have left its draft
@@ -228,10 +234,22 @@ test('defect 3: wide (CJK) and ZWJ emoji drafts: no stale row, earlier messages 
         const shown = linesWithStartOf(screen, draft).length;
         assert.equal(shown, 1,
           `the draft's start shows on ${shown} lines (stale rows?):\n${screen}`);
+        // Backspace makes readline redraw the draft by its own measure, which once counted a
+        // family as 6 columns and went up into the messages above, erasing one per key.
+        await tmux.press(terminal, ...Array<string>(backspaces).fill('BSpace'));
+        const sent = [...draft].slice(0, -backspaces).join('');
+        const edited = await tmux.waitForScreen(terminal,
+          (text) => squash(text).endsWith(squash(sent)), 'the draft after Backspace');
+        for (const message of [previous, arriving]) {
+          assert.ok(edited.includes(message), `Backspace erased ${message}:\n${edited}`);
+        }
+        const rowsShown = linesWithStartOf(edited, draft).length;
+        assert.equal(rowsShown, 1,
+          `after Backspace the draft shows on ${rowsShown} lines:\n${edited}`);
         const before = chat.texts().length;
         await tmux.press(terminal, 'Enter');
         await chat.waitFor(() => chat.texts().length > before, 'the sent draft');
-        assert.equal(chat.texts().at(-1), draft);
+        assert.equal(chat.texts().at(-1), sent);
         // After sending: the two peer messages are still there, our line shows once, and the
         // last line is the empty prompt (no leftover draft row).
         const final = await tmux.waitForScreen(terminal, (text) => text.endsWith('> '),
@@ -241,7 +259,7 @@ test('defect 3: wide (CJK) and ZWJ emoji drafts: no stale row, earlier messages 
         const copies = linesWithStartOf(final, draft).length;
         assert.equal(copies, 1,
           `the sent line's start shows on ${copies} lines (stale rows?):\n${final}`);
-        assert.ok(squash(final).includes(squash(draft)),
+        assert.ok(squash(final).includes(squash(sent)),
           `the sent line is not whole on screen:\n${final}`);
         const rows = await tmux.rows(terminal);
         const last = rows.map((row) => row.trimEnd()).filter((row) => row !== '').at(-1) ?? '';
