@@ -13,6 +13,10 @@
  * Every message is one JSON object. On TCP each object is one line ending in "\n", so a person
  * can type the protocol into `nc`; on UDP each object is one datagram.
  *
+ * The client's two sockets that speak it live here too: askRegistry (one request, one answer)
+ * and PeerChannel (one chat connection). They turn bytes into checked messages and nothing more,
+ * so client.ts is left with what the client does with them, and bench/ can use them alone.
+ *
  * Layout of this file:
  *   - defaults and limits
  *   - message types (TypeScript types only; they vanish at run time)
