@@ -1213,16 +1213,26 @@ function holdEcho(terminal: Terminal): void {
     terminal.heldAtRow = null;
     editor._refreshLine?.();
   };
+  let pastedInside: { line: string; cursor: number } | null = null; // see the second listener
   // prependListener: this runs before readline handles the key, the other one after.
   process.stdin.prependListener('keypress', (text?: string, key?: { name?: string }) => {
-    if (terminal.secret) return;
+    pastedInside = null;
     if (key?.name === 'return' || key?.name === 'enter') return release();
     const pasting = editor.isCompletionEnabled === false; // readline's sign: more keys follow
+    const { line, cursor } = editor;
+    if (pasting && cursor < line.length) pastedInside = { line, cursor };
+    if (terminal.secret) return;
     if (terminal.heldAtRow === null && (pasting || joinsPrevious(editor, text ?? ''))) {
       terminal.heldAtRow = terminal.readline.getCursorPos().rows;
     }
   });
-  process.stdin.on('keypress', () => {
+  process.stdin.on('keypress', (text?: string) => {
+    // Node's readline adds a pasted key at the end of the line, wherever the cursor is (and moves
+    // the cursor as if it had not): the key goes where the cursor was.
+    if (pastedInside !== null && text && editor.line === pastedInside.line + text) {
+      const { line, cursor } = pastedInside;
+      editor.line = line.slice(0, cursor) + text + line.slice(cursor);
+    }
     if (editor.isCompletionEnabled !== false) release();
   });
 }

@@ -271,6 +271,33 @@ test('defect 3: wide (CJK) and ZWJ emoji drafts: no stale row, earlier messages 
   }
 });
 
+test('defect 3: a paste inside a draft goes where the cursor is, and is drawn once', { skip },
+  async () => {
+    const { bob, chat, terminal } = await chatWithRawPeer('bob3p');
+    try {
+      bob.say('message before the paste');
+      await tmux.waitForText(terminal, /message before the paste/);
+      await tmux.type(terminal, 'tail of the draft');
+      await tmux.waitForScreen(terminal, (text) => text.endsWith('tail of the draft'), 'draft');
+      await tmux.press(terminal, 'C-a'); // to the start of the line
+      // One send-keys is one paste: readline gets all of it at once. (Node's readline put
+      // pasted text at the end of the line, wherever the cursor was.)
+      const pasted = 'pasted 漢字 and 👨‍👩‍👧 ';
+      await tmux.type(terminal, pasted);
+      const expected = pasted + 'tail of the draft';
+      const screen = await tmux.waitForScreen(terminal,
+        (text) => squash(text).endsWith(squash(expected)), 'the paste before the tail');
+      assert.equal(linesWithStartOf(screen, expected).length, 1, `drawn twice:\n${screen}`);
+      assert.ok(screen.includes('message before the paste'), `a message was erased:\n${screen}`);
+      const before = chat.texts().length;
+      await tmux.press(terminal, 'Enter');
+      await chat.waitFor(() => chat.texts().length > before, 'the sent line');
+      assert.equal(chat.texts().at(-1), expected);
+    } finally {
+      bob.close();
+    }
+  });
+
 /** Closes the window of a client chatting with a raw peer; checks logout and bye. */
 async function closingTheWindowLogsOut(command: string[] | undefined, tag: string): Promise<void> {
   const bob = await RawPeer.login(registry.tcpPort, registry.udpPort, `bob${tag}`);
