@@ -1154,8 +1154,8 @@ type Terminal = {
 };
 
 /** The parts of readline's Interface we use beyond its type (Node's and Deno's both have them):
- * the draft (`line`, `cursor`: documented but typed read-only), the Up-arrow history, and the
- * rows it drew below the prompt's first row last time. */
+ * the draft (`line`, `cursor`: documented but typed read-only), the Up-arrow history, the rows it
+ * drew below the prompt's first row last time, its redraw, and its sign that a paste goes on. */
 type EditableLine = {
   line: string; cursor: number; history?: string[]; prevRows?: number; _refreshLine?: () => void;
   isCompletionEnabled?: boolean;
@@ -1198,96 +1198,6 @@ function createTerminal(): Terminal {
   }
   return terminal;
 }
-
-/** A terminal joins the parts of an emoji like 👨‍👩‍👧 reliably only when they arrive in one
- * write. readline echoes keys one by one, and a paste (many keys at once) without measuring:
- * parts then stay apart, wider than we measure, or wrap at the end of a row, and the draft's
- * rows are no longer where readline thinks; its next redraw leaves a stale row. So while a paste
- * lasts, and for a key that joins the character before it, the echo is held back, and readline
- * then redraws the whole draft from the row it started on. */
-function holdEcho(terminal: Terminal): void {
-  const editor = terminal.readline as unknown as EditableLine;
-  const release = () => {
-    if (terminal.heldAtRow === null) return;
-    editor.prevRows = terminal.heldAtRow;
-    terminal.heldAtRow = null;
-    editor._refreshLine?.();
-  };
-  let pastedInside: { line: string; cursor: number } | null = null; // see the second listener
-  // prependListener: this runs before readline handles the key, the other one after.
-  process.stdin.prependListener('keypress', (text?: string, key?: { name?: string }) => {
-    pastedInside = null;
-    if (key?.name === 'return' || key?.name === 'enter') return release();
-    const pasting = editor.isCompletionEnabled === false; // readline's sign: more keys follow
-    const { line, cursor } = editor;
-    if (pasting && cursor < line.length) pastedInside = { line, cursor };
-    if (terminal.secret) return;
-    if (terminal.heldAtRow === null && (pasting || joinsPrevious(editor, text ?? ''))) {
-      terminal.heldAtRow = terminal.readline.getCursorPos().rows;
-    }
-  });
-  process.stdin.on('keypress', (text?: string) => {
-    // Node's readline adds a pasted key at the end of the line, wherever the cursor is (and moves
-    // the cursor as if it had not): the key goes where the cursor was.
-    if (pastedInside !== null && text && editor.line === pastedInside.line + text) {
-      const { line, cursor } = pastedInside;
-      editor.line = line.slice(0, cursor) + text + line.slice(cursor);
-    }
-    if (editor.isCompletionEnabled !== false) release();
-  });
-}
-
-/** True when `text`, typed at the cursor, becomes part of the character before it. */
-function joinsPrevious({ line, cursor }: EditableLine, text: string): boolean {
-  if (cursor === 0 || text === '') return false;
-  const before = line.slice(Math.max(0, cursor - 32), cursor);
-  const last = [...GRAPHEMES.segment(before + text)].at(-1)?.segment ?? '';
-  return last.length > text.length;
-}
-
-/** readline measures the draft to know which rows to redraw, but it counts a ZWJ emoji sequence
- * (👨‍👩‍👧) as its parts, 6 columns, where terminals (tmux among them) draw one emoji, 2 columns.
- * Redrawing after a Backspace, it then went up into rows that were not the draft's and erased
- * the messages there. So our readline measures by graphemes, as the terminal draws them. The
- * measure is a method with no public name (a symbol, in Node's and Deno's readline alike); a
- * runtime without it keeps readline's own measure. */
-function measureAsDrawn(lineEditor: readline.Interface): void {
-  for (let at = Object.getPrototypeOf(lineEditor); at !== null; at = Object.getPrototypeOf(at)) {
-    const symbols = Object.getOwnPropertySymbols(at);
-    const measure = symbols.find((symbol) => symbol.description === '_getDisplayPos');
-    if (measure === undefined) continue;
-    Object.defineProperty(lineEditor, measure, {
-      value: (text: string) => displayPosition(text, process.stdout.columns || Infinity),
-    });
-    return;
-  }
-}
-
-/** Where text leaves the cursor: rows below the first, and the column. Like readline's own,
- * but by graphemes, and a wide character that would not fit at a row's end moves to the next. */
-function displayPosition(text: string, columns: number): { cols: number; rows: number } {
-  let [offset, rows] = [0, 0];
-  for (const { segment } of GRAPHEMES.segment(stripVTControlCharacters(text))) {
-    if (segment === '\n') {
-      rows += Math.ceil(offset / columns) || 1;
-      offset = 0;
-      continue;
-    }
-    const width = segment === '\t' ? 8 - (offset % 8) : ZERO_WIDTH.test(segment) ? 0
-      : WIDE.test(segment) ? 2 : 1;
-    if (width === 2 && (offset + 1) % columns === 0) offset++;
-    offset += width;
-  }
-  const cols = offset % columns;
-  return { cols, rows: rows + (offset - cols) / columns };
-}
-const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
-const ZERO_WIDTH = /^[\p{Cc}\p{Cf}\p{Mn}\p{Me}]+$/u;
-/** What terminals draw two columns wide: emoji shown as emoji by default (not ©, ❤ or ✔, which
- * are text unless asked otherwise), flags, and the CJK blocks. */
-const WIDE = new RegExp('\\p{Emoji_Presentation}|\\p{Regional_Indicator}|[\\u1100-\\u115f' +
-  '\\u2e80-\\ua4cf\\uac00-\\ud7a3\\uf900-\\ufaff\\ufe30-\\ufe4f\\uff00-\\uff60\\uffe0-\\uffe6' +
-  '\\u{20000}-\\u{3fffd}]', 'u');
 
 /** readline just handed us `line`. At a TTY, take a password back out of the history, and
  * remember how many rows the typed line takes. */
@@ -1356,6 +1266,102 @@ function showPrompt(terminal: Terminal, text: string, secret: boolean): void {
   // cursor to the start, and the next keys typed would land in front of the text.
   terminal.readline.prompt(true);
   terminal.secret = secret;
+}
+
+// ---- Where the draft's rows are ----
+//
+// sayOnScreen goes up as many rows as the draft takes, and readline does the same when it
+// redraws after an edit. Both must count rows as the terminal drew them, or a redraw leaves a
+// stale row of draft or erases a message above it.
+
+/** readline measures the draft to know which rows to redraw, but it counts a ZWJ emoji sequence
+ * (👨‍👩‍👧) as its parts, 6 columns, where terminals (tmux among them) draw one emoji, 2 columns.
+ * Redrawing after a Backspace, it then went up into rows that were not the draft's and erased
+ * the messages there. So our readline measures by graphemes, as the terminal draws them. The
+ * measure is a method with no public name (a symbol, in Node's and Deno's readline alike); a
+ * runtime without it keeps readline's own measure. */
+function measureAsDrawn(lineEditor: readline.Interface): void {
+  for (let at = Object.getPrototypeOf(lineEditor); at !== null; at = Object.getPrototypeOf(at)) {
+    const symbols = Object.getOwnPropertySymbols(at);
+    const measure = symbols.find((symbol) => symbol.description === '_getDisplayPos');
+    if (measure === undefined) continue;
+    Object.defineProperty(lineEditor, measure, {
+      value: (text: string) => displayPosition(text, process.stdout.columns || Infinity),
+    });
+    return;
+  }
+}
+
+/** Where text leaves the cursor: rows below the first, and the column. Like readline's own,
+ * but by graphemes, and a wide character that would not fit at a row's end moves to the next. */
+function displayPosition(text: string, columns: number): { cols: number; rows: number } {
+  let [offset, rows] = [0, 0];
+  for (const { segment } of GRAPHEMES.segment(stripVTControlCharacters(text))) {
+    if (segment === '\n') {
+      rows += Math.ceil(offset / columns) || 1;
+      offset = 0;
+      continue;
+    }
+    const width = segment === '\t' ? 8 - (offset % 8) : ZERO_WIDTH.test(segment) ? 0
+      : WIDE.test(segment) ? 2 : 1;
+    if (width === 2 && (offset + 1) % columns === 0) offset++;
+    offset += width;
+  }
+  const cols = offset % columns;
+  return { cols, rows: rows + (offset - cols) / columns };
+}
+const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+const ZERO_WIDTH = /^[\p{Cc}\p{Cf}\p{Mn}\p{Me}]+$/u;
+/** What terminals draw two columns wide: emoji shown as emoji by default (not ©, ❤ or ✔, which
+ * are text unless asked otherwise), flags, and the CJK blocks. */
+const WIDE = new RegExp('\\p{Emoji_Presentation}|\\p{Regional_Indicator}|[\\u1100-\\u115f' +
+  '\\u2e80-\\ua4cf\\uac00-\\ud7a3\\uf900-\\ufaff\\ufe30-\\ufe4f\\uff00-\\uff60\\uffe0-\\uffe6' +
+  '\\u{20000}-\\u{3fffd}]', 'u');
+
+/** A terminal joins the parts of an emoji like 👨‍👩‍👧 reliably only when they arrive in one
+ * write. readline echoes keys one by one, and a paste (many keys at once) without measuring:
+ * parts then stay apart, wider than we measure, or wrap at the end of a row, and the draft's
+ * rows are no longer where readline thinks; its next redraw leaves a stale row. So while a paste
+ * lasts, and for a key that joins the character before it, the echo is held back, and readline
+ * then redraws the whole draft from the row it started on. */
+function holdEcho(terminal: Terminal): void {
+  const editor = terminal.readline as unknown as EditableLine;
+  const release = () => {
+    if (terminal.heldAtRow === null) return;
+    editor.prevRows = terminal.heldAtRow;
+    terminal.heldAtRow = null;
+    editor._refreshLine?.();
+  };
+  let pastedInside: { line: string; cursor: number } | null = null; // see the second listener
+  // prependListener: this runs before readline handles the key, the other one after.
+  process.stdin.prependListener('keypress', (text?: string, key?: { name?: string }) => {
+    pastedInside = null;
+    if (key?.name === 'return' || key?.name === 'enter') return release();
+    const pasting = editor.isCompletionEnabled === false; // readline's sign: more keys follow
+    const { line, cursor } = editor;
+    if (pasting && cursor < line.length) pastedInside = { line, cursor };
+    if (terminal.secret) return;
+    if (terminal.heldAtRow === null && (pasting || joinsPrevious(editor, text ?? ''))) {
+      terminal.heldAtRow = terminal.readline.getCursorPos().rows;
+    }
+  });
+  process.stdin.on('keypress', (text?: string) => {
+    // Node's readline adds a pasted key at the end of the line, wherever the cursor is (and moves
+    // the cursor as if it had not): the key goes where the cursor was.
+    if (pastedInside !== null && text && editor.line === pastedInside.line + text) {
+      const { line, cursor } = pastedInside;
+      editor.line = line.slice(0, cursor) + text + line.slice(cursor);
+    }
+    if (editor.isCompletionEnabled !== false) release();
+  });
+}
+
+/** True when `text`, typed at the cursor, becomes part of the character before it. */
+function joinsPrevious({ line, cursor }: EditableLine, text: string): boolean {
+  if (cursor === 0 || text === '') return false;
+  const before = line.slice(Math.max(0, cursor - 32), cursor);
+  const last = [...GRAPHEMES.segment(before + text)].at(-1)?.segment ?? '';
+  return last.length > text.length;
 }
 
 // === Effects: the registry =======================================================================
