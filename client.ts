@@ -1326,11 +1326,13 @@ const WIDE = new RegExp('\\p{Emoji_Presentation}|\\p{Regional_Indicator}|[\\u110
  * then redraws the whole draft from the row it started on. */
 function holdEcho(terminal: Terminal): void {
   const editor = terminal.readline as unknown as EditableLine;
+  const redraw = editor._refreshLine?.bind(editor);
+  if (redraw === undefined) return; // a readline that cannot redraw on request: echo as it is
   const release = () => {
     if (terminal.heldAtRow === null) return;
     editor.prevRows = terminal.heldAtRow;
     terminal.heldAtRow = null;
-    editor._refreshLine?.();
+    redraw();
   };
   let pastedInside: { line: string; cursor: number } | null = null; // see the second listener
   // prependListener: this runs before readline handles the key, the other one after.

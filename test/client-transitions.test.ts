@@ -206,3 +206,18 @@ test('bidi controls and invisible separators from a peer are replaced; ZWJ emoji
   assert.ok(saved && saved.do === 'save' &&
     saved.line.endsWith('alice: a\uFFFDb\uFFFDc\uFFFDd\uFFFDe 👨‍👩‍👧'));
 });
+
+test('--trace shows the first hello, then only changes: a failure, and getting through again',
+  () => {
+    const traced = { ...loggedIn('ann'), settings: { ...SETTINGS, trace: true } };
+    const due: ClientEvent = { type: 'heartbeat_due' };
+    const sent = (error: string | null): ClientEvent => ({ type: 'hello_sent', error });
+    const { effects, said } = run(traced, due, sent(null), due, sent(null), due,
+      sent('ENETUNREACH'), due, sent('ENETUNREACH'), due, sent(null), due, sent(null));
+    assert.equal(effects.filter((e) => e.do === 'hello').length, 6);
+    assert.deepEqual(said, [
+      '→ udp hello from ann (further hellos are shown only when something changes)',
+      '→ udp hello failed (ENETUNREACH)',
+      '→ udp hellos get through again',
+    ]);
+  });
