@@ -85,7 +85,12 @@ export class Tmux {
     const line = `exec env ${vars.join(' ')} ${command.map(shellQuote).join(' ')}`;
     if (!this.started) {
       // A first idle session keeps the server up and lets the options be set before any client.
-      await this.run(['new-session', '-d', '-s', 'idle', '-x', '80', '-y', '24', 'sleep 3600']);
+      // It also watches this process: when the test run ends without stop() (under Deno, a
+      // --filter that skips a file's last test skips its `after` hook too), it ends the server
+      // and every client in it.
+      const watch = `while kill -0 ${process.pid} 2>/dev/null; do sleep 1; done; ` +
+        `tmux -L ${this.socketName} kill-server`;
+      await this.run(['new-session', '-d', '-s', 'idle', '-x', '80', '-y', '24', watch]);
       await this.run(['set-option', '-g', 'remain-on-exit', 'on']);
       await this.run(['set-option', '-g', 'default-size', '80x24']);
       await this.run(['set-option', '-g', 'history-limit', '5000']);
