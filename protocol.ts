@@ -349,7 +349,7 @@ export function decodePeerMessage(input: Uint8Array | string): Decoded<PeerMessa
 
 /** True when `reply` answers `request`, about the name asked about. The decoder checks an
  * answer's fields; this checks that it is an answer to the question, so a client never acts on
- * one that is not (the registry's word is checked like a stranger's). */
+ * one that is not (the registry's word is checked like a stranger's). Used by client.ts. */
 export function answerFits(request: Request, reply: Reply): boolean {
   const sameName = (name: string) =>
     'username' in request && normaliseUsername(name) === normaliseUsername(request.username);
@@ -543,7 +543,7 @@ export function checkTicket(
 // is noticed exactly when we need it.
 
 /** What a client says of an answer that is not one. Such an answer is never shown, not even
- * traced: it may hold anything. */
+ * traced: it may hold anything. Used by client.ts and test/protocol.test.ts. */
 export const INVALID_ANSWER = 'the registry sent an invalid answer';
 
 /** Sends `request` to the registry at `host`:`port` and resolves with its decoded answer, or
@@ -611,7 +611,7 @@ export type PeerChannelEnd =
   | { kind: 'too_long' } // a line longer than the limit
   | { kind: 'silent'; waitedMs: number }; // nothing arrived before the expectWithin() deadline
 
-/** What a PeerChannel tells its owner. */
+/** What a PeerChannel tells its owner. Used by client.ts. */
 export type PeerChannelHandlers = {
   /** Each valid message, in order. */
   onMessage: (message: PeerMessage, channel: PeerChannel) => void;
