@@ -52,7 +52,7 @@ import {
   DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, INVALID_ANSWER, MAX_LINE_BYTES, PeerChannel,
   USERNAME_PATTERN, USERNAME_RULE, UsageError, answerFits, askRegistry, checkTicket,
   decodeDatagram, encodeDatagram, encodeLine, errorText, isMainModule, normaliseUsername,
-  numberFlagOptions, numberFlagsUsage, plainAddress, readNumberFlags, usageLine,
+  numberFlagOptions, numberFlagsUsage, plainAddress, readNumberFlags, sameUsername, usageLine,
 } from './protocol.ts';
 import type {
   DeclineReason, Hello, NumberFlag, PeerChannelEnd, PeerChannelHandlers, PeerMessage, Reply,
@@ -432,7 +432,7 @@ function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientS
 function callPeer(state: ClientState, wanted: string, out: Out, now: number): ClientState {
   const session = state.session!;
   if (!USERNAME_PATTERN.test(wanted)) return notAUsername(state, wanted, out);
-  if (normaliseUsername(wanted) === normaliseUsername(session.username)) {
+  if (sameUsername(wanted, session.username)) {
     say(out, 'That is you.', 'yellow');
     return reprompt(state, out);
   }
@@ -492,7 +492,7 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
         'the request timed out.');
     }
     case 'request': {
-      if (normaliseUsername(event.from) !== normaliseUsername(peer)) return busy(state, event, out);
+      if (!sameUsername(event.from, peer)) return busy(state, event, out);
       // Glare: we call them while they call us. Both want the chat, so neither asks its user:
       // the call from the name that sorts first goes through, and the other side accepts it.
       if (normaliseUsername(state.session!.username) < normaliseUsername(peer)) {
@@ -639,7 +639,7 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       return endChat(state, `${peer} left the chat.`, out);
     case 'request':
       // The same peer calling again is the loser's half of a glare we already resolved.
-      if (normaliseUsername(event.from) !== normaliseUsername(peer)) return busy(state, event, out);
+      if (!sameUsername(event.from, peer)) return busy(state, event, out);
       close(out, event.conn);
       return state;
   }
@@ -1210,13 +1210,9 @@ function onLineTyped(terminal: Terminal, line: string): void {
     process.stdout.write('\n'); // the hidden Enter did not move the cursor
     return;
   }
-  // Ask readline where the cursor would be at the end of this line: it measures in columns.
-  // readline leaves one row more below the text (a line that exactly fills its last row gets
-  // an extra, empty one).
-  const saved = [editable.line, editable.cursor] as const;
-  [editable.line, editable.cursor] = [line, line.length];
-  terminal.typedRows = terminal.readline.getCursorPos().rows + 1;
-  [editable.line, editable.cursor] = saved;
+  // The rows of prompt and line as the terminal drew them, plus the one readline moved down to
+  // (a line that exactly fills its last row gets an extra, empty one).
+  terminal.typedRows = displayPosition(terminal.prompt + line).rows + 1;
 }
 
 /** Prints one line without disturbing what the user is typing. */
@@ -1241,8 +1237,8 @@ function sayOnScreen(terminal: Terminal, text: string, colour?: Colour, replaces
     return;
   }
   // Go up to the prompt's first row, erase prompt and draft, print our line there, and let
-  // readline draw prompt and draft again below it. readline remembers how many rows it drew
-  // last (`prevRows`) but not after a paste, so we measure them ourselves and tell it.
+  // readline draw prompt and draft again below it. readline's own count of the rows
+  // (`prevRows`) is only as fresh as its last redraw, so we measure the cursor's row and tell it.
   readline.moveCursor(out, 0, -terminal.readline.getCursorPos().rows);
   readline.cursorTo(out, 0);
   readline.clearScreenDown(out);
@@ -1286,7 +1282,7 @@ function measureAsDrawn(lineEditor: readline.Interface): void {
     const measure = symbols.find((symbol) => symbol.description === '_getDisplayPos');
     if (measure === undefined) continue;
     Object.defineProperty(lineEditor, measure, {
-      value: (text: string) => displayPosition(text, process.stdout.columns || Infinity),
+      value: (text: string) => displayPosition(text),
     });
     return;
   }
@@ -1294,7 +1290,7 @@ function measureAsDrawn(lineEditor: readline.Interface): void {
 
 /** Where text leaves the cursor: rows below the first, and the column. Like readline's own,
  * but by graphemes, and a wide character that would not fit at a row's end moves to the next. */
-function displayPosition(text: string, columns: number): { cols: number; rows: number } {
+function displayPosition(text: string, columns = process.stdout.columns || Infinity) {
   let [offset, rows] = [0, 0];
   for (const { segment } of GRAPHEMES.segment(stripVTControlCharacters(text))) {
     if (segment === '\n') {
@@ -1382,7 +1378,6 @@ function redactSecrets(line: string): string {
 //
 // Each peer connection is a PeerChannel (protocol.ts): it turns the socket into checked messages
 // and tells us why it ended. Here its news becomes events about a numbered `conn`.
-
 
 /** A PeerChannelEnd in words, for the person at the keyboard. */
 function describeEnd(why: PeerChannelEnd): string {

@@ -66,6 +66,11 @@ export function normaliseUsername(username: string): string {
   return username.toLowerCase();
 }
 
+/** True when two usernames name the same account. */
+export function sameUsername(a: string, b: string): boolean {
+  return normaliseUsername(a) === normaliseUsername(b);
+}
+
 /** An address as people write it. A server listening on IPv6 sees IPv4 clients as IPv4-mapped
  * addresses ("::ffff:10.0.0.7"); we write those as plain IPv4 ("10.0.0.7"). */
 export function plainAddress(address: string | undefined): string {
@@ -351,8 +356,7 @@ export function decodePeerMessage(input: Uint8Array | string): Decoded<PeerMessa
  * answer's fields; this checks that it is an answer to the question, so a client never acts on
  * one that is not (the registry's word is checked like a stranger's). Used by client.ts. */
 export function answerFits(request: Request, reply: Reply): boolean {
-  const sameName = (name: string) =>
-    'username' in request && normaliseUsername(name) === normaliseUsername(request.username);
+  const sameName = (name: string) => 'username' in request && sameUsername(name, request.username);
   switch (reply.type) {
     case 'error': return true;
     case 'registered': return request.type === 'register' && sameName(reply.username);
@@ -527,8 +531,8 @@ export function checkTicket(
   // timingSafeEqual: comparing byte by byte and stopping at the first difference would tell an
   // attacker, through timing, how many leading bytes of a guess were right.
   if (!timingSafeEqual(given, expected)) return 'forged';
-  if (normaliseUsername(caller) !== normaliseUsername(claimedCaller)) return 'wrong_caller';
-  if (normaliseUsername(callee) !== normaliseUsername(ownName)) return 'wrong_callee';
+  if (!sameUsername(caller, claimedCaller)) return 'wrong_caller';
+  if (!sameUsername(callee, ownName)) return 'wrong_callee';
   if (now > expiresAt) return 'expired';
   return 'valid';
 }

@@ -47,7 +47,8 @@ import {
   DEFAULT_HEARTBEAT_MS, DEFAULT_TCP_PORT, DEFAULT_TIMEOUT_MS, DEFAULT_UDP_PORT, LineSplitter,
   MAX_DATAGRAM_BYTES, MAX_LISTED_USERS, TICKET_TTL_MS, USERNAME_PATTERN, USERNAME_RULE,
   decodeDatagram, decodeRequest, encodeDatagram, encodeLine, errorText, isMainModule, makeTicket,
-  normaliseUsername, numberFlagOptions, numberFlagsUsage, plainAddress, readNumberFlags, usageLine,
+  normaliseUsername, numberFlagOptions, numberFlagsUsage, plainAddress, readNumberFlags,
+  sameUsername, usageLine,
 } from './protocol.ts';
 import type {
   ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest, NumberFlag, RegisterRequest,
@@ -119,7 +120,7 @@ function resolveSettings(options: ServerOptions): Settings {
   return settings;
 }
 
-/** One logged-in user's live session. (The client has a Session of its own: its side of it.) */
+/** One logged-in user's live session. (The client keeps its own side of it: RegistrySession.) */
 export type LiveSession = {
   /** The name as it was registered ("Alice"), for display. */
   username: string;
@@ -483,7 +484,7 @@ function handleHello(
   if (!decoded.ok || decoded.message.type !== 'hello') return; // anything else is ignored
   const hello = decoded.message;
   const session = findSession(registry, hello.token);
-  if (typeof session === 'object' && sameName(session.username, hello.username)) {
+  if (typeof session === 'object' && sameUsername(session.username, hello.username)) {
     refreshSession(registry, session, performance.now());
     return;
   }
@@ -736,10 +737,6 @@ function findSession(registry: Registry, token: string): LiveSession | 'replaced
   const session = registry.sessionsByToken.get(token);
   if (session !== undefined) return session;
   return registry.replacedTokens.has(token) ? 'replaced' : undefined;
-}
-
-function sameName(a: string, b: string): boolean {
-  return normaliseUsername(a) === normaliseUsername(b);
 }
 
 /** Starts a session. The caller has checked the password. Exported for bench/target.ts, which
