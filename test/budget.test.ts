@@ -1,0 +1,67 @@
+/**
+ * test/budget.test.ts — the files keep within their budgets.
+ *
+ * This project is read as much as it is run. A file that keeps growing buries its lesson: a reader
+ * of client.ts once met the first socket call two thirds of the way down. So each file has a
+ * budget, with the reason for it, and this test fails when one is outgrown.
+ *
+ * When it fails: move something out first (a defence into its limits section or a file of its
+ * own, a measurement into bench/README.md, a caveat into docs/). Raise a budget only in the same
+ * commit as the reason for it, written next to the number below.
+ */
+
+import assert from 'node:assert/strict';
+import { Buffer } from 'node:buffer';
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ROOT } from './helpers.ts';
+
+type Budget = { file: string; most: number; unit: 'lines' | 'bytes'; why: string };
+
+const BUDGETS: Budget[] = [
+  {
+    file: 'client.ts', most: 1350, unit: 'lines',
+    why: 'the state machine, its screens and the effect runner; the screen lives in terminal.ts',
+  },
+  {
+    file: 'server.ts', most: 1300, unit: 'lines',
+    why: 'the registry: sockets, handlers, sessions, sweeper, stores, and its limits section',
+  },
+  {
+    file: 'protocol.ts', most: 850, unit: 'lines',
+    why: 'message shapes, the decoder, framing, tickets and the client\'s two socket helpers',
+  },
+  {
+    file: 'terminal.ts', most: 320, unit: 'lines',
+    why: 'the redraw idea in three steps, then the refinements readline needs',
+  },
+  {
+    file: 'README.md', most: 12 * 1024, unit: 'bytes',
+    why: 'a first screen for a newcomer: the rest lives one click away in docs/ and bench/',
+  },
+];
+
+function sizeOf(file: string, unit: Budget['unit']): number {
+  const text = readFileSync(path.join(ROOT, file), 'utf8');
+  if (unit === 'bytes') return Buffer.byteLength(text);
+  return text.endsWith('\n') ? text.split('\n').length - 1 : text.split('\n').length;
+}
+
+for (const { file, most, unit, why } of BUDGETS) {
+  test(`${file} keeps within ${most} ${unit}`, () => {
+    const size = sizeOf(file, unit);
+    console.log(`${file}: ${size} of ${most} ${unit}`);
+    assert.ok(size <= most, `${file} is ${size} ${unit}, over its budget of ${most} (${why}). ` +
+      'Move something out of it rather than raise the number; if the number must rise, give ' +
+      'the reason next to it in test/budget.test.ts, in the same commit.');
+  });
+}
+
+test('no top-level .ts file has a line over 100 columns', () => {
+  for (const file of readdirSync(ROOT).filter((name) => name.endsWith('.ts'))) {
+    const lines = readFileSync(path.join(ROOT, file), 'utf8').split('\n');
+    const long = lines.findIndex((line) => [...line].length > 100);
+    assert.equal(long, -1, `${file}:${long + 1} is over 100 columns`);
+  }
+});
