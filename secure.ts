@@ -1,33 +1,35 @@
 /**
- * secure.ts — the secure channel under the line protocol: TCP → secure channel → lines → JSON.
+ * secure.ts — the secure channel under the line protocol:
+ *   TCP → secure channel → lines → JSON.
  *
  * Both links (client ↔ registry, client ↔ client) run one Noise handshake and then carry every
- * line sealed, so a capture shows sizes and timing but no password, token, ticket or chat text,
- * and a changed, replayed, reordered or injected byte ends the connection. The pattern is
- * Noise_XX_25519_ChaChaPoly_SHA256 from the Noise Protocol Framework (noiseprotocol.org), built
- * on node:crypto alone and checked byte for byte against published vectors (test/secure.test.ts).
- * Exports are what client.ts, server.ts, the tests and bench/secure.ts use.
+ * line sealed: a capture shows sizes and timing but no password, token, ticket or chat text, and
+ * a changed, replayed, reordered or injected byte ends the connection. The pattern is
+ * Noise_XX_25519_ChaChaPoly_SHA256 (noiseprotocol.org), on node:crypto alone, checked byte for
+ * byte against published vectors in test/secure.test.ts. Exports are what client.ts, server.ts,
+ * the tests and bench/secure.ts use.
  *
  * Layout:
  *   - primitives         X25519 with raw 32-byte keys, ChaCha20-Poly1305, SHA-256, HKDF
  *   - CipherState        one key and its message counter
- *   - SymmetricState     the running hash h and chaining key ck that every handshake step feeds
+ *   - SymmetricState     the running hash h and chaining key ck every handshake step feeds
  *   - Handshake          the XX pattern (and NN, for a second vector), token by token
  *   - SecureSocket       the handshake over a net.Socket, then framed transport messages
  *   - long-term keys     key files, fingerprints, safety numbers, the session MAC for hellos
  *
- * The handshake, one line per message (e = ephemeral key, s = static key, ee/es/se = a
- * Diffie-Hellman between the named keys, mixed into the key that encrypts what follows):
+ * The handshake (e = a fresh ephemeral key, s = a long-term static key; ee, es, se = a
+ * Diffie-Hellman between the initiator's and the responder's named keys, mixed into the key that
+ * encrypts everything after it):
  *
- *   -> e                 initiator's fresh key, in clear: nothing is shared yet
- *   <- e, ee, s, es      responder's fresh key; ee gives a secret only these two ephemerals
- *                        know, so the responder's static key travels encrypted; es proves the
- *                        responder holds that static key (only it can compute the next key)
- *   -> s, se             initiator's static key, encrypted; se proves it holds it
+ *   -> e                 in clear: nothing is shared yet
+ *   <- e, ee, s, es      ee: a secret only these two fresh keys know, so the responder's static
+ *                        key travels encrypted; es: only the holder of that static key can
+ *                        derive the next key, so the responder has proved who it is
+ *   -> s, se             the initiator's static key, encrypted; se proves it holds it
  *
- * Afterwards each side knows the other's static key: the caller compares it with what it
- * expected (pinned registry key, or the callee's key from `found`); the callee compares the
- * caller's with the key bound into the ticket. The handshake hash names this one session.
+ * Then each side knows the other's static key: the caller compares it with the one it expected
+ * (the pinned registry key, or the callee's key from `found`), the callee with the key bound
+ * into the ticket. Fresh ephemerals make every session's keys new (forward secrecy).
  */
 
 import {
@@ -45,16 +47,17 @@ import { Duplex } from 'node:stream';
 // Primitives
 // ============================================================================================
 //
-// node:crypto speaks KeyObjects; Noise speaks raw 32-byte keys. The DER encodings of an X25519
-// key are a fixed prefix followed by the raw key, so converting is slicing and prepending (JWK is
-// avoided on purpose: on Node 20 exporting a fresh X25519 key as JWK can hang).
+// node:crypto speaks KeyObjects, Noise raw 32-byte keys. An X25519 key's DER encoding is a fixed
+// prefix and then the raw key, so converting is slicing and prepending. (Never JWK: on Node 20,
+// exporting a fresh X25519 key as JWK can hang.)
 
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
 const SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 const KEY_BYTES = 32;
 const TAG_BYTES = 16;
+const EMPTY = Buffer.alloc(0);
 
-/** A long-term or ephemeral X25519 key pair, both halves raw 32 bytes. */
+/** An X25519 key pair, both halves raw 32 bytes. */
 export type KeyPair = { publicKey: Buffer; privateKey: Buffer };
 
 export function generateKeyPair(): KeyPair {
@@ -62,7 +65,9 @@ export function generateKeyPair(): KeyPair {
     publicKeyEncoding: { type: 'spki', format: 'der' },
     privateKeyEncoding: { type: 'pkcs8', format: 'der' },
   });
-  return { publicKey: publicKey.subarray(-KEY_BYTES), privateKey: privateKey.subarray(-KEY_BYTES) };
+  return {
+    publicKey: publicKey.subarray(-KEY_BYTES), privateKey: privateKey.subarray(-KEY_BYTES),
+  };
 }
 
 function privateKeyObject(raw: Uint8Array): KeyObject {
@@ -77,40 +82,36 @@ export function keyPairFromPrivate(raw: Uint8Array): KeyPair {
   return { publicKey: Buffer.from(spki.subarray(-KEY_BYTES)), privateKey: Buffer.from(raw) };
 }
 
-function dh(own: KeyPair, remotePublic: Uint8Array): Buffer {
-  const publicKey = createPublicKey({
-    key: Buffer.concat([SPKI_PREFIX, remotePublic]), format: 'der', type: 'spki',
-  });
+function dh(own: KeyPair, remote: Uint8Array): Buffer {
+  const der = Buffer.concat([SPKI_PREFIX, remote]);
+  const publicKey = createPublicKey({ key: der, format: 'der', type: 'spki' });
   return diffieHellman({ privateKey: privateKeyObject(own.privateKey), publicKey });
 }
 
-/** ChaCha20-Poly1305's 12-byte nonce, as Noise lays it out: 4 zero bytes, then the message
- * counter as 64-bit little-endian. */
-function nonce(counter: number): Buffer {
-  const bytes = Buffer.alloc(12);
-  bytes.writeUInt32LE(counter >>> 0, 4);
-  bytes.writeUInt32LE(Math.floor(counter / 2 ** 32), 8);
-  return bytes;
-}
-
-function seal(key: Buffer, counter: number, ad: Buffer, plaintext: Uint8Array): Buffer {
-  const cipher = createCipheriv('chacha20-poly1305', key, nonce(counter), { authTagLength: 16 });
-  cipher.setAAD(ad, { plaintextLength: plaintext.length });
-  return Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
-}
-
-/** Throws when the tag does not match: a changed byte, a wrong key or a wrong counter. */
-function open(key: Buffer, counter: number, ad: Buffer, sealed: Uint8Array): Buffer {
-  if (sealed.length < TAG_BYTES) throw new Error('message shorter than its tag');
-  const body = sealed.subarray(0, sealed.length - TAG_BYTES);
-  const decipher = createDecipheriv('chacha20-poly1305', key, nonce(counter),
-    { authTagLength: 16 });
+/** AEAD with Noise's nonce: 4 zero bytes, then the message counter as 64-bit little-endian.
+ * Opening throws when the tag does not match: a changed byte, wrong key or wrong counter. */
+function aead(sealing: boolean, key: Buffer, counter: number, ad: Buffer, input: Uint8Array) {
+  const nonce = Buffer.alloc(12);
+  nonce.writeUInt32LE(counter >>> 0, 4);
+  nonce.writeUInt32LE(Math.floor(counter / 2 ** 32), 8);
+  const options = { authTagLength: TAG_BYTES };
+  if (sealing) {
+    const cipher = createCipheriv('chacha20-poly1305', key, nonce, options);
+    cipher.setAAD(ad, { plaintextLength: input.length });
+    return Buffer.concat([cipher.update(input), cipher.final(), cipher.getAuthTag()]);
+  }
+  if (input.length < TAG_BYTES) throw new Error('message shorter than its tag');
+  const body = input.subarray(0, input.length - TAG_BYTES);
+  const decipher = createDecipheriv('chacha20-poly1305', key, nonce, options);
   decipher.setAAD(ad, { plaintextLength: body.length });
-  decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+  decipher.setAuthTag(input.subarray(input.length - TAG_BYTES));
   return Buffer.concat([decipher.update(body), decipher.final()]);
 }
 
-const sha256 = (...parts: Uint8Array[]) => createHash('sha256').update(Buffer.concat(parts)).digest();
+const sha256 = (...parts: Uint8Array[]) =>
+  createHash('sha256').update(Buffer.concat(parts)).digest();
+const sha512 = (...parts: Uint8Array[]) =>
+  createHash('sha512').update(Buffer.concat(parts)).digest();
 const hmac = (key: Uint8Array, ...parts: Uint8Array[]) =>
   createHmac('sha256', key).update(Buffer.concat(parts)).digest();
 
@@ -125,13 +126,13 @@ function hkdf(ck: Buffer, ikm: Uint8Array): [Buffer, Buffer] {
 // CipherState and SymmetricState
 // ============================================================================================
 
-/** One direction's key and counter. Before the first mixKey there is no key, and Noise sends
- * handshake fields in clear. The counter is a JavaScript number: exact up to 2^53 messages, far
- * past anything a chat sends, and we refuse rather than reuse a nonce beyond it. */
+/** One direction's key and counter. Without a key (before the first DH) Noise sends in clear.
+ * The counter is a JavaScript number, exact up to 2^53 messages (centuries of chat); past that
+ * we refuse rather than reuse a nonce. There is no rekey: a chat session never gets near. */
 export class CipherState {
   /** The 32-byte ChaCha20-Poly1305 key, or null while none has been agreed. */
   key: Buffer | null;
-  /** Messages sealed (or opened) with this key so far: the next nonce. */
+  /** Messages sealed or opened with this key so far: the next nonce. */
   counter = 0;
   constructor(key: Buffer | null = null) {
     this.key = key;
@@ -139,31 +140,30 @@ export class CipherState {
   encryptWithAd(ad: Buffer, plaintext: Uint8Array): Buffer {
     if (this.key === null) return Buffer.from(plaintext);
     if (this.counter >= Number.MAX_SAFE_INTEGER) throw new Error('message counter exhausted');
-    return seal(this.key, this.counter++, ad, plaintext);
+    return aead(true, this.key, this.counter++, ad, plaintext);
   }
   /** The counter moves only on success, so a forged message cannot desynchronise us. */
   decryptWithAd(ad: Buffer, ciphertext: Uint8Array): Buffer {
     if (this.key === null) return Buffer.from(ciphertext);
-    const plaintext = open(this.key, this.counter, ad, ciphertext);
+    const plaintext = aead(false, this.key, this.counter, ad, ciphertext);
     this.counter++;
     return plaintext;
   }
 }
 
-const EMPTY = Buffer.alloc(0);
-
-/** The handshake's memory: h hashes every byte sent or received (so both sides must have seen the
- * same transcript to agree), ck chains every DH result into the next key. */
+/** The handshake's memory. Every field sent is hashed into h and every sealed field uses h as
+ * associated data, so both sides agree only if they saw the same transcript. */
 class SymmetricState {
-  /** Handshake hash: SHA-256 over the protocol name, the prologue and every message field. */
+  /** The handshake hash: the protocol name, the prologue and every field so far. */
   h: Buffer;
-  /** Chaining key: HKDF's salt, fed every DH output. */
+  /** The chaining key: each DH output is mixed into it, and the next key drawn from it. */
   ck: Buffer;
-  /** Encrypts handshake fields once a DH has happened. */
+  /** Seals handshake fields once a DH has happened. */
   cipher = new CipherState();
   constructor(protocolName: string) {
-    const name = Buffer.from(protocolName);
-    this.h = name.length <= 32 ? Buffer.concat([name, Buffer.alloc(32 - name.length)]) : sha256(name);
+    const name = Buffer.from(protocolName); // 32 bytes or fewer: used as is, zero-padded
+    this.h = name.length <= 32 ? Buffer.concat([name, Buffer.alloc(32 - name.length)])
+      : sha256(name);
     this.ck = this.h;
   }
   mixHash(data: Uint8Array): void {
@@ -184,7 +184,7 @@ class SymmetricState {
     this.mixHash(ciphertext);
     return plaintext;
   }
-  /** Two transport keys: initiator → responder, responder → initiator. */
+  /** Split: the two transport keys, initiator → responder and responder → initiator. */
   split(): [CipherState, CipherState] {
     const [first, second] = hkdf(this.ck, EMPTY);
     return [new CipherState(first), new CipherState(second)];
@@ -196,69 +196,65 @@ class SymmetricState {
 // ============================================================================================
 
 type Token = 'e' | 's' | 'ee' | 'es' | 'se';
-const PATTERNS: Record<'XX' | 'NN', Token[][]> = {
-  XX: [['e'], ['e', 'ee', 's', 'es'], ['s', 'se']],
-  NN: [['e'], ['e', 'ee']], // no static keys: only for the published vectors
+const PATTERNS = {
+  XX: [['e'], ['e', 'ee', 's', 'es'], ['s', 'se']] as Token[][],
+  NN: [['e'], ['e', 'ee']] as Token[][], // no static keys: here for a second published vector
 };
 
 export type HandshakeOptions = {
   initiator: boolean;
-  pattern?: 'XX' | 'NN';
+  pattern?: keyof typeof PATTERNS;
   /** Bytes both sides must agree on, e.g. a protocol version: a mismatch fails the handshake. */
   prologue?: Uint8Array;
-  /** Our long-term key (XX only). */
+  /** Our long-term key (XX needs one). */
   staticKey?: KeyPair;
-  /** A fixed ephemeral key: only test vectors set this; otherwise a fresh one per handshake. */
+  /** A fixed ephemeral key, for test vectors only; otherwise a fresh one per handshake. */
   ephemeralKey?: KeyPair;
 };
 
-/** One side of a handshake: call writeMessage and readMessage in turn until `done`, then use
- * `send` and `receive`. */
+/** One side of a handshake (Noise's HandshakeState): writeMessage and readMessage in turn until
+ * `done`, then seal with `send` and open with `receive`. Handshake payloads are optional. */
 export class Handshake {
   readonly initiator: boolean;
-  readonly #pattern: Token[][];
+  readonly #messages: Token[][];
   readonly #state: SymmetricState;
+  /** Our static and ephemeral keys, and the other side's (remote) ones once received. */
   readonly #s: KeyPair | undefined;
   #e: KeyPair | undefined;
-  /** The other side's ephemeral and static public keys, once received. */
   #re: Buffer | undefined;
   remoteStaticKey: Buffer | undefined;
-  /** Which message of the pattern comes next. */
+  /** Index of the next message in the pattern: even ones are the initiator's. */
   #turn = 0;
-  /** Transport cipher states, set when the last message has been written or read. */
+  /** The transport cipher states, set by the last message. */
   send: CipherState | undefined;
   receive: CipherState | undefined;
   constructor(options: HandshakeOptions) {
     const pattern = options.pattern ?? 'XX';
+    if (pattern === 'XX' && !options.staticKey) throw new Error('XX needs a static key');
     this.initiator = options.initiator;
-    this.#pattern = PATTERNS[pattern];
+    this.#messages = PATTERNS[pattern];
     this.#state = new SymmetricState(`Noise_${pattern}_25519_ChaChaPoly_SHA256`);
     this.#state.mixHash(options.prologue ?? EMPTY);
     this.#s = options.staticKey;
     this.#e = options.ephemeralKey;
-    if (pattern === 'XX' && this.#s === undefined) throw new Error('XX needs a static key');
   }
   get done(): boolean {
     return this.send !== undefined;
   }
-  /** h after the last message: the same on both sides, and unique to this session. */
+  /** h at the end: the same on both sides, and unique to this session. */
   get hash(): Buffer {
     return this.#state.h;
-  }
-  get myTurn(): boolean {
-    return (this.#turn % 2 === 0) === this.initiator;
   }
 
   writeMessage(payload: Uint8Array = EMPTY): Buffer {
     const parts: Buffer[] = [];
-    for (const token of this.#tokens(true)) {
+    for (const token of this.#next(true)) {
       if (token === 'e') {
         this.#e ??= generateKeyPair();
         parts.push(this.#e.publicKey);
         this.#state.mixHash(this.#e.publicKey);
-      } else if (token === 's') {
-        parts.push(this.#state.encryptAndHash(this.#s!.publicKey));
-      } else this.#mixDh(token);
+      } else if (token === 's') parts.push(this.#state.encryptAndHash(this.#s!.publicKey));
+      else this.#mixDh(token);
     }
     parts.push(this.#state.encryptAndHash(payload));
     this.#advance();
@@ -272,7 +268,7 @@ export class Handshake {
       if (at + length > message.length) throw new Error('handshake message too short');
       return message.subarray(at, (at += length));
     };
-    for (const token of this.#tokens(false)) {
+    for (const token of this.#next(false)) {
       if (token === 'e') {
         this.#re = Buffer.from(take(KEY_BYTES));
         this.#state.mixHash(this.#re);
@@ -286,26 +282,23 @@ export class Handshake {
     return payload;
   }
 
-  #tokens(writing: boolean): Token[] {
-    if (this.done) throw new Error('the handshake is over');
-    if (this.myTurn !== writing) throw new Error(`not our turn to ${writing ? 'write' : 'read'}`);
-    return this.#pattern[this.#turn];
+  #next(writing: boolean): Token[] {
+    const ourTurn = (this.#turn % 2 === 0) === this.initiator;
+    if (this.done || ourTurn !== writing) throw new Error('handshake message out of turn');
+    return this.#messages[this.#turn];
   }
 
-  /** ee, es, se: the first letter names the initiator's key, the second the responder's. */
-  #mixDh(token: 'ee' | 'es' | 'se'): void {
-    const [initiatorKey, responderKey] = [token[0], token[1]];
-    const ownLetter = this.initiator ? initiatorKey : responderKey;
-    const remoteLetter = this.initiator ? responderKey : initiatorKey;
-    const own = ownLetter === 'e' ? this.#e : this.#s;
-    const remote = remoteLetter === 'e' ? this.#re : this.remoteStaticKey;
+  /** A DH token's first letter names the initiator's key, its second the responder's. */
+  #mixDh(token: Token): void {
+    const [ours, theirs] = this.initiator ? [token[0], token[1]] : [token[1], token[0]];
+    const own = ours === 'e' ? this.#e : this.#s;
+    const remote = theirs === 'e' ? this.#re : this.remoteStaticKey;
     if (!own || !remote) throw new Error(`handshake token ${token} before its keys`);
     this.#state.mixKey(dh(own, remote));
   }
 
   #advance(): void {
-    this.#turn++;
-    if (this.#turn < this.#pattern.length) return;
+    if (++this.#turn < this.#messages.length) return;
     const [initiatorToResponder, responderToInitiator] = this.#state.split();
     this.send = this.initiator ? initiatorToResponder : responderToInitiator;
     this.receive = this.initiator ? responderToInitiator : initiatorToResponder;
@@ -316,18 +309,16 @@ export class Handshake {
 // SecureSocket: the handshake over TCP, then sealed frames
 // ============================================================================================
 //
-// On the wire every message, handshake or transport, is a frame: a 2-byte big-endian length,
-// then that many bytes. Noise caps a message at 65535 bytes, so a frame holds at most 65519
-// bytes of plaintext (16 go to the tag); a longer write is cut into several frames, and the
-// reader joins them again into the same byte stream, so lines may span frames.
-//
-// Each direction counts its frames: the counter is the nonce, so a frame replayed, dropped,
-// reordered or injected is opened with the wrong nonce and fails authentication like a changed
-// byte does. After any such failure nothing more is read: the connection ends with an error.
+// On the wire every message, handshake or transport, is a frame: a 2-byte big-endian length and
+// that many bytes. Noise caps a message at 65535 bytes, so a frame holds at most 65519 bytes of
+// plaintext (16 go to the tag); a longer write becomes several frames, and the reader gets one
+// byte stream back, so lines may span frames. Each direction counts its frames and the count is
+// the nonce: a frame replayed, dropped, reordered or injected is opened with the wrong nonce and
+// fails like a changed byte. After a failure nothing more is read; the connection ends.
 
 const MAX_FRAME_BYTES = 65535;
 const MAX_PLAINTEXT_BYTES = MAX_FRAME_BYTES - TAG_BYTES;
-/** XX's messages are 32, 96 and 64 bytes with our empty payloads: anything bigger is not ours. */
+/** XX's messages are 32, 96 and 64 bytes with empty payloads: anything much bigger is not ours. */
 const MAX_HANDSHAKE_BYTES = 1024;
 const TAMPERED = 'message authentication failed: the connection was tampered with';
 
@@ -342,31 +333,28 @@ export class SecureChannelError extends Error {
   }
 }
 
-/** Bytes received but not yet cut into frames. Concatenation per chunk is fine at 64 KB frames. */
+/** Bytes received but not yet cut into frames. One concatenation per chunk: cheap at 64 KB. */
 class FrameReader {
-  #pending = EMPTY;
+  pending = EMPTY;
   push(chunk: Uint8Array): void {
-    this.#pending = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : Buffer.from(chunk);
-  }
-  get partial(): boolean {
-    return this.#pending.length > 0;
+    this.pending = Buffer.concat([this.pending, chunk]);
   }
   /** The next whole frame's body, or null until all of it is here. */
-  next(maxBytes: number, minBytes: number): Buffer | null {
-    if (this.#pending.length < 2) return null;
-    const length = this.#pending.readUInt16BE(0);
-    if (length > maxBytes && this.#pending[0] === 0x7b) { // '{': a JSON line, not a frame
+  next(minBytes: number, maxBytes: number): Buffer | null {
+    if (this.pending.length < 2) return null;
+    const length = this.pending.readUInt16BE(0);
+    if (length > maxBytes && this.pending[0] === 0x7b) { // '{': a JSON line, not a frame
       throw new SecureChannelError('plain', 'the other side speaks the plain (unencrypted) ' +
         'protocol: it sent a JSON line where a secure handshake was expected');
     }
-    if (length > maxBytes || length < minBytes) {
-      throw new SecureChannelError('bad_frame', `bad frame: ${length} bytes where ` +
-        `${minBytes} to ${maxBytes} are allowed`);
+    if (length < minBytes || length > maxBytes) {
+      throw new SecureChannelError('bad_frame',
+        `bad frame: ${length} bytes where ${minBytes} to ${maxBytes} are allowed`);
     }
-    if (this.#pending.length < 2 + length) return null;
-    const frame = this.#pending.subarray(2, 2 + length);
-    this.#pending = this.#pending.subarray(2 + length);
-    return frame;
+    if (this.pending.length < 2 + length) return null;
+    const body = this.pending.subarray(2, 2 + length);
+    this.pending = this.pending.subarray(2 + length);
+    return body;
   }
 }
 
@@ -381,28 +369,27 @@ export type SecureOptions = {
   initiator: boolean;
   /** Our long-term key: the registry's key, or the user's identity key. */
   staticKey: KeyPair;
-  /** A string both sides must share, e.g. 'p2p-chat secure 1': a mismatch fails the handshake. */
+  /** Both sides must use the same, e.g. 'p2p-chat 1': a mismatch fails the handshake. */
   prologue?: string;
-  /** If set, the handshake fails unless the other side proves this static key. The initiator
-   * checks before sending its own static key, so a wrong server never learns who called. */
+  /** Fail unless the other side proves this key. An initiator checks before sending its own
+   * static key, so a server with the wrong key never learns who called. */
   expectedRemoteKey?: Uint8Array;
   /** Give up if the handshake has not finished by then (default 5000 ms). */
   timeoutMs?: number;
-  /** A line written in clear before hanging up on a peer that sent plain JSON (for nc users). */
+  /** A line written in clear before hanging up on a peer that sent JSON (an nc user). */
   plainRefusal?: string;
 };
 
-/** Runs the handshake on `socket` and resolves with the secure stream, or rejects with a
- * SecureChannelError after destroying the socket. */
+/** Runs the handshake on `socket`; resolves with the secure stream, or destroys the socket and
+ * rejects with a SecureChannelError. */
 export function secureSocket(socket: net.Socket, options: SecureOptions): Promise<SecureSocket> {
+  const { initiator, staticKey, expectedRemoteKey, timeoutMs = 5000 } = options;
   const handshake = new Handshake({
-    initiator: options.initiator, staticKey: options.staticKey,
-    prologue: Buffer.from(options.prologue ?? ''),
+    initiator, staticKey, prologue: Buffer.from(options.prologue ?? ''),
   });
   const frames = new FrameReader();
-  const timeoutMs = options.timeoutMs ?? 5000;
-  // Handshake messages are small and strictly alternate; Nagle would hold each one back waiting
-  // for an ACK the other side delays, adding tens of milliseconds.
+  // The messages are small and strictly alternate: Nagle's algorithm would hold one back until
+  // the other side's delayed ACK, tens of milliseconds.
   socket.setNoDelay(true);
   return new Promise((resolve, reject) => {
     const stop = () => {
@@ -411,9 +398,9 @@ export function secureSocket(socket: net.Socket, options: SecureOptions): Promis
     };
     const fail = (error: SecureChannelError) => {
       stop();
+      socket.on('error', () => {}); // its later errors are nobody's concern now
       if (error.code === 'plain' && options.plainRefusal) socket.end(options.plainRefusal + '\n');
       else socket.destroy();
-      socket.on('error', () => {}); // the connection is ours no more; its later errors are not
       reject(error);
     };
     const timer = setTimeout(() => fail(new SecureChannelError('timeout',
@@ -426,20 +413,19 @@ export function secureSocket(socket: net.Socket, options: SecureOptions): Promis
       frames.push(chunk);
       try {
         let message: Buffer | null;
-        while (!handshake.done && (message = frames.next(MAX_HANDSHAKE_BYTES, KEY_BYTES))) {
-          readHandshakeMessage(handshake, message, options.expectedRemoteKey);
+        while (!handshake.done && (message = frames.next(KEY_BYTES, MAX_HANDSHAKE_BYTES))) {
+          readHandshakeMessage(handshake, message, expectedRemoteKey);
           if (!handshake.done) socket.write(frame(handshake.writeMessage()));
         }
       } catch (error) {
         return fail(error as SecureChannelError);
       }
-      if (handshake.done) {
-        stop();
-        resolve(new SecureSocket(socket, handshake, frames));
-      }
+      if (!handshake.done) return;
+      stop();
+      resolve(new SecureSocket(socket, handshake, frames));
     };
     socket.on('data', onData).on('end', onClosed).on('close', onClosed).on('error', onError);
-    if (options.initiator) socket.write(frame(handshake.writeMessage()));
+    if (initiator) socket.write(frame(handshake.writeMessage()));
   });
 }
 
@@ -459,15 +445,15 @@ function readHandshakeMessage(handshake: Handshake, message: Buffer, expected?: 
 
 /**
  * A connection after the handshake: a Duplex stream of plaintext bytes, so line code written for
- * a net.Socket (write, end, destroy, 'data', 'end', 'close', 'error', pause, cork) runs on it
- * unchanged. A failed frame destroys it with a SecureChannelError ('error', then 'close').
+ * a net.Socket (write, end, destroy, cork, pause; 'data', 'end', 'close', 'error') runs on it
+ * unchanged. A frame that fails destroys it with a SecureChannelError ('error', then 'close').
  */
 export class SecureSocket extends Duplex {
-  /** The TCP connection underneath, for its addresses and timers; never write to it directly. */
+  /** The TCP connection underneath, for addresses and timers; never write to it directly. */
   readonly socket: net.Socket;
   /** The static key the other side proved it holds. */
   readonly remoteStaticKey: Buffer;
-  /** Names this session; both sides hold the same 32 bytes. */
+  /** The handshake hash: names this session, the same 32 bytes on both sides. */
   readonly handshakeHash: Buffer;
   readonly #send: CipherState;
   readonly #receive: CipherState;
@@ -485,37 +471,33 @@ export class SecureSocket extends Duplex {
       this.#deliver();
     });
     socket.on('end', () => {
-      if (this.#frames.partial) this.#fail('bad_frame', 'the connection ended inside a frame');
-      else this.push(null);
+      if (this.#frames.pending.length === 0) this.push(null);
+      else this.destroy(new SecureChannelError('bad_frame', 'the connection ended inside a frame'));
     });
     socket.on('error', (error) => this.destroy(error));
     socket.on('close', () => this.destroy());
-    // Frames that came with the last handshake message wait until the owner has had the chance
-    // to attach its listeners (after the promise resolves).
+    // Frames that came with the last handshake message wait until the owner, resumed by the
+    // promise, has attached its listeners.
     setImmediate(() => this.#deliver());
   }
 
   #deliver(): void {
     while (!this.destroyed) {
       let sealed: Buffer | null;
+      let plaintext: Buffer;
       try {
-        sealed = this.#frames.next(MAX_FRAME_BYTES, TAG_BYTES);
+        sealed = this.#frames.next(TAG_BYTES, MAX_FRAME_BYTES);
+        if (sealed === null) return;
       } catch (error) {
         return void this.destroy(error as Error);
       }
-      if (sealed === null) return;
-      let plaintext: Buffer;
       try {
         plaintext = this.#receive.decryptWithAd(EMPTY, sealed);
       } catch {
-        return this.#fail('auth', TAMPERED);
+        return void this.destroy(new SecureChannelError('auth', TAMPERED));
       }
-      if (plaintext.length > 0 && !this.push(plaintext)) this.socket.pause();
+      if (plaintext.length > 0 && !this.push(plaintext)) this.socket.pause(); // _read resumes
     }
-  }
-
-  #fail(code: SecureErrorCode, message: string): void {
-    this.destroy(new SecureChannelError(code, message));
   }
 
   override _read(): void {
@@ -532,7 +514,7 @@ export class SecureSocket extends Duplex {
     else this.socket.once('drain', () => done());
   }
 
-  /** Writes gathered by cork() go out sealed together, in one system call. */
+  /** Writes gathered by cork() are sealed together and leave in one system call. */
   override _writev(chunks: { chunk: Buffer }[], done: (error?: Error | null) => void): void {
     this._write(Buffer.concat(chunks.map((entry) => entry.chunk)), 'buffer', done);
   }
@@ -552,34 +534,19 @@ export class SecureSocket extends Duplex {
 // Long-term keys, fingerprints, safety numbers, session MACs
 // ============================================================================================
 
-const PEM_LABEL = 'PRIVATE KEY';
-
-/** The private key as PKCS#8 PEM, the format `openssl pkey` reads (the public half is derived). */
-export function privateKeyPem(pair: KeyPair): string {
-  const base64 = Buffer.concat([PKCS8_PREFIX, pair.privateKey]).toString('base64');
-  return `-----BEGIN ${PEM_LABEL}-----\n${base64}\n-----END ${PEM_LABEL}-----\n`;
-}
-
-/** Reads PEM as written above, or a raw 32-byte key; throws on anything else. */
-export function keyPairFromPem(text: string | Buffer): KeyPair {
-  if (Buffer.isBuffer(text) && text.length === KEY_BYTES) return keyPairFromPrivate(text);
-  const body = text.toString().replace(/-----(BEGIN|END) PRIVATE KEY-----|\s/g, '');
-  const der = Buffer.from(body, 'base64');
-  const isX25519 = der.length === PKCS8_PREFIX.length + KEY_BYTES &&
-    der.subarray(0, PKCS8_PREFIX.length).equals(PKCS8_PREFIX);
-  if (!isX25519) throw new Error('not an X25519 private key in PKCS#8 PEM');
-  return keyPairFromPrivate(der.subarray(PKCS8_PREFIX.length));
-}
-
-/** Writes a new key file readable by its owner only (0600), in a 0700 folder if it makes one.
- * Refuses to overwrite: replacing a key changes who you are to everyone who pinned it. */
+/** Writes a new key file (PKCS#8 PEM, as `openssl pkey` reads) that only its owner can read,
+ * in a 0700 folder if it makes one. Never overwrites: a new key changes who you are to everyone
+ * who remembered the old one. */
 export function saveKeyFile(path: string, pair: KeyPair): void {
+  const base64 = Buffer.concat([PKCS8_PREFIX, pair.privateKey]).toString('base64');
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  writeFileSync(path, privateKeyPem(pair), { mode: 0o600, flag: 'wx' });
-  chmodSync(path, 0o600); // the umask may have removed bits, never added: make it exact anyway
+  const pem = `-----BEGIN PRIVATE KEY-----\n${base64}\n-----END PRIVATE KEY-----\n`;
+  writeFileSync(path, pem, { mode: 0o600, flag: 'wx' });
+  chmodSync(path, 0o600); // exact, whatever the umask
 }
 
-/** Reads a key file, refusing (like ssh) one that others can read. Errors say what to do. */
+/** Reads a key file (PEM as above, or the raw 32 bytes), refusing, like ssh, one that others
+ * can read. Each error says what to do. */
 export function loadKeyFile(path: string): KeyPair {
   let mode: number;
   let contents: Buffer;
@@ -587,18 +554,19 @@ export function loadKeyFile(path: string): KeyPair {
     mode = statSync(path).mode & 0o777;
     contents = readFileSync(path);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? String(error);
-    throw new Error(`cannot read key file ${path} (${code})`);
+    throw new Error(`cannot read key file ${path} (${(error as NodeJS.ErrnoException).code})`);
   }
   if (process.platform !== 'win32' && (mode & 0o077) !== 0) {
     throw new Error(`key file ${path} can be read by others (mode ${mode.toString(8)}); ` +
       `make it private with: chmod 600 ${path}`);
   }
-  try {
-    return keyPairFromPem(contents);
-  } catch {
+  if (contents.length === KEY_BYTES) return keyPairFromPrivate(contents);
+  const der = Buffer.from(contents.toString().replace(/-----[A-Z ]+-----|\s/g, ''), 'base64');
+  const prefix = der.subarray(0, PKCS8_PREFIX.length);
+  if (der.length !== PKCS8_PREFIX.length + KEY_BYTES || !prefix.equals(PKCS8_PREFIX)) {
     throw new Error(`key file ${path} does not hold an X25519 private key`);
   }
+  return keyPairFromPrivate(der.subarray(PKCS8_PREFIX.length));
 }
 
 /** Loads the key at `path`, or creates it there on first use. */
@@ -618,32 +586,26 @@ export function fingerprint(publicKey: Uint8Array): string {
   return 'SHA256:' + sha256(publicKey).toString('base64').replace(/=+$/, '');
 }
 
-/**
- * Signal's safety number: 30 digits per person from 5200 rounds of SHA-512 over their key and
- * name (slow on purpose: finding another key with the same digits costs 5200× more), the two
- * halves in sorted order so both sides print the same 60 digits. Pass normalised names.
- */
-export function safetyNumber(
-  a: { name: string; publicKey: Uint8Array },
-  b: { name: string; publicKey: Uint8Array },
-): string {
-  const half = ({ name, publicKey }: { name: string; publicKey: Uint8Array }) => {
-    let digest = createHash('sha512').update(Buffer.concat([Buffer.alloc(2), publicKey,
-      Buffer.from(name)])).digest();
-    for (let round = 0; round < 5200; round++) {
-      digest = createHash('sha512').update(digest).update(publicKey).digest();
-    }
+type Identity = { name: string; publicKey: Uint8Array };
+
+/** Signal's safety number: 30 digits per person from 5200 rounds of SHA-512 over their key and
+ * name (slow on purpose: forging a key with the same digits costs 5200 times more), the halves
+ * sorted so both sides show the same 60 digits, in groups of 5. Pass normalised names. */
+export function safetyNumber(a: Identity, b: Identity): string {
+  const half = ({ name, publicKey }: Identity) => {
+    let digest = sha512(Buffer.alloc(2), publicKey, Buffer.from(name)); // 2 bytes: version 0
+    for (let round = 0; round < 5200; round++) digest = sha512(digest, publicKey);
     let digits = '';
     for (let at = 0; at < 30; at += 5) {
       digits += String(digest.readUIntBE(at, 5) % 100000).padStart(5, '0');
     }
     return digits;
   };
-  const joined = [half(a), half(b)].sort().join('');
-  return joined.match(/\d{5}/g)!.join(' ');
+  return [half(a), half(b)].sort().join('').match(/\d{5}/g)!.join(' ');
 }
 
-/** HMAC-SHA256 (base64url) over `fields` under a session secret, each field length-prefixed so
+
+/** HMAC-SHA256 (base64url) of `fields` under a session secret, each field length-prefixed so
  * ['ab', 'c'] and ['a', 'bc'] differ. Put a label first: ['hello', name, counter]. */
 export function sessionMac(secret: Uint8Array, fields: ReadonlyArray<string | number>): string {
   const encoded = fields.map((field) => {
@@ -657,7 +619,7 @@ export function sessionMac(secret: Uint8Array, fields: ReadonlyArray<string | nu
 
 /** Compares in constant time, so timing reveals nothing of the right MAC. */
 export function sessionMacValid(
-  secret: Uint8Array, fields: ReadonlyArray<string | number>, mac: string,
+  secret: Uint8Array, fields: ReadonlyArray<string | number>, mac: unknown,
 ): boolean {
   const expected = Buffer.from(sessionMac(secret, fields), 'base64url');
   const given = Buffer.from(typeof mac === 'string' ? mac : '', 'base64url');

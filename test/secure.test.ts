@@ -2,7 +2,8 @@
  * test/secure.test.ts — the secure channel (secure.ts) on its own, in this process.
  *
  *   - the Noise core against published vectors (test/noise-vectors.json, from cacophony)
- *   - SecureSocket over loopback: initiator ◀── TCP ──▶ [relay that can alter frames] ──▶ responder
+ *   - SecureSocket over loopback:
+ *       initiator ◀── TCP ──▶ [relay: may alter frames] ◀── TCP ──▶ responder
  *   - key files, fingerprints, safety numbers, session MACs
  */
 
@@ -13,8 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
-  fingerprint, generateKeyPair, Handshake, keyPairFromPrivate, loadKeyFile, loadOrCreateKeyFile,
-  safetyNumber, saveKeyFile, SecureChannelError, secureSocket, sessionMac, sessionMacValid,
+  CipherState, fingerprint, generateKeyPair, Handshake, keyPairFromPrivate, loadKeyFile,
+  loadOrCreateKeyFile, safetyNumber, saveKeyFile, SecureChannelError, secureSocket, sessionMac,
+  sessionMacValid,
 } from '../secure.ts';
 import type { KeyPair, SecureOptions, SecureSocket } from '../secure.ts';
 
@@ -80,7 +82,7 @@ for (const name of ['Noise_XX_25519_ChaChaPoly_SHA256', 'Noise_NN_25519_ChaChaPo
   });
 }
 
-test('a changed byte in a handshake message fails it; the counter does not move on failure', () => {
+test('a changed byte in a handshake message fails the handshake', () => {
   const initiator = new Handshake({ initiator: true, staticKey: generateKeyPair() });
   const responder = new Handshake({ initiator: false, staticKey: generateKeyPair() });
   responder.readMessage(initiator.writeMessage());
@@ -89,6 +91,23 @@ test('a changed byte in a handshake message fails it; the counter does not move 
   altered[40] ^= 1; // inside the encrypted static key
   assert.throws(() => initiator.readMessage(altered));
 });
+
+test('a transport key opens each message once, in order; a failure does not move the counter',
+  () => {
+    const key = generateKeyPair().privateKey; // any 32 bytes make a key
+    const sender = new CipherState(key);
+    const receiver = new CipherState(key);
+    const first = sender.encryptWithAd(Buffer.alloc(0), Buffer.from('first'));
+    const second = sender.encryptWithAd(Buffer.alloc(0), Buffer.from('second'));
+    assert.throws(() => receiver.decryptWithAd(Buffer.alloc(0), second), 'out of order');
+    assert.equal(receiver.counter, 0);
+    const forged = Buffer.from(first);
+    forged[0] ^= 1;
+    assert.throws(() => receiver.decryptWithAd(Buffer.alloc(0), forged), 'changed byte');
+    assert.equal(receiver.decryptWithAd(Buffer.alloc(0), first).toString(), 'first');
+    assert.throws(() => receiver.decryptWithAd(Buffer.alloc(0), first), 'replayed');
+    assert.equal(receiver.decryptWithAd(Buffer.alloc(0), second).toString(), 'second');
+  });
 
 // ============================================================================================
 // SecureSocket over loopback
@@ -138,7 +157,7 @@ async function until(condition: () => boolean, what: string, ms = 3000): Promise
   }
 }
 
-test('a handshake over loopback: both sides learn each other\'s key, lines cross both ways', async () => {
+test('over loopback: each side learns the other\'s key, lines cross both ways', async () => {
   const serverKey = generateKeyPair();
   const clientKey = generateKeyPair();
   const server = await secureServer({ staticKey: serverKey, prologue: PROLOGUE });
@@ -216,7 +235,7 @@ async function throughRelay(alter: (index: number, frame: Buffer) => Buffer[]) {
   }
 }
 
-test('the relay alone changes nothing (so the failures below are the alterations\' doing)', async () => {
+test('the relay alone changes nothing (the failures below are the alterations\')', async () => {
   const seen = await throughRelay((_index, frame) => [frame]);
   assert.equal(seen.text, 'one\ntwo\nthree\n');
   assert.equal(seen.error, undefined);
@@ -242,10 +261,13 @@ test('a replayed frame is rejected', async () => {
 });
 
 test('reordered frames are rejected', async () => {
-  let held: Buffer | undefined;
+  let heldBack: Buffer = Buffer.alloc(0);
   const seen = await throughRelay((index, frame) => {
-    if (index === 0) return [(held = frame)].slice(1); // hold "one" back
-    return index === 1 ? [frame, held!] : [frame];
+    if (index === 0) {
+      heldBack = frame; // "one" is kept, and sent after "two"
+      return [];
+    }
+    return index === 1 ? [frame, heldBack] : [frame];
   });
   assert.equal(seen.text, '');
   assert.equal((seen.error as SecureChannelError | undefined)?.code, 'auth');
@@ -340,7 +362,7 @@ test('a plain JSON client gets a clear refusal line; a silent server times out',
 // Long-term keys and what is derived from them
 // ============================================================================================
 
-test('key files: created 0600, loaded back, refused when others can read them or they are junk', () => {
+test('key files: made 0600, loaded back, refused when others can read them or junk', () => {
   const folder = mkdtempSync(join(tmpdir(), 'secure-test-'));
   try {
     const path = join(folder, 'keys', 'alice.key');
@@ -394,5 +416,7 @@ test('session MACs: valid only for the same secret and fields', () => {
   assert.equal(sessionMacValid(secret, ['hello', 'alic', 'e7'], mac), false);
   assert.equal(sessionMacValid(generateKeyPair().privateKey, ['hello', 'alice', 7], mac), false);
   assert.equal(sessionMacValid(secret, ['hello', 'alice', 7], 'garbage'), false);
-  assert.equal(sessionMacValid(secret, ['hello', 'alice', 7], mac.slice(0, -1) + 'A'), mac.endsWith('A'));
+  const lastChanged = mac.slice(0, -1) + (mac.endsWith('A') ? 'B' : 'A');
+  assert.equal(sessionMacValid(secret, ['hello', 'alice', 7], lastChanged), false);
+  assert.equal(sessionMacValid(secret, ['hello', 'alice', 7], 42), false);
 });
