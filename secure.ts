@@ -429,8 +429,10 @@ export function secureSocket(socket: net.Socket, options: SecureOptions): Promis
     const fail = (error: SecureChannelError) => {
       stop();
       socket.on('error', () => {}); // its later errors are nobody's concern now
-      if (error.code === 'plain' && options.plainRefusal) socket.end(options.plainRefusal + '\n');
-      else socket.destroy();
+      if (error.code === 'plain' && options.plainRefusal) {
+        socket.end(options.plainRefusal + '\n');
+        setTimeout(() => socket.destroy(), 2000).unref(); // for a client that never closes
+      } else socket.destroy();
       reject(error);
     };
     const timer = setTimeout(() => fail(new SecureChannelError('timeout',
@@ -500,12 +502,18 @@ export class SecureSocket extends Duplex {
       this.#frames.push(chunk);
       this.#deliver();
     });
+    let endedCleanly = false;
     socket.on('end', () => {
-      if (this.#frames.pending.length === 0) this.push(null);
+      endedCleanly = this.#frames.pending.length === 0;
+      if (endedCleanly) this.push(null);
       else this.destroy(new SecureChannelError('bad_frame', 'the connection ended inside a frame'));
     });
     socket.on('error', (error) => this.destroy(error));
-    socket.on('close', () => this.destroy());
+    // After a clean end the stream closes itself once its owner has read everything; destroying
+    // it here could drop lines not yet read.
+    socket.on('close', () => {
+      if (!endedCleanly) this.destroy();
+    });
     // Frames that came with the last handshake message wait until the owner, resumed by the
     // promise, has attached its listeners.
     setImmediate(() => this.#deliver());

@@ -197,6 +197,7 @@ async function relay(target: number, alter: (index: number, frame: Buffer) => Bu
     outbound.on('data', (chunk) => inbound.write(chunk)).on('error', () => inbound.destroy());
     outbound.on('close', () => inbound.destroy());
     inbound.on('error', () => outbound.destroy()).on('close', () => outbound.destroy());
+    inbound.on('end', () => outbound.end());
     let pending = Buffer.alloc(0);
     let index = 0;
     inbound.on('data', (chunk: Buffer) => {
@@ -226,6 +227,7 @@ async function throughRelay(alter: (index: number, frame: Buffer) => Buffer[]) {
     assert.ok(!(accepted instanceof Error), String(accepted));
     const seen = collect(accepted);
     for (const line of ['one\n', 'two\n', 'three\n']) client.write(line);
+    client.end();
     await until(() => seen.closed || seen.text === 'one\ntwo\nthree\n', 'the outcome');
     client.destroy();
     return seen;
@@ -278,6 +280,34 @@ test('a frame too short to hold a tag is a bad frame', async () => {
     index === 1 ? [Buffer.from([0, 3, 1, 2, 3])] : [frame]);
   assert.equal(seen.text, 'one\n');
   assert.equal((seen.error as SecureChannelError | undefined)?.code, 'bad_frame');
+});
+
+test('a connection that ends inside a frame is reported as such', async () => {
+  const seen = await throughRelay((index, frame) => [index === 2 ? frame.subarray(0, 5) : frame]);
+  assert.equal(seen.text, 'one\ntwo\n');
+  assert.equal((seen.error as SecureChannelError | undefined)?.code, 'bad_frame');
+  assert.equal(seen.error?.message, 'the connection ended inside a frame');
+});
+
+test('lines sent just before a close still reach an owner that reads late', async () => {
+  const serverKey = generateKeyPair();
+  const server = await secureServer({ staticKey: serverKey });
+  try {
+    const client = await secureSocket(await connect(server.port), {
+      initiator: true, staticKey: generateKeyPair(), expectedRemoteKey: serverKey.publicKey,
+    });
+    const accepted = await server.accepted;
+    assert.ok(!(accepted instanceof Error), String(accepted));
+    accepted.on('error', () => {});
+    accepted.end('last words\n');
+    await until(() => client.socket.destroyed, 'the TCP connection to close');
+    const seen = collect(client); // only now does anyone read
+    await until(() => seen.closed, 'the stream to close');
+    assert.equal(seen.text, 'last words\n');
+    assert.equal(seen.error, undefined);
+  } finally {
+    server.close();
+  }
 });
 
 test('the initiator refuses an unexpected key before it reveals its own', async () => {
