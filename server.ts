@@ -30,8 +30,7 @@
  *   - request handlers            one function per message type
  *   - sessions and the sweeper    login creates, hello refreshes, the sweeper removes
  *   - accounts                    password hashing, the in-memory store and the MongoDB store
- *   - limits                      what keeps one host from taking the registry from everyone:
- *                                 their settings, the state they keep, and the checks
+ *   - limits                      what keeps one host from taking the registry from everyone
  *   - command line                flags, errors for people, signals
  *
  * Besides startServer, the exports are there for the tests and the benchmarks (bench/), which
@@ -63,10 +62,10 @@ import type {
 // State
 // ============================================================================================
 //
-// Everything the registry remembers is declared here. Accounts are the only thing that
-// outlives the process (when MongoDB is used); sessions, connections and throttle counts are
-// deliberately in memory: after a restart every client logs in again, which they notice within
-// one heartbeat thanks to `session_unknown`.
+// Everything the registry remembers is declared here (what the limits count is in "Limits").
+// Accounts are the only thing that outlives the process (when MongoDB is used); sessions,
+// connections and throttle counts are deliberately in memory: after a restart every client logs
+// in again, which they notice within one heartbeat thanks to `session_unknown`.
 
 /** The settings of the lesson, written once: startServer() fills in options from here, and
  * --help prints these very values. (The limits have their own, in LIMITS.) */
@@ -124,8 +123,7 @@ export type LiveSession = {
   heardAfter: LiveSession | undefined;
 };
 
-/** One open TCP connection from a client (or from a person typing into nc), and what the
- * limits keep about it (ConnectionLimits, in "Limits"). */
+/** One open TCP connection from a client (or from nc), and what the limits keep about it. */
 type Connection = ConnectionLimits & {
   /** The TCP connection itself. */
   socket: net.Socket;
@@ -167,9 +165,8 @@ type Registry = LimitState & {
   replacedTokens: Map<string, number>;
   /** Open TCP connections, so shutdown can close them all. */
   connections: Set<Connection>;
-  /** What a login for a user who does not exist is checked against: a random salt and a hash
-   * nothing matches, so "no such user" takes as long as "wrong password" and timing does not
-   * reveal which names are registered. */
+  /** What a login for a user who does not exist is checked against (a random salt, a hash of
+   * zeros), so "no such user" takes as long as "wrong password": timing reveals no names. */
   decoy: Pick<StoredUser, 'salt' | 'passwordHash'>;
   /** Writes one event line. */
   log: (line: string) => void;
@@ -231,8 +228,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
   udp.on('error', (error) => logEvent(registry, 'udp_error', errorText(error)));
 
-  // The sweeper runs often enough that a session is removed within a second of its deadline
-  // (sooner when tests use short timeouts).
+  // Often enough that a session goes within a second of its deadline (sooner with short ones).
   const sweepEveryMs = Math.max(10, Math.min(1000, Math.floor(settings.timeoutMs / 4)));
   const sweep = () => sweepExpiredSessions(registry, performance.now());
   const sweeper = setInterval(sweep, sweepEveryMs);
@@ -276,11 +272,10 @@ function listening(socket: net.Server | dgram.Socket, protocol: 'TCP' | 'UDP', p
   });
 }
 
-/** The default event log: stdout. In a real program you would simply console.log each line.
- * But writing to stdout is a system call, and a busy registry logs a line for nearly every
- * request, so the lines of one turn of the event loop are gathered and written together, in one
- * call, just after that turn (setImmediate); a line is at most one turn late. Whatever is
- * gathered is written before the process exits. (process.stdout.write rather than console.log:
+/** The default event log: stdout. In a real program you would console.log each line. But
+ * writing to stdout is a system call, and a busy registry logs a line for nearly every request,
+ * so the lines of one turn of the event loop are written together, in one call, just after that
+ * turn (setImmediate), and whatever is left before the process exits. (process.stdout.write:
  * the line is formatted already, and console.log would format it again.) */
 function stdoutLog(): (line: string) => void {
   let gathered: string[] = [];
@@ -337,15 +332,13 @@ function receive(registry: Registry, connection: Connection, chunk: Uint8Array):
  * oldest first, each answer written before the next request is looked at.
  *
  * The plain version is a loop: take a line, answer it, write the answer. Around it:
- *   - an asynchronous answer (register, login: hashing and storage) stops the loop; `busy`
- *     holds later requests back, and its completion writes the answer and calls us again;
+ *   - an asynchronous answer (register, login) stops the loop; `busy` holds later requests
+ *     back, and its completion writes the answer and calls us again;
  *   - backpressure: we also stop while the socket's send buffer is full ('drain' calls us
- *     again), so a client that never reads its answers cannot grow our memory, and reading
- *     resumes once the queue is down to a quarter of MAX_QUEUED_REQUESTS;
- *   - batching: a client that pipelines (sends several requests before reading) gets its
- *     answers in one write: cork() holds our writes back and uncork() sends them together, one
- *     system call for the batch instead of one per answer. With one request waiting there is
- *     nothing to gather, and we skip it. */
+ *     again), so a client that never reads cannot grow our memory; reading resumes once the
+ *     queue is down to a quarter of MAX_QUEUED_REQUESTS;
+ *   - batching: a client that pipelines gets its answers in one write: cork() holds our writes
+ *     back and uncork() sends them together, one system call instead of one per answer. */
 function answerInOrder(registry: Registry, connection: Connection): void {
   const { socket, queue } = connection;
   const gathering = queue.length > 1;
@@ -589,8 +582,8 @@ function storageFailed(registry: Registry, what: string, error: unknown): ErrorR
  * start with it in all. The simple way is filter, sort, slice; but that sorts every online name
  * for every `list`. Instead one pass keeps the best `count` seen so far in a sorted array: a
  * name that sorts after all of them (most names, once the array is full) costs one comparison. */
-function firstMatches(names: Iterable<string>, prefix: string,
-  count: number): { first: string[]; total: number } {
+function firstMatches(names: Iterable<string>, prefix: string, count: number):
+  { first: string[]; total: number } {
   const first: string[] = [];
   let total = 0;
   for (const name of names) {
@@ -626,8 +619,7 @@ function findSession(registry: Registry, token: string): LiveSession | 'replaced
 export function openSession(registry: Registry, username: string, host: string,
   chatPort: number): LiveSession {
   const session: LiveSession = {
-    // 128 random bits: unguessable; in base64url, 22 characters rather than 32 in hex, since the
-    // registry holds one for everyone online.
+    // 128 random bits: unguessable, yet short (22 characters): the registry holds one per user.
     username, token: randomBytes(16).toString('base64url'), host, chatPort,
     lastHeardAt: performance.now(), heardBefore: undefined, heardAfter: undefined,
   };
@@ -688,14 +680,13 @@ export function sweepExpiredSessions(registry: Registry, now: number): number {
 }
 
 // The last-heard queue. In a real program you might let the sweeper look at every session on
-// every pass; that is fine for a class, but with a million people online it is a million checks
-// a second to find the few who left. So the sessions are kept in the order they were last heard
+// every pass: fine for a class, but with a million people online that is a million checks a
+// second to find the few who left. So the sessions are kept in the order they were last heard
 // from, and a hello moves its session to the newest end in a few pointer updates. The sweeper
 // looks only at the oldest end and stops at the first session still alive: a pass costs one
 // step plus one per expired session, however many people are online.
-// Why not simply a Map in insertion order, deleting and re-inserting on each hello? V8 leaves a
-// hole for every deleted entry until it next rebuilds the table, and every new iterator walks
-// over the holes at the front, so the sweeper's first step would cost one per recent hello.
+// Why not a Map in insertion order, re-inserting on each hello? V8 leaves a hole for every
+// deleted entry until it next rebuilds the table, and each new iterator walks the holes first.
 
 /** Puts a session at the newest end of the last-heard queue. */
 function appendToQueue(registry: Registry, session: LiveSession): void {
@@ -790,10 +781,8 @@ export function createMemoryUserStore(): UserStore {
  * insert. */
 export async function openMongoUserStore(uri: string, timeoutMs: number): Promise<UserStore> {
   const { MongoClient: Client, MongoServerError } = await import('mongodb');
-  const client: MongoClient = new Client(uri, {
-    serverSelectionTimeoutMS: timeoutMs,
-    connectTimeoutMS: timeoutMs,
-  });
+  const timeouts = { serverSelectionTimeoutMS: timeoutMs, connectTimeoutMS: timeoutMs };
+  const client: MongoClient = new Client(uri, timeouts);
   let users: Collection<StoredUser>;
   try {
     await client.connect();
@@ -836,15 +825,10 @@ function redactUri(uri: string): string {
 // ============================================================================================
 //
 // Everything above is the registry working for people who use it as meant. This part keeps one
-// host from taking it from everyone else. Each limit says what it defends against; the numbers
-// are in LIMITS, their flags just below it, and docs/security.md lists them.
-//
-//   - connections: a global cap, and a per-address cap (by default at most half of it);
-//   - idle connections: a connection must send a whole request every idleMs (blank lines and
-//     garbage do not count), or it is closed and its slot freed;
-//   - pipelining: at most MAX_QUEUED_REQUESTS read ahead of their answers;
-//   - the password hasher: a few hashes at once, addresses take turns, each address has a share;
-//   - failed logins, per user at an address, per address and per user; registrations per address.
+// host from taking it from everyone else: caps on connections (in all, and per address), idle
+// connections closed, at most MAX_QUEUED_REQUESTS read ahead of their answers, a fair line for
+// the password hasher, and counts of failed logins and registrations. Each says what it defends
+// against; the numbers are in LIMITS, their flags below it, and docs/security.md lists them.
 
 /** The limits' defaults, written once like DEFAULTS: startServer() and --help read them here. */
 const LIMITS = {
@@ -856,11 +840,10 @@ const LIMITS = {
   /** Accounts one address may create per registrationWindowMs. */
   maxRegistrationsPerAddress: 60,
   registrationWindowMs: 60_000,
-  /** Failed logins before a wait: for one user from one address (a person mistyping)... */
+  /** Failed logins before a wait of loginCooldownMs, counted three ways (see "Failed logins and
+   * registrations"): one user at one address, one address, one user. */
   maxFailedLoginsPerUserAtAddress: 5,
-  /** ...from one address across every user (one host guessing many names)... */
   maxFailedLoginsPerAddress: 20,
-  /** ...and for one user across every address (guessing spread over many hosts). */
   maxFailedLoginsPerUser: 100,
   loginCooldownMs: 30_000,
   /** Password checks one address may have waiting or running at once: a classroom of 30
@@ -907,8 +890,7 @@ function resolveLimits(options: ServerOptions): Limits {
 type LimitState = {
   /** How many open connections each address holds. */
   connectionsByAddress: Map<string, number>;
-  /** Password hashes running, and the connections waiting for a turn (see "The password
-   * hasher's line"). */
+  /** Password hashes running, and the connections waiting for a turn (the hasher's line). */
   hashing: Hashing;
   /** Attempts counted against the throttles (see "Failed logins and registrations"). */
   failedLoginsByUserAtAddress: AttemptCounts;
@@ -918,15 +900,15 @@ type LimitState = {
 };
 
 function createLimitState(limits: Limits): LimitState {
-  const { loginCooldownMs: cooldown } = limits;
+  const counts = (limit: number, windowMs = limits.loginCooldownMs): AttemptCounts =>
+    ({ entries: new Map(), limit, windowMs });
   return {
     connectionsByAddress: new Map(),
     hashing: { running: 0, waiting: new Map(), byAddress: new Map() },
-    failedLoginsByUserAtAddress: attemptCounts(limits.maxFailedLoginsPerUserAtAddress, cooldown),
-    failedLoginsByAddress: attemptCounts(limits.maxFailedLoginsPerAddress, cooldown),
-    failedLoginsByUser: attemptCounts(limits.maxFailedLoginsPerUser, cooldown),
-    registrationsByAddress:
-      attemptCounts(limits.maxRegistrationsPerAddress, limits.registrationWindowMs),
+    failedLoginsByUserAtAddress: counts(limits.maxFailedLoginsPerUserAtAddress),
+    failedLoginsByAddress: counts(limits.maxFailedLoginsPerAddress),
+    failedLoginsByUser: counts(limits.maxFailedLoginsPerUser),
+    registrationsByAddress: counts(limits.maxRegistrationsPerAddress, limits.registrationWindowMs),
   };
 }
 
@@ -946,8 +928,7 @@ function connectionLimits(): ConnectionLimits {
 }
 
 /** Requests read ahead of their answers on one connection before we stop reading from it. (The
- * queue can briefly hold more: every line of the one read that crossed the mark, at most one
- * socket read — 64 KiB — of them.) */
+ * queue can briefly hold more: the lines of the one read, at most 64 KiB, that crossed it.) */
 const MAX_QUEUED_REQUESTS = 64;
 
 // ---- Connections ----
@@ -1140,11 +1121,9 @@ type Charge = [counts: AttemptCounts, key: string];
 type HashOutcome = 'counted' | 'void' | 'passed';
 
 /** askToHash()'s answer: a refusal to send back, or the ticket to hash with and then settle. */
-type HashTicket = { refused: ErrorReply } | {
-  refused: undefined;
+type HashTicket = { refused: ErrorReply } | { refused: undefined;
   hash(password: string, salt: Buffer): Promise<Buffer | undefined>;
-  settle(outcome: HashOutcome): void;
-};
+  settle(outcome: HashOutcome): void };
 
 /** The one guard in front of the hasher. If a count for this request is at its limit, or its
  * address has its share of the hasher already, the answer is a too_many_attempts refusal (with
@@ -1199,8 +1178,7 @@ function throttleRefusal(registry: Registry, address: string, charges: Charge[],
     waitMs = Math.max(waitMs, (currentCount(counts, key, now)?.blockedUntil ?? 0) - now);
   }
   if (waitMs > 0) {
-    const why = purpose === 'login'
-      ? 'too many failed logins'
+    const why = purpose === 'login' ? 'too many failed logins'
       : 'too many registrations from your address';
     return errorReply('too_many_attempts', `${why}; try again in ${Math.ceil(waitMs / 1000)} s`);
   }
@@ -1210,10 +1188,6 @@ function throttleRefusal(registry: Registry, address: string, charges: Charge[],
       `the registry is already checking ${share} passwords from your address; try again in 1 s`);
   }
   return undefined;
-}
-
-function attemptCounts(limit: number, windowMs: number): AttemptCounts {
-  return { entries: new Map(), limit, windowMs };
 }
 
 /** The key's count, forgetting it if it is older than the window and not blocking anything. */
@@ -1271,8 +1245,8 @@ Limits on password checks (register and login):
 ${numberFlagsUsage(PASSWORD_LIMIT_FLAGS, LIMITS)}
 
 Environment:
-  MONGODB_URI   keep accounts in MongoDB, e.g. mongodb://localhost:27017/p2p_chat
-                (without it, accounts are kept in memory)`;
+  MONGODB_URI   keep accounts in MongoDB, for example at
+                mongodb://localhost:27017/p2p_chat (unset: kept in memory)`;
 
 async function main(): Promise<void> {
   let options: ServerOptions;
