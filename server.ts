@@ -1084,10 +1084,9 @@ function dropHashTurn(registry: Registry, connection: Connection): void {
 // ---- Failed logins and registrations ----
 //
 // Without limits, anyone could try passwords as fast as scrypt allows, or fill our memory with
-// accounts. Each limit is a table of counts; when a count reaches its limit, the key waits out a
-// cooldown, and requests are refused without hashing. An attempt is counted when it is admitted
-// to the hasher, not when it fails, so a burst of guesses sent at once cannot all slip in before
-// the first of them has failed.
+// accounts. Each limit is a table of counts; a key whose count reaches its limit waits out a
+// cooldown, refused without hashing. An attempt counts when it is admitted to the hasher, not
+// when it fails, so a burst of guesses sent at once cannot all slip in before the first fails.
 //
 // Failed logins are counted three ways, so that guessing is slowed wherever it comes from while
 // nobody can lock a user out knowing only the name:
