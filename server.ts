@@ -23,15 +23,18 @@
  *   handler) ─▶ the answer is written back, in request order
  *
  * Layout:
- *   - state                       settings with their defaults, and everything the registry holds
+ *   - state                       the settings the lesson needs, and everything the registry holds
  *   - startServer                 the wiring: listeners, the sweeper, shutdown
  *   - TCP                         accept, receive, answer in order
  *   - UDP                         hello
  *   - request handlers            one function per message type
  *   - sessions and the sweeper    login creates, hello refreshes, the sweeper removes
  *   - accounts                    password hashing, the in-memory store and the MongoDB store
- *   - limits and throttling       what keeps one host from taking the registry from everyone
+ *   - limits                      what keeps one host from taking the registry from everyone
  *   - command line                flags, errors for people, signals
+ *
+ * Besides startServer, the exports are there for the tests and the benchmarks (bench/), which
+ * pass their own account stores and reach inside a running registry.
  */
 
 import { Buffer } from 'node:buffer';
@@ -59,44 +62,27 @@ import type {
 // State
 // ============================================================================================
 //
-// Everything the registry remembers is declared here. Accounts are the only thing that
-// outlives the process (when MongoDB is used); sessions, connections and throttle counts are
-// deliberately in memory: after a restart every client logs in again, which they notice within
-// one heartbeat thanks to `session_unknown`.
+// Everything the registry remembers is declared here (what the limits count is in "Limits").
+// Accounts are the only thing that outlives the process (when MongoDB is used); sessions,
+// connections and throttle counts are deliberately in memory: after a restart every client logs
+// in again, which they notice within one heartbeat thanks to `session_unknown`.
 
-/** Every default, written once: startServer() fills in options from here, and --help prints
- * these very values. */
+/** The settings of the lesson, written once: startServer() fills in options from here, and
+ * --help prints these very values. (The limits have their own, in LIMITS.) */
 const DEFAULTS = {
   /** Every IPv4 interface, so other machines can join. */
   host: '0.0.0.0',
   tcpPort: DEFAULT_TCP_PORT,
   udpPort: DEFAULT_UDP_PORT,
+  /** How often a client says hello, and how long a silent one stays online. */
   heartbeatMs: DEFAULT_HEARTBEAT_MS,
   timeoutMs: DEFAULT_TIMEOUT_MS,
+  /** How long to wait for MongoDB before giving up. */
   mongodbTimeoutMs: 3000,
-  maxConnections: 1000,
-  /** Enough for a classroom behind one NAT, where every client opens a connection per request. */
-  maxConnectionsPerAddress: 64,
-  idleMs: 60_000,
-  /** Accounts one address may create per registrationWindowMs. */
-  maxRegistrationsPerAddress: 60,
-  registrationWindowMs: 60_000,
-  /** Failed logins before a wait: for one user from one address (a person mistyping)... */
-  maxFailedLoginsPerUserAtAddress: 5,
-  /** ...from one address across every user (one host guessing many names)... */
-  maxFailedLoginsPerAddress: 20,
-  /** ...and for one user across every address (guessing spread over many hosts). */
-  maxFailedLoginsPerUser: 100,
-  loginCooldownMs: 30_000,
-  /** Password checks one address may have waiting or running at once: a classroom of 30
-   * logging in at the same moment fits. */
-  maxHashesPerAddress: 32,
-  /** Entries kept in each throttle table; the oldest is forgotten when a new one needs room. */
-  maxThrottleEntries: 10_000,
 };
 
-/** What startServer() accepts; every field is optional and defaults to DEFAULTS. */
-export type ServerOptions = Partial<typeof DEFAULTS> & {
+/** What startServer() accepts; every field is optional and defaults to DEFAULTS or LIMITS. */
+export type ServerOptions = Partial<typeof DEFAULTS & Limits> & {
   /** Where accounts live. Default: MongoDB if `mongodbUri` is given, memory otherwise. */
   store?: UserStore;
   /** MongoDB connection string (the CLI takes it from MONGODB_URI). */
@@ -105,19 +91,17 @@ export type ServerOptions = Partial<typeof DEFAULTS> & {
   log?: (line: string) => void;
 };
 
-type Settings = typeof DEFAULTS & { mongodbUri: string | undefined };
+type Settings = typeof DEFAULTS & Limits & { mongodbUri: string | undefined };
 
 function resolveSettings(options: ServerOptions): Settings {
-  const given = Object.fromEntries(Object.entries(options)
-    .filter(([key, value]) => key in DEFAULTS && value !== undefined));
-  const settings: Settings = { ...DEFAULTS, ...given, mongodbUri: options.mongodbUri };
-  // Unless told otherwise, one address may hold at most half of the connection slots: with
-  // --max-connections 50, hosts elsewhere still find 25 free whatever one host does.
-  if (options.maxConnectionsPerAddress === undefined) {
-    const half = Math.max(1, Math.floor(settings.maxConnections / 2));
-    settings.maxConnectionsPerAddress = Math.min(DEFAULTS.maxConnectionsPerAddress, half);
-  }
-  return settings;
+  return { ...given(DEFAULTS, options), ...resolveLimits(options), mongodbUri: options.mongodbUri };
+}
+
+/** `defaults`, with each of its fields that `options` gives (not undefined) taken from there. */
+function given<T extends object>(defaults: T, options: object): T {
+  const chosen = Object.entries(options)
+    .filter(([key, value]) => key in defaults && value !== undefined);
+  return { ...defaults, ...Object.fromEntries(chosen) };
 }
 
 /** One logged-in user's live session. (The client keeps its own side of it: RegistrySession.) */
@@ -139,8 +123,8 @@ export type LiveSession = {
   heardAfter: LiveSession | undefined;
 };
 
-/** One open TCP connection from a client (or from a person typing into nc). */
-type Connection = {
+/** One open TCP connection from a client (or from nc), and what the limits keep about it. */
+type Connection = ConnectionLimits & {
   /** The TCP connection itself. */
   socket: net.Socket;
   /** The other end's address ("10.0.0.7"): the key of every per-address limit. */
@@ -157,18 +141,11 @@ type Connection = {
   /** Set when a line overflowed: nothing more is read; the answers queued before it are sent,
    * then an error, then the connection is closed. */
   hangingUp: boolean;
-  /** performance.now() when it connected or last sent a whole, valid request. Blank lines and
-   * garbage do not count: a connection that sends no request for idleMs is closed. */
-  lastRequestAt: number;
-  /** The timer that checks for that (see watchIdle). */
-  idleTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Its place in the line for the password hasher, while it waits there (see HashTurn). */
-  hashTurn: HashTurn | undefined;
 };
 const TOO_LONG = Symbol('line too long');
 
-/** What the registry holds. Tests and benchmarks reach it through RunningServer.registry. */
-type Registry = {
+/** What the registry holds, and what the limits count (LimitState, in "Limits"). */
+type Registry = LimitState & {
   /** What startServer() was given, with the defaults filled in. */
   settings: Settings;
   /** Accounts: name, display name, password hash and salt. */
@@ -186,50 +163,22 @@ type Registry = {
    * for two timeouts (and at most maxThrottleEntries), so the old client's next hello is told
    * `session_unknown` with reason "replaced" and can say why. Oldest first. */
   replacedTokens: Map<string, number>;
-  /** Open TCP connections, so we can enforce the limits and close them all at shutdown... */
+  /** Open TCP connections, so shutdown can close them all. */
   connections: Set<Connection>;
-  /** ...and how many of them each address holds. */
-  connectionsByAddress: Map<string, number>;
-  /** Password hashes running, and the connections waiting for a turn (see "The password
-   * hasher's line"). */
-  hashing: Hashing;
-  /** Attempts counted against the throttles (see "Failed logins and registrations"). */
-  failedLoginsByUserAtAddress: AttemptCounts;
-  failedLoginsByAddress: AttemptCounts;
-  failedLoginsByUser: AttemptCounts;
-  registrationsByAddress: AttemptCounts;
-  /** A salt to hash against when the user does not exist, so "no such user" takes as long as
-   * "wrong password" and timing does not reveal which names are registered. */
-  decoySalt: Buffer;
+  /** What a login for a user who does not exist is checked against (a random salt, a hash of
+   * zeros), so "no such user" takes as long as "wrong password": timing reveals no names. */
+  decoy: Pick<StoredUser, 'salt' | 'passwordHash'>;
   /** Writes one event line. */
   log: (line: string) => void;
 };
 
-function createRegistry(
-  settings: Settings,
-  store: UserStore,
-  log: (line: string) => void,
-): Registry {
-  const s = settings;
-  return {
-    settings,
-    store,
-    sessionsByToken: new Map(),
-    sessionsByName: new Map(),
-    oldestSession: undefined,
-    newestSession: undefined,
-    replacedTokens: new Map(),
-    connections: new Set(),
-    connectionsByAddress: new Map(),
-    hashing: { running: 0, waiting: new Map(), byAddress: new Map() },
-    failedLoginsByUserAtAddress:
-      attemptCounts(s.maxFailedLoginsPerUserAtAddress, s.loginCooldownMs),
-    failedLoginsByAddress: attemptCounts(s.maxFailedLoginsPerAddress, s.loginCooldownMs),
-    failedLoginsByUser: attemptCounts(s.maxFailedLoginsPerUser, s.loginCooldownMs),
-    registrationsByAddress: attemptCounts(s.maxRegistrationsPerAddress, s.registrationWindowMs),
-    decoySalt: randomBytes(16),
-    log,
-  };
+function createRegistry(settings: Settings, store: UserStore,
+  log: (line: string) => void): Registry {
+  const decoy = { salt: randomBytes(16).toString('hex'),
+    passwordHash: '00'.repeat(SCRYPT_KEY_BYTES) };
+  return { settings, store, sessionsByToken: new Map(), sessionsByName: new Map(),
+    oldestSession: undefined, newestSession: undefined, replacedTokens: new Map(),
+    connections: new Set(), decoy, log, ...createLimitState(settings) };
 }
 
 /** The event log: one line per event, "<ISO time> <event> key=value …". Passwords and tokens
@@ -248,7 +197,7 @@ export type RunningServer = {
   tcpPort: number;
   udpPort: number;
   host: string;
-  /** The live state: the one door for tests and benchmarks that look inside. */
+  /** The live state, for the tests and benchmarks that look inside. */
   registry: Registry;
   /** Stops listening, closes every connection and the account store. */
   close(): Promise<void>;
@@ -279,8 +228,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
   udp.on('error', (error) => logEvent(registry, 'udp_error', errorText(error)));
 
-  // The sweeper runs often enough that a session is removed within a second of its deadline
-  // (sooner when tests use short timeouts).
+  // Often enough that a session goes within a second of its deadline (sooner with short ones).
   const sweepEveryMs = Math.max(10, Math.min(1000, Math.floor(settings.timeoutMs / 4)));
   const sweep = () => sweepExpiredSessions(registry, performance.now());
   const sweeper = setInterval(sweep, sweepEveryMs);
@@ -295,10 +243,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   // go and say so), close the UDP socket and the account store. Calling close() twice is safe.
   let closing: Promise<void> | undefined;
   return {
-    tcpPort,
-    udpPort,
-    host: settings.host,
-    registry,
+    tcpPort, udpPort, host: settings.host, registry,
     close() {
       closing ??= (async () => {
         clearInterval(sweeper);
@@ -313,33 +258,25 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   };
 }
 
-/** Raised when a port is taken, naming the flag that changes it. */
-class PortInUseError extends Error {}
-
 /** Starts listening (TCP) or binding (UDP) and resolves once it worked. A port already taken
- * becomes a PortInUseError naming the flag that picks another. */
-function listening(
-  socket: net.Server | dgram.Socket,
-  protocol: 'TCP' | 'UDP',
-  port: number,
-  start: (done: () => void) => void,
-): Promise<void> {
+ * becomes an error naming the flag that picks another. */
+function listening(socket: net.Server | dgram.Socket, protocol: 'TCP' | 'UDP', port: number,
+  start: (done: () => void) => void): Promise<void> {
   return new Promise((resolve, reject) => {
     socket.once('error', (error: NodeJS.ErrnoException) => {
       const flag = `--${protocol.toLowerCase()}-port`;
       const taken = `${protocol} port ${port} is already in use; choose another with ${flag}`;
-      reject(error.code === 'EADDRINUSE' ? new PortInUseError(taken) : error);
+      reject(error.code === 'EADDRINUSE' ? new Error(taken) : error);
     });
     start(resolve);
   });
 }
 
-/** The default event log: stdout. Writing to stdout is a system call, and a busy registry logs a
- * line for nearly every request: it was the largest single cost of a search (bench/, figure 4).
- * So the lines of one turn of the event loop are gathered and written together, in one call,
- * just after that turn (setImmediate); a line is at most one turn late. Whatever is gathered is
- * written before the process exits. (process.stdout.write rather than console.log: the line is
- * formatted already, and console.log would format it again.) */
+/** The default event log: stdout. In a real program you would console.log each line. But
+ * writing to stdout is a system call, and a busy registry logs a line for nearly every request,
+ * so the lines of one turn of the event loop are written together, in one call, just after that
+ * turn (setImmediate), and whatever is left before the process exits. (process.stdout.write:
+ * the line is formatted already, and console.log would format it again.) */
 function stdoutLog(): (line: string) => void {
   let gathered: string[] = [];
   const writeGathered = () => {
@@ -358,37 +295,22 @@ function stdoutLog(): (line: string) => void {
 // TCP: accept, receive, answer in order
 // ============================================================================================
 
+/** A client connected: from now on its bytes are cut into lines and each line is answered. */
 function acceptConnection(registry: Registry, socket: net.Socket): void {
   socket.on('error', () => {}); // resets and the like: 'close' follows, which is all we need
   const address = plainAddress(socket.remoteAddress);
-  const refusal = connectionRefusal(registry, address);
-  if (refusal !== undefined) {
-    // One line saying why, then hang up. Existing connections are not affected.
-    // Keep reading (and discarding) until the client closes: closing a socket with unread input
-    // sends a reset, which could destroy our explanation before the client reads it.
-    socket.end(encodeLine(errorReply('too_many_connections', refusal)));
-    socket.resume();
-    socket.setTimeout(2000, () => socket.destroy());
-    return;
-  }
-  const connection: Connection = {
-    socket,
-    address,
-    remote: `${address}:${socket.remotePort}`,
-    splitter: new LineSplitter(),
-    queue: [],
-    busy: false,
-    hangingUp: false,
-    lastRequestAt: performance.now(),
-    idleTimer: undefined,
-    hashTurn: undefined,
-  };
-  countConnection(registry, connection, +1);
+  if (!admitConnection(registry, socket, address)) return; // over a limit: told why (see Limits)
+  const connection: Connection = { socket, address, remote: `${address}:${socket.remotePort}`,
+    splitter: new LineSplitter(), queue: [], busy: false, hangingUp: false, ...connectionLimits() };
+  registry.connections.add(connection);
+  countConnection(registry, connection, +1); // for its address; closed if idle (see Limits)
   socket.setNoDelay(true); // answers are small; send them now rather than batching (Nagle)
-  watchIdle(registry, connection);
-  socket.on('close', () => countConnection(registry, connection, -1));
-  socket.on('drain', () => answerInOrder(registry, connection));
   socket.on('data', (chunk: Buffer) => receive(registry, connection, chunk));
+  socket.on('drain', () => answerInOrder(registry, connection));
+  socket.on('close', () => {
+    registry.connections.delete(connection);
+    countConnection(registry, connection, -1);
+  });
 }
 
 /** Bytes arrived: cut them into lines, queue the lines, answer what can be answered. */
@@ -400,19 +322,23 @@ function receive(registry: Registry, connection: Connection, chunk: Uint8Array):
     connection.hangingUp = true;
     connection.socket.pause(); // nothing after an overflow is read
   }
-  // A client that pipelines thousands of requests is slowed down instead of filling our memory.
+  // A plain server would keep reading; one that pipelines thousands of requests would then fill
+  // our memory. So past MAX_QUEUED_REQUESTS we stop reading until the answers catch up.
   if (connection.queue.length > MAX_QUEUED_REQUESTS) connection.socket.pause();
   answerInOrder(registry, connection);
 }
 
-/** Answers queued lines in order. Synchronous answers are written at once; for an asynchronous
- * one we stop, and its completion calls us again. We also stop while the socket's send buffer is
- * full ('drain' calls us again), so a client that never reads its answers cannot grow our memory.
+/** Answers queued lines. The invariant: a connection's requests are answered one at a time,
+ * oldest first, each answer written before the next request is looked at.
  *
- * A client that pipelines (sends several requests before reading) gets its answers in one
- * write: cork() holds our writes back and uncork() sends them together, so one system call
- * carries the batch instead of one per answer — the main cost of pipelined search (bench/,
- * figure 4). With one request waiting there is nothing to gather, and we skip it. */
+ * The plain version is a loop: take a line, answer it, write the answer. Around it:
+ *   - an asynchronous answer (register, login) stops the loop; `busy` holds later requests
+ *     back, and its completion writes the answer and calls us again;
+ *   - backpressure: we also stop while the socket's send buffer is full ('drain' calls us
+ *     again), so a client that never reads cannot grow our memory; reading resumes once the
+ *     queue is down to a quarter of MAX_QUEUED_REQUESTS;
+ *   - batching: a client that pipelines gets its answers in one write: cork() holds our writes
+ *     back and uncork() sends them together, one system call instead of one per answer. */
 function answerInOrder(registry: Registry, connection: Connection): void {
   const { socket, queue } = connection;
   const gathering = queue.length > 1;
@@ -450,14 +376,11 @@ function answerInOrder(registry: Registry, connection: Connection): void {
 }
 
 /** Decodes one request line and routes it to its handler. */
-function answerRequest(
-  registry: Registry,
-  connection: Connection,
-  line: Uint8Array,
-): Reply | Promise<Reply> {
+function answerRequest(registry: Registry, connection: Connection,
+  line: Uint8Array): Reply | Promise<Reply> {
   const decoded = decodeRequest(line);
   if (!decoded.ok) return errorReply('bad_request', decoded.error);
-  connection.lastRequestAt = performance.now(); // a whole, valid request: the client is active
+  connection.lastRequestAt = performance.now(); // a whole, valid request: not idle (watchIdle)
   const request = decoded.message;
   switch (request.type) {
     case 'register': return handleRegister(registry, request, connection);
@@ -473,12 +396,8 @@ function answerRequest(
 // ============================================================================================
 
 /** A datagram arrived. Only a hello with a live token and matching name changes anything. */
-function handleHello(
-  registry: Registry,
-  udp: dgram.Socket,
-  bytes: Uint8Array,
-  sender: dgram.RemoteInfo,
-): void {
+function handleHello(registry: Registry, udp: dgram.Socket, bytes: Uint8Array,
+  sender: dgram.RemoteInfo): void {
   if (bytes.length > MAX_DATAGRAM_BYTES) return; // too big to be a hello: not worth parsing
   const decoded = decodeDatagram(bytes);
   if (!decoded.ok || decoded.message.type !== 'hello') return; // anything else is ignored
@@ -518,40 +437,32 @@ function notLoggedIn(why: 'replaced' | undefined): ErrorReply {
 /** The answer to a request whose connection closed while it waited: nobody reads it. */
 const CONNECTION_GONE = errorReply('bad_request', 'the connection closed');
 
-async function handleRegister(
-  registry: Registry,
-  request: RegisterRequest,
-  connection: Connection,
-): Promise<Reply> {
+// register and login hash a password. A plain server would call hashPassword(); here each asks
+// askToHash() (in "Limits") once, and gets a refusal to send back, or a ticket to hash with and
+// settle once: did the attempt count against the address and the user?
+
+async function handleRegister(registry: Registry, request: RegisterRequest,
+  connection: Connection): Promise<Reply> {
   const { username, password } = request;
   const invalid = invalidCredentials(username, password);
   if (invalid !== undefined) return invalid;
-  const charges: Charge[] = [[registry.registrationsByAddress, connection.address]];
-  const why = 'too many registrations from your address';
-  const refused = admitToHashing(registry, connection, charges, why);
-  if (refused !== undefined) {
-    logEvent(registry, 'register_throttled', `user=${username} from=${connection.remote}`);
-    return refused;
-  }
-  let refund = true; // a registration never hashed (its client left) does not count
-  let outcome: 'added' | 'taken';
+  const ticket = askToHash(registry, connection, 'register', username);
+  if (ticket.refused) return ticket.refused;
+  let outcome: HashOutcome = 'void'; // a registration never hashed (its client left) is void
+  let added: 'added' | 'taken';
   try {
     const salt = randomBytes(16);
-    const hash = await hashPassword(registry, connection, password, salt);
+    const hash = await ticket.hash(password, salt);
     if (hash === undefined) return CONNECTION_GONE;
-    refund = false;
-    outcome = await registry.store.addUser({
-      name: normaliseUsername(username),
-      displayName: username,
-      passwordHash: hash.toString('hex'),
-      salt: salt.toString('hex'),
-    });
+    outcome = 'counted';
+    added = await registry.store.addUser({ name: normaliseUsername(username),
+      displayName: username, passwordHash: hash.toString('hex'), salt: salt.toString('hex') });
   } catch (error) {
     return storageFailed(registry, 'register', error);
   } finally {
-    leaveHashing(registry, connection, charges, refund);
+    ticket.settle(outcome);
   }
-  if (outcome === 'taken') {
+  if (added === 'taken') {
     logEvent(registry, 'register_refused',
       `user=${username} from=${connection.remote} reason=taken`);
     return errorReply('username_taken', `the username ${username} is already taken`);
@@ -560,73 +471,46 @@ async function handleRegister(
   return { type: 'registered', username };
 }
 
-async function handleLogin(
-  registry: Registry,
-  request: LoginRequest,
-  connection: Connection,
-): Promise<Reply> {
+async function handleLogin(registry: Registry, request: LoginRequest,
+  connection: Connection): Promise<Reply> {
   const { username, password, chatPort } = request;
-  const { remote, address } = connection;
   const invalid = invalidCredentials(username, password);
   if (invalid !== undefined) return invalid;
-  const name = normaliseUsername(username);
-
-  // Every attempt counts from the moment it is let through to the hasher: a burst of guesses
-  // cannot all slip in before the first of them has failed.
-  const charges: Charge[] = [
-    [registry.failedLoginsByUserAtAddress, `${name} ${address}`],
-    [registry.failedLoginsByAddress, address],
-    [registry.failedLoginsByUser, name],
-  ];
-  const refused = admitToHashing(registry, connection, charges, 'too many failed logins');
-  if (refused !== undefined) {
-    logEvent(registry, 'login_throttled', `user=${username} from=${remote}`);
-    return refused;
-  }
-  let refund = true; // a login that does not fail gives its attempt back
+  const ticket = askToHash(registry, connection, 'login', username);
+  if (ticket.refused) return ticket.refused;
+  let outcome: HashOutcome = 'void'; // only a wrong password counts against anyone
   try {
-    // Hash even when the user does not exist, so both failures take the same time.
-    const decoy: StoredUser = {
-      name,
-      displayName: username,
-      passwordHash: '00'.repeat(SCRYPT_KEY_BYTES),
-      salt: registry.decoySalt.toString('hex'),
-    };
+    // A user who does not exist is checked against the decoy: both failures take as long.
+    const name = normaliseUsername(username);
     const user = await registry.store.findUser(name);
-    const matches = await passwordMatches(registry, connection, user ?? decoy, password);
-    if (matches === undefined) return CONNECTION_GONE;
+    const stored = user ?? registry.decoy;
+    const attempt = await ticket.hash(password, Buffer.from(stored.salt, 'hex'));
+    if (attempt === undefined) return CONNECTION_GONE;
+    // In constant time: how long the comparison takes must not tell how much of it matched.
+    const matches = timingSafeEqual(attempt, Buffer.from(stored.passwordHash, 'hex'));
     if (user === null || !matches) {
-      refund = false;
-      logEvent(registry, 'login_failed', `user=${username} from=${remote}`);
+      outcome = 'counted';
+      logEvent(registry, 'login_failed', `user=${username} from=${connection.remote}`);
       return errorReply('bad_credentials', 'wrong username or password');
     }
-    // The right password clears what this user failed from here, and nothing else: the
-    // address's failures against other names still count.
-    registry.failedLoginsByUserAtAddress.entries.delete(`${name} ${address}`);
+    outcome = 'passed';
     if (connection.socket.destroyed) return CONNECTION_GONE; // nobody to give the token to
-
     // The right password takes over: a session still open elsewhere (a crashed client, or a
     // replayed hello keeping a dead one alive) ends now, like IRC's GHOST.
     const replaced = registry.sessionsByName.get(name);
     if (replaced !== undefined) endReplacedSession(registry, replaced);
-    const session = openSession(registry, user.displayName, address, chatPort);
-    logEvent(registry, 'login', `user=${session.username} from=${remote} ` +
+    const session = openSession(registry, user.displayName, connection.address, chatPort);
+    logEvent(registry, 'login', `user=${session.username} from=${connection.remote} ` +
       `chat=${session.host}:${chatPort}${replaced ? ' replaced=true' : ''}`);
-    return {
-      type: 'logged_in',
-      username: session.username,
-      token: session.token,
-      heartbeatMs: registry.settings.heartbeatMs,
-      timeoutMs: registry.settings.timeoutMs,
-      storage: registry.store.storage,
-      ...(replaced ? { replaced: true } : {}),
-    };
+    const { heartbeatMs, timeoutMs } = registry.settings;
+    return { type: 'logged_in', username: session.username, token: session.token, heartbeatMs,
+      timeoutMs, storage: registry.store.storage, ...(replaced ? { replaced: true } : {}) };
   } catch (error) {
     // The store failed, or handed back a damaged record (a hash of the wrong length makes
     // timingSafeEqual throw): either way the accounts cannot be trusted right now.
     return storageFailed(registry, 'login', error);
   } finally {
-    leaveHashing(registry, connection, charges, refund);
+    ticket.settle(outcome);
   }
 }
 
@@ -644,13 +528,9 @@ function handleSearch(registry: Registry, request: SearchRequest, connection: Co
   }
   logEvent(registry, 'search_hit', who);
   const expiresAt = Date.now() + TICKET_TTL_MS; // wall-clock: the peer checks it with its own clock
-  return {
-    type: 'found',
-    username: callee.username,
-    host: callee.host,
-    port: callee.chatPort,
-    ticket: makeTicket(callee.token, caller.username, callee.username, expiresAt),
-  };
+  const ticket = makeTicket(callee.token, caller.username, callee.username, expiresAt);
+  return { type: 'found', username: callee.username, host: callee.host, port: callee.chatPort,
+    ticket };
 }
 
 /** At most MAX_LISTED_USERS names, so the answer always fits in one line, sorted ignoring case
@@ -700,14 +580,10 @@ function storageFailed(registry: Registry, what: string, error: unknown): ErrorR
 
 /** The first `count` of `names` (lower-case) that start with `prefix`, in order, and how many
  * start with it in all. The simple way is filter, sort, slice; but that sorts every online name
- * for every `list`, and with a million people online one request would cost a second. Instead
- * one pass keeps the best `count` seen so far in a sorted array: a name that sorts after all of
- * them (most names, once the array is full) costs one comparison. */
-function firstMatches(
-  names: Iterable<string>,
-  prefix: string,
-  count: number,
-): { first: string[]; total: number } {
+ * for every `list`. Instead one pass keeps the best `count` seen so far in a sorted array: a
+ * name that sorts after all of them (most names, once the array is full) costs one comparison. */
+function firstMatches(names: Iterable<string>, prefix: string, count: number):
+  { first: string[]; total: number } {
   const first: string[] = [];
   let total = 0;
   for (const name of names) {
@@ -739,24 +615,13 @@ function findSession(registry: Registry, token: string): LiveSession | 'replaced
   return registry.replacedTokens.has(token) ? 'replaced' : undefined;
 }
 
-/** Starts a session. The caller has checked the password. Exported for bench/target.ts, which
- * makes a million sessions without hashing a million passwords. */
-export function openSession(
-  registry: Registry,
-  username: string,
-  host: string,
-  chatPort: number,
-): LiveSession {
+/** Starts a session. The caller has checked the password. */
+export function openSession(registry: Registry, username: string, host: string,
+  chatPort: number): LiveSession {
   const session: LiveSession = {
-    username,
-    // 128 random bits: unguessable, and 22 characters instead of 43 — a million sessions hold
-    // a million tokens, and this pays for the two queue pointers below.
-    token: randomBytes(16).toString('base64url'),
-    host,
-    chatPort,
-    lastHeardAt: performance.now(),
-    heardBefore: undefined,
-    heardAfter: undefined,
+    // 128 random bits: unguessable, yet short (22 characters): the registry holds one per user.
+    username, token: randomBytes(16).toString('base64url'), host, chatPort,
+    lastHeardAt: performance.now(), heardBefore: undefined, heardAfter: undefined,
   };
   registry.sessionsByToken.set(session.token, session);
   registry.sessionsByName.set(normaliseUsername(username), session);
@@ -782,8 +647,7 @@ function endReplacedSession(registry: Registry, session: LiveSession): void {
   remembered.set(session.token, performance.now());
 }
 
-/** A hello arrived: move the session to the newest end of the last-heard queue. Exported for
- * bench/target.ts (figure 3). */
+/** A hello arrived: move the session to the newest end of the last-heard queue. */
 export function refreshSession(registry: Registry, session: LiveSession, now: number): void {
   session.lastHeardAt = now;
   if (registry.newestSession === session) return;
@@ -792,7 +656,7 @@ export function refreshSession(registry: Registry, session: LiveSession, now: nu
 }
 
 /** Removes every session silent for timeoutMs. Oldest first, stopping at the first live one.
- * Returns how many were removed. Exported for bench/target.ts (figure 3), which times it. */
+ * Returns how many were removed. */
 export function sweepExpiredSessions(registry: Registry, now: number): number {
   const { timeoutMs } = registry.settings;
   let removed = 0;
@@ -815,14 +679,14 @@ export function sweepExpiredSessions(registry: Registry, now: number): number {
   return removed;
 }
 
-// The last-heard queue. The sweeper needs the sessions in the order they were last heard from,
-// and a hello moves its session to the newest end in a few pointer updates. So the sweeper looks
-// only at the oldest end and stops at the first session still alive: a pass costs one step plus
-// one per expired session, however many people are online.
-// Why not simply a Map in insertion order, deleting and re-inserting on each hello? V8 leaves a
-// hole for every deleted entry until it next rebuilds the table, and every new iterator walks
-// over the holes at the front; with a million sessions a pass cost ~0.6 ms instead of ~0.1 µs
-// (bench/, figure 2).
+// The last-heard queue. In a real program you might let the sweeper look at every session on
+// every pass: fine for a class, but with a million people online that is a million checks a
+// second to find the few who left. So the sessions are kept in the order they were last heard
+// from, and a hello moves its session to the newest end in a few pointer updates. The sweeper
+// looks only at the oldest end and stops at the first session still alive: a pass costs one
+// step plus one per expired session, however many people are online.
+// Why not a Map in insertion order, re-inserting on each hello? V8 leaves a hole for every
+// deleted entry until it next rebuilds the table, and each new iterator walks the holes first.
 
 /** Puts a session at the newest end of the last-heard queue. */
 function appendToQueue(registry: Registry, session: LiveSession): void {
@@ -850,9 +714,10 @@ function removeFromQueue(registry: Registry, session: LiveSession): void {
 // A password is never stored. We store scrypt(password, salt): a slow, memory-hard hash, with a
 // random salt per user so two people with the same password get different hashes and a stolen
 // table cannot be attacked with one precomputed dictionary. Node runs scrypt on its thread pool,
-// so hashing (~50 ms) does not block the event loop and other clients keep being served.
+// so hashing (slow on purpose: tens of milliseconds) does not block the event loop and other
+// clients keep being served.
 
-/** One account as stored. Exported for the store tests. */
+/** One account as stored. */
 export type StoredUser = {
   /** Normalised (lower-case) name: the unique key. */
   name: string;
@@ -864,8 +729,7 @@ export type StoredUser = {
   salt: string;
 };
 
-/** Where accounts are kept. Every method may reject; callers turn that into storage_unavailable.
- * Exported for the tests, which pass stores that fail on purpose. */
+/** Where accounts are kept. Every method may reject; callers turn that into storage_unavailable. */
 export type UserStore = {
   /** One line for the start-up log saying where accounts live. */
   readonly description: string;
@@ -880,43 +744,18 @@ export type UserStore = {
 
 const SCRYPT_KEY_BYTES = 64;
 
-/** scrypt(password, salt) once the hasher has a turn for this connection (see "The password
- * hasher's line"), or undefined if the connection closed while it waited: nobody is left to
- * read the answer, so the work is dropped. */
-async function hashPassword(
-  registry: Registry,
-  connection: Connection,
-  password: string,
-  salt: Buffer,
-): Promise<Buffer | undefined> {
-  if (!(await waitForHashTurn(registry, connection))) return undefined;
-  try {
-    return await new Promise((resolve, reject) => {
-      scrypt(password, salt, SCRYPT_KEY_BYTES, (error, key) => {
-        if (error) reject(error);
-        else resolve(key);
-      });
+/** scrypt(password, salt). The handlers call it through their ticket (askToHash, in "Limits"),
+ * which first waits for a turn in the hasher's line. */
+function hashPassword(password: string, salt: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    scrypt(password, salt, SCRYPT_KEY_BYTES, (error, key) => {
+      if (error) reject(error);
+      else resolve(key);
     });
-  } finally {
-    passHashTurn(registry);
-  }
+  });
 }
 
-/** Hashes the attempt with the user's salt and compares in constant time; undefined if the
- * connection closed first. */
-async function passwordMatches(
-  registry: Registry,
-  connection: Connection,
-  user: StoredUser,
-  password: string,
-): Promise<boolean | undefined> {
-  const attempt = await hashPassword(registry, connection, password, Buffer.from(user.salt, 'hex'));
-  if (attempt === undefined) return undefined;
-  return timingSafeEqual(attempt, Buffer.from(user.passwordHash, 'hex'));
-}
-
-/** Accounts in a Map: gone when the process ends. Fine for a demo, a class, or the tests.
- * Exported for the tests and bench/target.ts. */
+/** Accounts in a Map: gone when the process ends. Fine for a demo, a class, or the tests. */
 export function createMemoryUserStore(): UserStore {
   const users = new Map<string, StoredUser>();
   return {
@@ -938,14 +777,12 @@ export function createMemoryUserStore(): UserStore {
 }
 
 /** Accounts in MongoDB's `users` collection (database: the one named in the URI). A unique index
- * on `name` is what makes registration race-free: the database itself refuses the second insert.
- * Exported for the store tests. */
+ * on `name` is what makes registration race-free: the database itself refuses the second
+ * insert. */
 export async function openMongoUserStore(uri: string, timeoutMs: number): Promise<UserStore> {
   const { MongoClient: Client, MongoServerError } = await import('mongodb');
-  const client: MongoClient = new Client(uri, {
-    serverSelectionTimeoutMS: timeoutMs,
-    connectTimeoutMS: timeoutMs,
-  });
+  const timeouts = { serverSelectionTimeoutMS: timeoutMs, connectTimeoutMS: timeoutMs };
+  const client: MongoClient = new Client(uri, timeouts);
   let users: Collection<StoredUser>;
   try {
     await client.connect();
@@ -984,50 +821,145 @@ function redactUri(uri: string): string {
 }
 
 // ============================================================================================
-// Limits and throttling
+// Limits
 // ============================================================================================
 //
 // Everything above is the registry working for people who use it as meant. This part keeps one
-// host from taking it from everyone else. Each limit says what it defends against; the numbers
-// are in DEFAULTS, and README → "Security and limits" lists them with their flags.
-//
-//   - connections: a global cap, and a per-address cap (by default at most half of it);
-//   - idle connections: a connection must send a whole request every idleMs (blank lines and
-//     garbage do not count), or it is closed and its slot freed;
-//   - pipelining: at most MAX_QUEUED_REQUESTS read ahead of their answers;
-//   - the password hasher: a few hashes at once, addresses take turns, each address has a share;
-//   - failed logins, per user at an address, per address and per user; registrations per address.
+// host from taking it from everyone else: caps on connections (in all, and per address), idle
+// connections closed, at most MAX_QUEUED_REQUESTS read ahead of their answers, a fair line for
+// the password hasher, and counts of failed logins and registrations. Each says what it defends
+// against; the numbers are in LIMITS, their flags below it, and docs/security.md lists them.
+
+/** The limits' defaults, written once like DEFAULTS: startServer() and --help read them here. */
+const LIMITS = {
+  maxConnections: 1000,
+  /** Enough for a classroom behind one NAT, where every client opens a connection per request.
+   * Unless given, also at most half of maxConnections (see resolveLimits). */
+  maxConnectionsPerAddress: 64,
+  idleMs: 60_000,
+  /** Accounts one address may create per registrationWindowMs. */
+  maxRegistrationsPerAddress: 60,
+  registrationWindowMs: 60_000,
+  /** Failed logins before a wait of loginCooldownMs, counted three ways (see "Failed logins and
+   * registrations"): one user at one address, one address, one user. */
+  maxFailedLoginsPerUserAtAddress: 5,
+  maxFailedLoginsPerAddress: 20,
+  maxFailedLoginsPerUser: 100,
+  loginCooldownMs: 30_000,
+  /** Password checks one address may have waiting or running at once: a classroom of 30
+   * logging in at the same moment fits. */
+  maxHashesPerAddress: 32,
+  /** Entries kept in each throttle table; the oldest is forgotten when a new one needs room. */
+  maxThrottleEntries: 10_000,
+};
+type Limits = typeof LIMITS;
+
+/** The limits' flags, in two groups for --help (see NumberFlag in protocol.ts). */
+const CONNECTION_LIMIT_FLAGS: ReadonlyArray<NumberFlag<keyof Limits>> = [
+  ['max-connections', 'maxConnections', 1, 1_000_000, 'TCP connections open at once'],
+  ['max-connections-per-address', 'maxConnectionsPerAddress', 1, 1_000_000,
+    'from one address; unset: ≤ half'],
+  ['idle-ms', 'idleMs', 1, 86_400_000, 'hang up when idle this long'],
+];
+const PASSWORD_LIMIT_FLAGS: ReadonlyArray<NumberFlag<keyof Limits>> = [
+  ['max-registrations-per-address', 'maxRegistrationsPerAddress', 1, 1_000_000,
+    'accounts per address per minute'],
+  ['max-failed-logins-per-user-at-address', 'maxFailedLoginsPerUserAtAddress', 1, 1_000_000,
+    'failures: a user at an address'],
+  ['max-failed-logins-per-address', 'maxFailedLoginsPerAddress', 1, 1_000_000,
+    'failures: an address, any user'],
+  ['max-failed-logins-per-user', 'maxFailedLoginsPerUser', 1, 1_000_000,
+    'failures: a user, any address'],
+  ['login-cooldown-ms', 'loginCooldownMs', 1, 86_400_000, 'window and wait for failures'],
+  ['max-hashes-per-address', 'maxHashesPerAddress', 1, 1_000_000,
+    'waiting or running, per address'],
+];
+
+function resolveLimits(options: ServerOptions): Limits {
+  const limits = given(LIMITS, options);
+  // Unless told otherwise, one address may hold at most half of the connection slots: with
+  // --max-connections 50, hosts elsewhere still find 25 free whatever one host does.
+  if (options.maxConnectionsPerAddress === undefined) {
+    const half = Math.max(1, Math.floor(limits.maxConnections / 2));
+    limits.maxConnectionsPerAddress = Math.min(LIMITS.maxConnectionsPerAddress, half);
+  }
+  return limits;
+}
+
+/** What the limits keep on the Registry. */
+type LimitState = {
+  /** How many open connections each address holds. */
+  connectionsByAddress: Map<string, number>;
+  /** Password hashes running, and the connections waiting for a turn (the hasher's line). */
+  hashing: Hashing;
+  /** Attempts counted against the throttles (see "Failed logins and registrations"). */
+  failedLoginsByUserAtAddress: AttemptCounts;
+  failedLoginsByAddress: AttemptCounts;
+  failedLoginsByUser: AttemptCounts;
+  registrationsByAddress: AttemptCounts;
+};
+
+function createLimitState(limits: Limits): LimitState {
+  const counts = (limit: number, windowMs = limits.loginCooldownMs): AttemptCounts =>
+    ({ entries: new Map(), limit, windowMs });
+  return {
+    connectionsByAddress: new Map(),
+    hashing: { running: 0, waiting: new Map(), byAddress: new Map() },
+    failedLoginsByUserAtAddress: counts(limits.maxFailedLoginsPerUserAtAddress),
+    failedLoginsByAddress: counts(limits.maxFailedLoginsPerAddress),
+    failedLoginsByUser: counts(limits.maxFailedLoginsPerUser),
+    registrationsByAddress: counts(limits.maxRegistrationsPerAddress, limits.registrationWindowMs),
+  };
+}
+
+/** What the limits keep on each Connection. */
+type ConnectionLimits = {
+  /** performance.now() when it connected or last sent a whole, valid request. Blank lines and
+   * garbage do not count: a connection that sends no request for idleMs is closed. */
+  lastRequestAt: number;
+  /** The timer that checks for that (see watchIdle). */
+  idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Its place in the line for the password hasher, while it waits there (see HashTurn). */
+  hashTurn: HashTurn | undefined;
+};
+
+function connectionLimits(): ConnectionLimits {
+  return { lastRequestAt: performance.now(), idleTimer: undefined, hashTurn: undefined };
+}
 
 /** Requests read ahead of their answers on one connection before we stop reading from it. (The
- * queue can briefly hold more: every line of the one read that crossed the mark, at most one
- * socket read — 64 KiB — of them.) */
+ * queue can briefly hold more: the lines of the one read, at most 64 KiB, that crossed it.) */
 const MAX_QUEUED_REQUESTS = 64;
 
 // ---- Connections ----
 
-/** Why a new connection from `address` cannot be let in, or undefined if it can. */
-function connectionRefusal(registry: Registry, address: string): string | undefined {
-  const { maxConnections } = registry.settings;
+/** True if a new connection from `address` may come in. A plain server accepts everyone; this
+ * one refuses a connection over either cap with one line saying why, and hangs up. Existing
+ * connections are not affected. */
+function admitConnection(registry: Registry, socket: net.Socket, address: string): boolean {
+  const { maxConnections, maxConnectionsPerAddress: perAddress } = registry.settings;
+  let refusal: string;
   if (registry.connections.size >= maxConnections) {
-    return `the registry has ${maxConnections} connections open; try again later`;
-  }
-  const perAddress = registry.settings.maxConnectionsPerAddress;
-  if ((registry.connectionsByAddress.get(address) ?? 0) >= perAddress) {
-    return `your address already has ${perAddress} connections open to the registry; ` +
+    refusal = `the registry has ${maxConnections} connections open; try again later`;
+  } else if ((registry.connectionsByAddress.get(address) ?? 0) >= perAddress) {
+    refusal = `your address already has ${perAddress} connections open to the registry; ` +
       'close one or try again later';
+  } else {
+    return true;
   }
-  return undefined;
+  // Keep reading (and discarding) until the client closes: closing a socket with unread input
+  // sends a reset, which could destroy our explanation before the client reads it.
+  socket.end(encodeLine(errorReply('too_many_connections', refusal)));
+  socket.resume();
+  socket.setTimeout(2000, () => socket.destroy());
+  return false;
 }
 
-/** Adds (+1) or removes (-1) an open connection. A closing connection also leaves the hasher's
- * line and stops its idle timer. */
+/** A connection came in (+1): count it for its address and watch it for idleness. Or it closed
+ * (-1): uncount it, stop its idle timer, and take it out of the hasher's line. */
 function countConnection(registry: Registry, connection: Connection, change: 1 | -1): void {
   addToCount(registry.connectionsByAddress, connection.address, change);
-  if (change === 1) {
-    registry.connections.add(connection);
-    return;
-  }
-  registry.connections.delete(connection);
+  if (change === 1) return watchIdle(registry, connection);
   clearTimeout(connection.idleTimer);
   dropHashTurn(registry, connection);
 }
@@ -1061,8 +993,7 @@ function watchIdle(registry: Registry, connection: Connection): void {
 // ---- The password hasher's line ----
 //
 // scrypt runs on libuv's thread pool (four threads), so a burst of logins could keep every core
-// busy hashing and leave none for the event loop, which answers everyone else: on two cores,
-// search p99 rose past 5 ms during a login storm (bench/, figure 5). So at most
+// busy hashing and leave none for the event loop, which answers everyone else. So at most
 // MAX_HASHES_AT_ONCE hash at once, one core is always left free, and the rest wait in line.
 //
 // The line is fair between addresses: each address has its own queue and the addresses take
@@ -1087,6 +1018,18 @@ type Hashing = {
   /** Requests admitted (waiting or hashing) per address: what maxHashesPerAddress limits. */
   byAddress: Map<string, number>;
 };
+
+/** hashPassword() once the hasher has a turn for this connection, or undefined if the connection
+ * closed while it waited: nobody is left to read the answer, so the work is dropped. */
+async function hashInTurn(registry: Registry, connection: Connection, password: string,
+  salt: Buffer): Promise<Buffer | undefined> {
+  if (!(await waitForHashTurn(registry, connection))) return undefined;
+  try {
+    return await hashPassword(password, salt);
+  } finally {
+    passHashTurn(registry);
+  }
+}
 
 /** Resolves true when this connection may hash, false if it closed while it waited. */
 function waitForHashTurn(registry: Registry, connection: Connection): Promise<boolean> {
@@ -1141,9 +1084,9 @@ function dropHashTurn(registry: Registry, connection: Connection): void {
 // ---- Failed logins and registrations ----
 //
 // Without limits, anyone could try passwords as fast as scrypt allows, or fill our memory with
-// accounts. Each limit is a table of counts; when a count reaches its limit, the key waits out a
-// cooldown, and requests are refused without hashing. An attempt is counted when it is admitted
-// to the hasher, not when it fails, so a burst sent at once is counted as it arrives.
+// accounts. Each limit is a table of counts; a key whose count reaches its limit waits out a
+// cooldown, refused without hashing. An attempt counts when it is admitted to the hasher, not
+// when it fails, so a burst of guesses sent at once cannot all slip in before the first fails.
 //
 // Failed logins are counted three ways, so that guessing is slowed wherever it comes from while
 // nobody can lock a user out knowing only the name:
@@ -1171,8 +1114,79 @@ type AttemptCounts = { entries: Map<string, AttemptCount>; limit: number; window
 /** A count to add to when a request is admitted: a table and a key in it. */
 type Charge = [counts: AttemptCounts, key: string];
 
-function attemptCounts(limit: number, windowMs: number): AttemptCounts {
-  return { entries: new Map(), limit, windowMs };
+/** How a handler settles its ticket, once: 'counted' keeps the attempt in the counts (a wrong
+ * password; an account created); 'void' gives it back (the client left, or the storage failed);
+ * 'passed' gives it back and clears the user's failures at this address (the right password). */
+type HashOutcome = 'counted' | 'void' | 'passed';
+
+/** askToHash()'s answer: a refusal to send back, or the ticket to hash with and then settle. */
+type HashTicket = { refused: ErrorReply } | { refused: undefined;
+  hash(password: string, salt: Buffer): Promise<Buffer | undefined>;
+  settle(outcome: HashOutcome): void };
+
+/** The one guard in front of the hasher. If a count for this request is at its limit, or its
+ * address has its share of the hasher already, the answer is a too_many_attempts refusal (with
+ * the wait) and nothing is counted. Otherwise the request is counted in every table it belongs
+ * to, and gets a ticket: hash() waits for a turn in the hasher's line; settle() must be called
+ * once, when the handler is done (extra calls are ignored). */
+function askToHash(registry: Registry, connection: Connection, purpose: 'login' | 'register',
+  username: string): HashTicket {
+  const { address } = connection;
+  const name = normaliseUsername(username);
+  const userAtAddress = `${name} ${address}`;
+  const charges: Charge[] = purpose === 'register'
+    ? [[registry.registrationsByAddress, address]]
+    : [[registry.failedLoginsByUserAtAddress, userAtAddress],
+      [registry.failedLoginsByAddress, address],
+      [registry.failedLoginsByUser, name]];
+  const now = performance.now();
+  const refused = throttleRefusal(registry, address, charges, purpose, now);
+  if (refused !== undefined) {
+    logEvent(registry, `${purpose}_throttled`, `user=${username} from=${connection.remote}`);
+    return { refused };
+  }
+  addToCount(registry.hashing.byAddress, address, +1);
+  for (const [counts, key] of charges) countAttempt(registry, counts, key, now);
+  let settled = false;
+  return {
+    refused: undefined,
+    hash: (password, salt) => hashInTurn(registry, connection, password, salt),
+    settle(outcome) {
+      if (settled) return;
+      settled = true;
+      addToCount(registry.hashing.byAddress, address, -1);
+      if (outcome === 'counted') return;
+      if (outcome === 'passed') registry.failedLoginsByUserAtAddress.entries.delete(userAtAddress);
+      for (const [counts, key] of charges) {
+        const entry = counts.entries.get(key);
+        if (entry === undefined) continue;
+        entry.attempts -= 1;
+        if (entry.attempts < counts.limit) entry.blockedUntil = 0;
+        if (entry.attempts <= 0) counts.entries.delete(key);
+      }
+    },
+  };
+}
+
+/** The too_many_attempts answer for a request that one of its counts or its address's share of
+ * the hasher does not let through, or undefined. */
+function throttleRefusal(registry: Registry, address: string, charges: Charge[],
+  purpose: 'login' | 'register', now: number): ErrorReply | undefined {
+  let waitMs = 0;
+  for (const [counts, key] of charges) {
+    waitMs = Math.max(waitMs, (currentCount(counts, key, now)?.blockedUntil ?? 0) - now);
+  }
+  if (waitMs > 0) {
+    const why = purpose === 'login' ? 'too many failed logins'
+      : 'too many registrations from your address';
+    return errorReply('too_many_attempts', `${why}; try again in ${Math.ceil(waitMs / 1000)} s`);
+  }
+  const share = registry.settings.maxHashesPerAddress;
+  if ((registry.hashing.byAddress.get(address) ?? 0) >= share) {
+    return errorReply('too_many_attempts',
+      `the registry is already checking ${share} passwords from your address; try again in 1 s`);
+  }
+  return undefined;
 }
 
 /** The key's count, forgetting it if it is older than the window and not blocking anything. */
@@ -1183,54 +1197,6 @@ function currentCount(counts: AttemptCounts, key: string, now: number): AttemptC
     return undefined;
   }
   return entry;
-}
-
-/** Lets a password request through to the hasher, counting it in every table of `charges` and
- * in its address's share; or, if one of them is full, the too_many_attempts answer (with the
- * wait) and nothing is counted. A request let through must later call leaveHashing(). */
-function admitToHashing(
-  registry: Registry,
-  connection: Connection,
-  charges: Charge[],
-  why: string,
-): ErrorReply | undefined {
-  const now = performance.now();
-  let waitMs = 0;
-  for (const [counts, key] of charges) {
-    waitMs = Math.max(waitMs, (currentCount(counts, key, now)?.blockedUntil ?? 0) - now);
-  }
-  if (waitMs > 0) {
-    return errorReply('too_many_attempts', `${why}; try again in ${Math.ceil(waitMs / 1000)} s`);
-  }
-  const { byAddress } = registry.hashing;
-  const share = registry.settings.maxHashesPerAddress;
-  const admitted = byAddress.get(connection.address) ?? 0;
-  if (admitted >= share) {
-    return errorReply('too_many_attempts',
-      `the registry is already checking ${share} passwords from your address; try again in 1 s`);
-  }
-  addToCount(byAddress, connection.address, +1);
-  for (const [counts, key] of charges) countAttempt(registry, counts, key, now);
-  return undefined;
-}
-
-/** A request let in by admitToHashing() is done. With `refund`, its attempts are given back
- * (it succeeded, or never reached the hasher). */
-function leaveHashing(
-  registry: Registry,
-  connection: Connection,
-  charges: Charge[],
-  refund: boolean,
-): void {
-  addToCount(registry.hashing.byAddress, connection.address, -1);
-  if (!refund) return;
-  for (const [counts, key] of charges) {
-    const entry = counts.entries.get(key);
-    if (entry === undefined) continue;
-    entry.attempts -= 1;
-    if (entry.attempts < counts.limit) entry.blockedUntil = 0;
-    if (entry.attempts <= 0) counts.entries.delete(key);
-  }
 }
 
 function countAttempt(registry: Registry, counts: AttemptCounts, key: string, now: number): void {
@@ -1251,37 +1217,18 @@ function countAttempt(registry: Registry, counts: AttemptCounts, key: string, no
 // Command line
 // ============================================================================================
 
-/** The names of the settings that hold a number. */
-type NumberSetting = {
-  [K in keyof typeof DEFAULTS]: (typeof DEFAULTS)[K] extends number ? K : never;
-}[keyof typeof DEFAULTS];
-
-/** The whole-number flags (see NumberFlag in protocol.ts). --help is printed from this table and
- * DEFAULTS, so the text and the program cannot disagree. */
-const NUMBER_FLAGS: ReadonlyArray<NumberFlag<NumberSetting>> = [
+/** The whole-number flags of the lesson (see NumberFlag in protocol.ts; the limits' are in
+ * "Limits"). --help is printed from these tables and the defaults, so the text and the program
+ * cannot disagree. */
+const NUMBER_FLAGS: ReadonlyArray<NumberFlag<Exclude<keyof typeof DEFAULTS, 'host'>>> = [
   ['tcp-port', 'tcpPort', 0, 65535, 'TCP port for requests'],
   ['udp-port', 'udpPort', 0, 65535, 'UDP port for heartbeats'],
   ['heartbeat-ms', 'heartbeatMs', 1, 3_600_000, 'how often clients say hello'],
-  ['timeout-ms', 'timeoutMs', 1, 86_400_000, 'silence after which a user is dropped'],
-  ['max-connections', 'maxConnections', 1, 1_000_000, 'TCP connections open at once'],
-  ['max-connections-per-address', 'maxConnectionsPerAddress', 1, 1_000_000,
-    'of those, from one address (unset: ≤ half)'],
-  ['idle-ms', 'idleMs', 1, 86_400_000, 'close a connection sending no request this long'],
-  ['max-registrations-per-address', 'maxRegistrationsPerAddress', 1, 1_000_000,
-    'accounts one address may create per minute'],
-  ['max-failed-logins-per-user-at-address', 'maxFailedLoginsPerUserAtAddress', 1, 1_000_000,
-    'failed logins for one user from one address'],
-  ['max-failed-logins-per-address', 'maxFailedLoginsPerAddress', 1, 1_000_000,
-    'failed logins from one address, any users'],
-  ['max-failed-logins-per-user', 'maxFailedLoginsPerUser', 1, 1_000_000,
-    'failed logins for one user, any addresses'],
-  ['login-cooldown-ms', 'loginCooldownMs', 1, 86_400_000,
-    'how long failures count, and the wait at a limit'],
-  ['max-hashes-per-address', 'maxHashesPerAddress', 1, 1_000_000,
-    'password checks one address may have in line'],
+  ['timeout-ms', 'timeoutMs', 1, 86_400_000, 'drop a user silent this long'],
 ];
+const LIMIT_FLAGS = [...CONNECTION_LIMIT_FLAGS, ...PASSWORD_LIMIT_FLAGS];
 
-const USAGE = `Usage: server.ts [options]
+const USAGE = `Usage: server.ts [options] [limits]
 
 The p2p-chat registry: accounts, who is online, and introductions between peers.
 
@@ -1290,9 +1237,15 @@ ${usageLine('--host ADDRESS', `address to listen on (default ${DEFAULTS.host})`)
 ${numberFlagsUsage(NUMBER_FLAGS, DEFAULTS)}
 ${usageLine('-h, --help', 'show this help')}
 
+Limits on connections (each keeps one host from taking them all):
+${numberFlagsUsage(CONNECTION_LIMIT_FLAGS, LIMITS)}
+
+Limits on password checks (register and login):
+${numberFlagsUsage(PASSWORD_LIMIT_FLAGS, LIMITS)}
+
 Environment:
-  MONGODB_URI   keep accounts in MongoDB (e.g. mongodb://localhost:27017/p2p_chat);
-                without it, accounts are kept in memory`;
+  MONGODB_URI   keep accounts in MongoDB, for example at
+                mongodb://localhost:27017/p2p_chat (unset: kept in memory)`;
 
 async function main(): Promise<void> {
   let options: ServerOptions;
@@ -1302,6 +1255,7 @@ async function main(): Promise<void> {
         host: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         ...numberFlagOptions(NUMBER_FLAGS),
+        ...numberFlagOptions(LIMIT_FLAGS),
       },
     });
     if (values.help) {
@@ -1309,10 +1263,10 @@ async function main(): Promise<void> {
       return;
     }
     const host = values.host as string | undefined;
-    // Settings not given are left to startServer(), which fills in DEFAULTS.
+    // Settings not given are left to startServer(), which fills in the defaults.
     options = {
       host, mongodbUri: process.env.MONGODB_URI || undefined,
-      ...readNumberFlags(NUMBER_FLAGS, values),
+      ...readNumberFlags(NUMBER_FLAGS, values), ...readNumberFlags(LIMIT_FLAGS, values),
     };
   } catch (error) {
     console.error(`error: ${errorText(error)}\n(see --help)`);

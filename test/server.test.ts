@@ -497,7 +497,8 @@ describe('server.ts as a program', () => {
     }
   });
 
-  test('--help explains the flags; a bad flag value is a clear error', async () => {
+  test('--help explains the flags, options before limits, in 80 columns; a bad flag value is ' +
+    'a clear error', async () => {
     const help = spawnScript('server.ts', ['--help']);
     assert.equal(await help.exited, 0);
     const flags = ['--tcp-port', '--udp-port', '--host', '--heartbeat-ms', '--timeout-ms',
@@ -506,6 +507,13 @@ describe('server.ts as a program', () => {
     for (const flag of flags) {
       assert.ok(help.stdout.includes(flag), flag);
     }
+    const wide = help.stdout.split('\n').filter((line) => [...line].length > 80);
+    assert.deepEqual(wide, [], 'every line of --help fits in 80 columns');
+    const options = help.stdout.indexOf('Options:');
+    const limits = help.stdout.indexOf('Limits on connections');
+    assert.ok(options >= 0 && limits > options, 'the options come first, then the limits');
+    assert.ok(help.stdout.indexOf('--timeout-ms') < limits, '--timeout-ms is an option');
+    assert.ok(help.stdout.indexOf('--max-connections ') > limits, '--max-connections is a limit');
     const bad = spawnScript('server.ts', ['--timeout-ms', 'soon']);
     assert.equal(await bad.exited, 2);
     assert.match(bad.stderr, /--timeout-ms needs a whole number/);
