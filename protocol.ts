@@ -354,7 +354,7 @@ export function decodePeerMessage(input: Uint8Array | string): Decoded<PeerMessa
 
 /** True when `reply` answers `request`, about the name asked about. The decoder checks an
  * answer's fields; this checks that it is an answer to the question, so a client never acts on
- * one that is not (the registry's word is checked like a stranger's). Used by client.ts. */
+ * one that is not (the registry's word is checked like a stranger's). Used by askRegistry. */
 export function answerFits(request: Request, reply: Reply): boolean {
   const sameName = (name: string) => 'username' in request && sameUsername(name, request.username);
   switch (reply.type) {
@@ -547,12 +547,12 @@ export function checkTicket(
 // is noticed exactly when we need it.
 
 /** What a client says of an answer that is not one. Such an answer is never shown, not even
- * traced: it may hold anything. Used by client.ts and test/protocol.test.ts. */
+ * traced: it may hold anything. */
 export const INVALID_ANSWER = 'the registry sent an invalid answer';
 
-/** Sends `request` to the registry at `host`:`port` and resolves with its decoded answer, or
- * rejects with a sentence that names the registry by `name`. `onTrace` sees each line sent and
- * each valid answer, for --trace. Used by client.ts. */
+/** Sends `request` to the registry at `host`:`port` and resolves with its answer, decoded and
+ * checked to fit the question (answerFits), or rejects with a sentence that names the registry
+ * by `name`. `onTrace` sees each line sent and each valid answer, for --trace. */
 export function askRegistry(
   request: Request,
   registry: { host: string; port: number; name: string },
@@ -582,7 +582,7 @@ export function askRegistry(
       if (tooLong) return finish(INVALID_ANSWER);
       if (lines.length === 0) return;
       const decoded = decodeReply(lines[0]);
-      if (!decoded.ok) return finish(INVALID_ANSWER);
+      if (!decoded.ok || !answerFits(request, decoded.message)) return finish(INVALID_ANSWER);
       onTrace?.('in', JSON.stringify(decoded.message));
       finish(decoded.message);
     });
@@ -607,7 +607,7 @@ export function askRegistry(
 // silence past a deadline set with expectWithin() ends the connection, and the owner is told
 // why through onClose. Nothing a peer sends can throw an exception into our program.
 
-/** Why a PeerChannel ended. Used by client.ts and test/client-peer-channel.test.ts. */
+/** Why a PeerChannel ended. */
 export type PeerChannelEnd =
   | { kind: 'ended' } // the other side closed the connection
   | { kind: 'error'; detail: string } // the socket failed, e.g. ECONNRESET
@@ -615,7 +615,7 @@ export type PeerChannelEnd =
   | { kind: 'too_long' } // a line longer than the limit
   | { kind: 'silent'; waitedMs: number }; // nothing arrived before the expectWithin() deadline
 
-/** What a PeerChannel tells its owner. Used by client.ts. */
+/** What a PeerChannel tells its owner. */
 export type PeerChannelHandlers = {
   /** Each valid message, in order. */
   onMessage: (message: PeerMessage, channel: PeerChannel) => void;
@@ -711,6 +711,12 @@ export class PeerChannel {
     clearTimeout(this.silenceTimer);
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  /** Cuts the connection at once: nothing more is sent, read or reported. */
+  destroy(): void {
+    this.close();
+    this.socket.destroy();
   }
 
   private receive(chunk: Uint8Array): void {
