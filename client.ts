@@ -26,16 +26,13 @@
  *   screen             event                   next screen
  *   login_username     typed NAME              login_password
  *   login_username     typed /register         register_username
- *   login_username     typed /quit             exit              not logged in: bye at once
  *   login_password     typed PASSWORD          logging_in
  *   login_password     typed nothing           login_username    Enter alone goes back
  *   logging_in         answer logged_in        search
- *   logging_in         answer error            login_username    e.g. a wrong password
- *   logging_in         answer failed           login_username    e.g. no registry
+ *   logging_in         answer error            login_username    or no answer at all
  *   register_username  typed NAME              register_password
  *   register_username  typed /login            login_username
  *   register_password  typed PASSWORD          registering
- *   register_password  typed nothing           register_username
  *   registering        answer registered       login_username
  *   registering        answer error            register_username e.g. the name is taken
  *   search             typed /list             asking(list)
@@ -51,7 +48,6 @@
  *   calling            call_failed             search            the peer is unreachable
  *   calling            peer chat_accept        chat
  *   calling            peer chat_decline       search
- *   calling            peer silent             search            no answer in time
  *   calling            typed /cancel           search
  *   calling            request(they win)       chat              glare: their name sorts first
  *   calling            request(we win)         calling           glare: we hold their request
@@ -60,25 +56,17 @@
  *   deciding           timer decide            search            declined for us
  *   deciding           peer bye                search            the caller gave up
  *   chat               typed /back             search
- *   chat               peer bye                search
- *   chat               peer gone               search            the connection ended
+ *   chat               peer bye                search            or the connection ended
  *   chat               session_unknown         chat(lost)        the chat goes on
  *   chat(lost)         peer bye                login_username
- *   chat               typed /quit             quitting
  *   login_username     signal                  exit              Ctrl-C, SIGTERM, SIGHUP
- *   search             signal                  quitting          log out first
- *   chat               signal                  quitting          bye to the peer, log out
+ *   chat               signal                  quitting          bye to the peer, log out, exit
  *   quitting           answer logged_out       exit
  *
- * Layout of this file:
- *   - settings                  flags, timeouts and limits
- *   - state and events          ClientState, ClientEvent, Effect: everything, declared together
- *   - startClient and effects   the sockets, the wiring of their events into dispatch, and the
- *                               effect runner (askRegistry and PeerChannel in protocol.ts turn
- *                               bytes into checked messages; terminal.ts draws the screen)
- *   - dispatcher and screens    transition(), one handler per screen
- *   - history files, command line
- * Exported: what test/client-transitions.test.ts needs to drive transition() without sockets.
+ * Layout: settings; state and events; startClient and the effect runner (askRegistry and
+ * PeerChannel in protocol.ts turn bytes into checked messages, terminal.ts draws the screen); the
+ * dispatcher, one handler per screen; history files; the command line. Exported: what
+ * test/client-transitions.test.ts needs.
  */
 
 import { Buffer } from 'node:buffer';
@@ -93,7 +81,7 @@ import {
   DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, INVALID_ANSWER, MAX_LINE_BYTES, PeerChannel,
   USERNAME_PATTERN, USERNAME_RULE, UsageError, askRegistry, checkTicket, decodeDatagram,
   encodeDatagram, encodeLine, errorText, isMainModule, normaliseUsername, numberFlagOptions,
-  plainAddress, readNumberFlags, sameUsername,
+  plainAddress, printable, quoteSafely, readNumberFlags, sameUsername,
 } from './protocol.ts';
 import type {
   DeclineReason, Hello, NumberFlag, PeerChannelEnd, PeerChannelHandlers, PeerMessage, Reply,
@@ -111,12 +99,10 @@ export type ClientSettings = {
   chatPort: number; // where peers reach us; 0: any free port (the registry learns it at login)
   historyDir: string | undefined; // when set, conversations go to historyDir/<you>/<peer>.log
   trace: boolean; // print protocol messages (hellos only when something changes)
-  /** Timeouts: the registry's answer (also connecting to a peer); a called peer's answer (longer
-   * than decideTimeoutMs, so a slow yes still arrives); our yes or no; a caller's chat_request. */
-  registryTimeoutMs: number;
-  answerTimeoutMs: number;
-  decideTimeoutMs: number;
-  greetingTimeoutMs: number;
+  registryTimeoutMs: number; // the registry's answer; also connecting to a peer
+  answerTimeoutMs: number; // a called peer's answer (> decideTimeoutMs: a slow yes still arrives)
+  decideTimeoutMs: number; // our user's yes or no
+  greetingTimeoutMs: number; // a caller's chat_request
   /** Incoming connections that have not yet sent their chat_request, in all and from one
    * address. Each costs a socket and a line buffer; a real caller sends its request at once, so
    * a few are plenty, and the rest are closed without reading a byte. */
@@ -138,8 +124,6 @@ const HEARTBEAT_MS_RANGE = [100, 60_000] as const;
 /** How many used tickets we remember (each until it expires) to refuse a replay. Only tickets
  * the registry really signed for us get here, so this is a safety bound, not a working limit. */
 const MAX_SEEN_TICKETS = 1000;
-/** The most characters of a stranger's text repeated in a warning. */
-const MAX_QUOTED_CHARS = 40;
 
 // === State and events ============================================================================
 //
@@ -150,15 +134,13 @@ const MAX_QUOTED_CHARS = 40;
 
 /** Which screen we are on, and what that screen needs. */
 type Screen =
-  // ---- Login and Register ----
-  | { name: 'login_username' }
+  | { name: 'login_username' } // Login and Register
   | { name: 'login_password'; username: string }
   | { name: 'logging_in' } // waiting for the registry's answer
   | { name: 'register_username' }
   | { name: 'register_password'; username: string }
   | { name: 'registering' } // waiting for the registry's answer
-  // ---- Search (home) ----
-  | { name: 'search' }
+  | { name: 'search' } // home
   | { name: 'asking'; about: 'list' | 'logout' } // waiting for the registry's answer
   /** We asked for `peer`: first the registry, then (with its `ticket`) the peer's client `at`
    * host:port, on `conn` once connected. `call` tells this call's late answers from those of a
@@ -170,10 +152,8 @@ type Screen =
   }
   /** `peer` asked us on `conn`; our user says yes or no before the 'decide' timer says no. */
   | { name: 'deciding'; peer: string; conn: number }
-  // ---- Chat ----
   | { name: 'chat'; peer: string; conn: number }
-  // ---- Leaving: waiting for the logout answer, then exit ----
-  | { name: 'quitting' };
+  | { name: 'quitting' }; // leaving: waiting for the logout's answer, then exit
 
 /** Our session at the registry, from `logged_in` until we log out or lose it. */
 type RegistrySession = {
@@ -262,18 +242,12 @@ type Client = {
   terminal: Terminal; // the screen and the keyboard (terminal.ts)
   chatListener: net.Server; // accepts peers' connections on the chat port
   heartbeatSocket: dgram.Socket; // sends hellos to the registry, hears session_unknown back
-  /** The registry's address, resolved once at start-up (hellos go there, and only it may answer
-   * them), its TCP port, and its name as the user gave it, for messages. */
-  registry: { host: string; port: number; name: string };
-  /** Every open peer connection behind a `conn` number, incoming and outgoing alike: added by
-   * adopt(), removed when we close it or it ends. */
-  channels: Map<number, PeerChannel>;
+  registry: { host: string; port: number; name: string }; // resolved once; name: as typed
+  channels: Map<number, PeerChannel>; // every open peer connection by `conn`; see adopt()
   nextConn: number; // the number the next peer connection gets
   timers: Map<string, ReturnType<typeof setTimeout>>; // running timers, by "name:conn"
-  heartbeat: ReturnType<typeof setInterval> | undefined;
-  /** --trace only: how the last hello of this session went (an error code, or null when it got
-   * through); undefined until the session's first hello. */
-  lastHello: string | null | undefined;
+  heartbeat: ReturnType<typeof setInterval> | undefined; // sends heartbeat_due while logged in
+  lastHello: string | null | undefined; // --trace: the last hello's error, null, or none yet
 };
 
 /** Opens the chat listener and the heartbeat socket, finds the registry, wires every source of
@@ -282,7 +256,13 @@ type Client = {
 async function startClient(settings: ClientSettings): Promise<Client> {
   // Listen for peers before logging in: the registry must be told the port at login.
   const chatListener = net.createServer();
-  const chatPort = await listen(chatListener, settings.chatPort);
+  const chatPort = await new Promise<number>((resolve, reject) => {
+    chatListener.once('error', (error: NodeJS.ErrnoException) => reject(error.code !== 'EADDRINUSE'
+      ? error : new UsageError(`chat port ${settings.chatPort} is already in use; choose ` +
+        'another with --chat-port')));
+    chatListener.listen(settings.chatPort,
+      () => resolve((chatListener.address() as net.AddressInfo).port));
+  });
   // The registry's address, once: hellos go to it, and only it may answer them.
   const family = net.isIP(settings.server) === 6 ? 6 : 4;
   const { server, tcpPort, udpPort } = settings;
@@ -310,6 +290,9 @@ async function startClient(settings: ClientSettings): Promise<Client> {
     const decoded = decodeDatagram(bytes);
     const from = `${plainAddress(sender.address)}:${sender.port}`;
     const message = decoded.ok ? decoded.message : null;
+    if (from === client.state.registryUdp && message?.type === 'session_unknown') {
+      traceOnScreen(client, `← udp ${JSON.stringify(message)}`);
+    }
     dispatch(client, { type: 'datagram', sender: from, message });
   });
   client.heartbeatSocket.on('error', () => {}); // e.g. the registry host is unreachable
@@ -320,17 +303,6 @@ async function startClient(settings: ClientSettings): Promise<Client> {
   }
   dispatch(client, { type: 'started' });
   return client;
-}
-
-function listen(server: net.Server, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) => {
-      reject(error.code === 'EADDRINUSE'
-        ? new UsageError(`chat port ${port} is already in use; choose another with --chat-port`)
-        : error);
-    });
-    server.listen(port, () => resolve((server.address() as net.AddressInfo).port));
-  });
 }
 
 function dispatch(client: Client, event: ClientEvent): void {
@@ -391,9 +363,7 @@ function run(client: Client, effect: Effect): void {
       client.heartbeatSocket.send(hello, settings.udpPort, client.registry.host, (error) => {
         const code = error ? (error as NodeJS.ErrnoException).code ?? error.message : null;
         if (client.heartbeat === undefined) return; // logged out since
-        for (const line of helloNews(username, client.lastHello, code)) {
-          traceOnScreen(client, line);
-        }
+        for (const line of helloNews(username, client.lastHello, code)) traceOnScreen(client, line);
         client.lastHello = code;
       });
       return;
@@ -429,9 +399,8 @@ function adopt(client: Client, conn: number, channel: PeerChannel): PeerChannel 
 /** Turns a channel's news into events about `conn`. */
 function peerHandlers(client: Client, conn: number): PeerChannelHandlers {
   return {
-    onMessage: (message, channel) => {
-      dispatch(client, { type: 'peer_said', conn, remote: channel.remote, message });
-    },
+    onMessage: (message, { remote }) =>
+      dispatch(client, { type: 'peer_said', conn, remote, message }),
     onClose: (why, channel) => {
       client.channels.delete(conn);
       dispatch(client, { type: 'peer_gone', conn, remote: channel.remote, why });
@@ -454,12 +423,11 @@ const arrow = (direction: 'in' | 'out') => (direction === 'out' ? '→' : '←')
  * the session's first): the first, then only changes, so a heartbeat does not fill the screen. */
 export function helloNews(username: string, last: string | null | undefined,
   error: string | null): string[] {
-  const news = last === undefined ? [`→ udp hello from ${username} (further hellos are shown ` +
-    'only when something changes)'] : [];
-  if (error !== (last ?? null)) {
-    news.push(error === null ? '→ udp hellos get through again' : `→ udp hello failed (${error})`);
-  }
-  return news;
+  const news = last !== undefined ? [] : [`→ udp hello from ${username} (further hellos are ` +
+    'shown only when something changes)'];
+  if (error === (last ?? null)) return news;
+  return [...news, error === null ? '→ udp hellos get through again'
+    : `→ udp hello failed (${error})`];
 }
 
 // === The dispatcher and the screens =============================================================
@@ -480,11 +448,8 @@ type ScreenHandler = (state: ClientState, event: ScreenEvent, out: Out, now: num
 const SCREENS: Record<Screen['name'], ScreenHandler> = {
   login_username: onLoginForm, login_password: onLoginForm, logging_in: onLoginForm,
   register_username: onRegisterForm, register_password: onRegisterForm,
-  registering: onRegisterForm,
-  search: onSearchScreen, asking: onSearchScreen,
-  calling: onCallingScreen,
-  deciding: onDecidingScreen,
-  chat: onChatScreen,
+  registering: onRegisterForm, search: onSearchScreen, asking: onSearchScreen,
+  calling: onCallingScreen, deciding: onDecidingScreen, chat: onChatScreen,
   quitting: onQuittingScreen,
 };
 
@@ -515,12 +480,15 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       }
       return { ...state, typedAhead: [...state.typedAhead, line] };
     }
-    case 'started':
-      say(out, `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`, 'bold');
-      return reprompt(state, out);
+    case 'started': return sayAgain(state, out,
+      `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`, 'bold');
     case 'signal': return quit(state, out);
     case 'datagram': return onDatagram(state, event, out);
-    case 'heartbeat_due': return onHeartbeatDue(state, out);
+    case 'heartbeat_due': { // no hellos once the registry has forgotten us
+      const session = state.session;
+      if (session?.lostBecause === null) out.push({ do: 'hello', ...session });
+      return state;
+    }
     case 'peer_arrived': return onPeerArrived(state, event, out);
     case 'timer':
       if (event.name === 'drop_report') return reportDrops(state, out);
@@ -550,78 +518,59 @@ function offerLine(state: ClientState, line: string | null, out: Out, now: numbe
   const command = isSecret(state.screen) ? null : commandOf(line.trim().split(/\s+/)[0]);
   const help = command === '/help' ? textOf(state)[1] : '';
   if (command === '/quit') return quit(state, out);
-  if (help !== '') {
-    say(out, help);
-    return reprompt(state, out);
-  }
+  if (help !== '') return sayAgain(state, out, help);
   return SCREENS[state.screen.name](state, { type: 'typed', line }, out, now);
 }
 
 // ---- Login and Register ----
 
-/** The Login and Register screens are one form, told apart by which of these it is. */
-type Form = {
-  request: 'login' | 'register'; // what the form asks the registry
-  title: string; // for messages
-  username: Screen; password: Screen['name']; waiting: Screen; // its three screens
-  other: Screen; switchTo: string; // the other form, and the command that goes there
-};
-const LOGIN: Form = {
-  request: 'login', title: 'Login', username: { name: 'login_username' },
-  password: 'login_password', waiting: { name: 'logging_in' },
-  other: { name: 'register_username' }, switchTo: '/register',
-};
-const REGISTER: Form = {
-  request: 'register', title: 'Registration', username: { name: 'register_username' },
-  password: 'register_password', waiting: { name: 'registering' },
-  other: { name: 'login_username' }, switchTo: '/login',
-};
-
 function onLoginForm(state: ClientState, event: ScreenEvent, out: Out): Next {
-  return onForm(LOGIN, state, event, out);
+  return onForm(true, state, event, out);
 }
 function onRegisterForm(state: ClientState, event: ScreenEvent, out: Out): Next {
-  return onForm(REGISTER, state, event, out);
+  return onForm(false, state, event, out);
 }
 
-/** Waits for a username (checked against the rule before anything else), then a password
- * (Enter alone goes back), then the registry's answer: logged in (to Search), registered (to
- * Login), or a refusal (back to the username). */
-function onForm(form: Form, state: ClientState, event: ScreenEvent, out: Out): Next {
+/** Login and Register are one form. It waits for a username (checked against the rule before
+ * anything else), then a password (Enter alone goes back), then the registry's answer: logged
+ * in (to Search), registered (to Login), or a refusal (back to the username). */
+function onForm(login: boolean, state: ClientState, event: ScreenEvent, out: Out): Next {
   const screen = state.screen;
-  if (isAnswerTo(form.request, event)) {
-    if (screen.name !== form.waiting.name) return state;
+  const form: Screen = { name: login ? 'login_username' : 'register_username' };
+  const waiting = login ? 'logging_in' : 'registering';
+  if (isAnswerTo(login ? 'login' : 'register', event)) {
+    if (screen.name !== waiting) return state;
     const reply = event.type === 'answer' ? event.reply : null;
     if (reply?.type === 'logged_in') return loggedIn(state, reply, out);
     if (reply?.type === 'registered') {
       say(out, `Registered ${reply.username}. Now log in.`, 'green');
       return show(state, { name: 'login_username' }, out);
     }
-    say(out, `${form.title} failed: ${failure(event)}`, 'yellow');
+    say(out, `${login ? 'Login' : 'Registration'} failed: ${failure(event)}`, 'yellow');
     if (reply?.type === 'error' && reply.code === 'bad_credentials' && state.accountMayBeGone) {
       say(out, 'The registry keeps accounts in memory, so your account may be gone after its ' +
         'restart; /register to create it again.', 'yellow');
     }
-    return show(state, form.username, out);
+    return show(state, form, out);
   }
   if (event.type !== 'typed') return orElse(state, event, out);
-  if (screen.name === form.waiting.name) return NOT_NOW;
+  if (screen.name === waiting) return NOT_NOW;
   if (screen.name === 'login_password' || screen.name === 'register_password') {
-    if (event.line === '') return show(state, form.username, out);
-    const { username } = screen;
-    const password = event.line;
-    ask(out, form.request === 'login'
-      ? { type: 'login', username, password, chatPort: state.chatPort }
+    if (event.line === '') return show(state, form, out);
+    const [username, password] = [screen.username, event.line];
+    ask(out, login ? { type: 'login', username, password, chatPort: state.chatPort }
       : { type: 'register', username, password });
-    return show(state, form.waiting, out);
+    return show(state, { name: waiting }, out);
   }
   const line = event.line.trim();
   const command = commandOf(line);
   if (line === '') return reprompt(state, out);
-  if (command === form.switchTo) return show(state, form.other, out);
+  if (command === (login ? '/register' : '/login')) {
+    return show(state, { name: login ? 'register_username' : 'login_username' }, out);
+  }
   if (command !== null) return unknownCommand(state, line, out);
   if (!USERNAME_PATTERN.test(line)) return notAUsername(state, line, out);
-  return show(state, { name: form.password, username: line } as Screen, out);
+  return show(state, { name: login ? 'login_password' : 'register_password', username: line }, out);
 }
 
 function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out: Out) {
@@ -630,9 +579,7 @@ function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out:
   say(out, `Logged in as ${reply.username}. Peers reach you on port ${state.chatPort}. ` +
     'Type /help for commands.', 'green');
   if (reply.replaced) say(out, 'This login ended your earlier session (elsewhere).', 'yellow');
-  const session: RegistrySession = {
-    username: reply.username, token: reply.token, lostBecause: null,
-  };
+  const session = { username: reply.username, token: reply.token, lostBecause: null };
   const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false };
   return show(next, { name: 'search' }, out);
 }
@@ -699,10 +646,7 @@ function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientS
 function callPeer(state: ClientState, wanted: string, out: Out): ClientState {
   const session = state.session!;
   if (!USERNAME_PATTERN.test(wanted)) return notAUsername(state, wanted, out);
-  if (sameUsername(wanted, session.username)) {
-    say(out, 'That is you.', 'yellow');
-    return reprompt(state, out);
-  }
+  if (sameUsername(wanted, session.username)) return sayAgain(state, out, 'That is you.', 'yellow');
   say(out, `Looking up ${wanted}…`, 'dim');
   const call = state.lastCall + 1;
   ask(out, { type: 'search', token: session.token, username: wanted }, call);
@@ -887,9 +831,8 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       // refuse it here, and keep the chat.
       const lineBytes = Buffer.byteLength(encodeLine(message)) - 1; // the limit omits "\n"
       if (lineBytes > MAX_LINE_BYTES) {
-        say(out, `Not sent: that message is too long (${lineBytes} bytes as a peer message; ` +
-          `the limit is ${MAX_LINE_BYTES}).`, 'yellow');
-        return reprompt(state, out);
+        return sayAgain(state, out, `Not sent: that message is too long (${lineBytes} bytes as ` +
+          `a peer message; the limit is ${MAX_LINE_BYTES}).`, 'yellow');
       }
       send(out, conn, message);
       chatLine(state, peer, state.session!.username, text, now, out);
@@ -961,13 +904,10 @@ function quit(state: ClientState, out: Out): ClientState {
 /** Waits for the logout's answer (or its failure) and then exits; new connections meanwhile are
  * closed unanswered. */
 function onQuittingScreen(state: ClientState, event: ScreenEvent, out: Out): ClientState {
-  if (isAnswerTo('logout', event)) {
-    // A failed logout is fine too: the registry forgets us after its timeout anyway.
-    say(out, 'Bye.');
-    out.push({ do: 'exit' });
-  } else if (event.type === 'call_connected' || event.type === 'request') {
-    close(out, event.conn);
-  }
+  if (event.type === 'call_connected' || event.type === 'request') close(out, event.conn);
+  if (!isAnswerTo('logout', event)) return state;
+  say(out, 'Bye.'); // a failed logout is fine too: the registry forgets us after its timeout
+  out.push({ do: 'exit' });
   return state;
 }
 
@@ -976,10 +916,8 @@ function hangUpEverything(state: ClientState, out: Out): void {
   const screen = state.screen;
   if (screen.name === 'deciding') hangUp(out, screen.conn, DECLINED);
   if (screen.name === 'chat') hangUp(out, screen.conn, BYE);
-  if (screen.name === 'calling') {
-    if (screen.conn !== null) hangUp(out, screen.conn, BYE);
-    if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
-  }
+  if (screen.name === 'calling' && screen.conn !== null) hangUp(out, screen.conn, BYE);
+  if (screen.name === 'calling' && screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
   for (const conn of state.pendingPeers.keys()) close(out, conn, true);
 }
 
@@ -1044,8 +982,8 @@ function loseSession(state: ClientState, why: string, out: Out): ClientState {
 function onDatagram(state: ClientState, event: EventOf<'datagram'>, out: Out) {
   // A plain client would believe any session_unknown. Here only the registry may tell us our
   // session is gone; a datagram from anywhere else (another port of the same machine included)
-  // is ignored. (UDP source addresses can still be forged
-  // on a network that allows it; this stops everyone who cannot.)
+  // is ignored. (UDP source addresses can still be forged on a network that allows it; this
+  // stops everyone who cannot.)
   if (event.sender !== state.registryUdp) {
     if (!state.settings.trace) return state;
     return noteDrop(state, `ignored %d datagrams from ${event.sender} (not the registry)`,
@@ -1053,25 +991,17 @@ function onDatagram(state: ClientState, event: EventOf<'datagram'>, out: Out) {
       'may speak on this socket', out);
   }
   if (event.message?.type !== 'session_unknown') return state;
-  trace(state, out, `← udp ${JSON.stringify(event.message)}`);
   const why = event.message.reason === 'replaced' ? REPLACED : SESSION_FORGOTTEN;
   return loseSession(state, why, out);
 }
 
-function onHeartbeatDue(state: ClientState, out: Out): ClientState {
-  const session = state.session;
-  if (session === null || session.lostBecause !== null) return state;
-  out.push({ do: 'hello', username: session.username, token: session.token });
-  return state;
-}
-
 // ---- Strangers at the chat port ----
 //
-// Someone connects to our chat port. A plain client would wait for their chat_request and
-// show it; but until they send it we do not know who they are, so they wait in pendingPeers
-// (a few at a time) for greetingTimeoutMs at most. Their ticket
-// is checked before our user hears of them: only the registry, which knows our session token,
-// can make one that passes, and each ticket works once.
+// Someone connects to our chat port. A plain client would wait for their chat_request and show
+// it; but until they send it we do not know who they are, so they wait in pendingPeers (a few
+// at a time) for greetingTimeoutMs at most. Their ticket is checked before our user hears of
+// them: only the registry, which knows our session token, can make one that passes, and each
+// ticket works once.
 
 function onPeerArrived(state: ClientState, event: EventOf<'peer_arrived'>, out: Out) {
   const { maxPendingPeers, maxPendingPeersPerAddress, greetingTimeoutMs } = state.settings;
@@ -1189,10 +1119,9 @@ function textOf(state: ClientState): [prompt: string, help: string] {
       return ['Register — new username (or /login to go back): ', REGISTER_HELP];
     case 'register_password': return ['new password: ', ''];
     case 'search': return [`${you}> `, SEARCH_HELP];
-    case 'deciding': {
-      const { peer } = screen;
-      return [`Accept ${peer}? (y/n) `, `${peer} wants to chat: y accepts, n declines.`];
-    }
+    case 'deciding':
+      return [`Accept ${screen.peer}? (y/n) `,
+        `${screen.peer} wants to chat: y accepts, n declines.`];
     case 'chat': return [`${you} → ${screen.peer}> `, CHAT_HELP];
     default: return ['', ''];
   }
@@ -1208,6 +1137,12 @@ function reprompt(state: ClientState, out: Out): ClientState {
   return state;
 }
 
+/** Says `text`, then shows the screen's prompt again. */
+function sayAgain(state: ClientState, out: Out, text: string, colour?: Colour): ClientState {
+  say(out, text, colour);
+  return reprompt(state, out);
+}
+
 /** The screens where a password is typed: not echoed, not kept, never a command. */
 function isSecret(screen: Screen): boolean {
   return screen.name === 'login_password' || screen.name === 'register_password';
@@ -1220,15 +1155,14 @@ function commandOf(word: string): string | null {
 
 function unknownCommand(state: ClientState, line: string, out: Out): ClientState {
   const shown = quoteSafely(line);
-  say(out, state.screen.name === 'chat'
+  return sayAgain(state, out, state.screen.name === 'chat'
     ? `Unknown command ${shown}; to send a line that starts with "/", type /${shown}`
     : `Unknown command ${shown}; type /help.`, 'yellow');
-  return reprompt(state, out);
 }
 
 function notAUsername(state: ClientState, line: string, out: Out): ClientState {
-  say(out, `Not a username: "${quoteSafely(line)}" (${USERNAME_RULE}).`, 'yellow');
-  return reprompt(state, out);
+  const shown = quoteSafely(line);
+  return sayAgain(state, out, `Not a username: "${shown}" (${USERNAME_RULE}).`, 'yellow');
 }
 
 // One line for each effect the handlers ask for.
@@ -1241,42 +1175,16 @@ const close = (out: Out, conn: number, atOnce = false) => out.push({ do: 'close'
 const cancelDecideTimer = (out: Out, conn: number) =>
   out.push({ do: 'timer', name: 'decide', conn, ms: null });
 
-function trace(state: ClientState, out: Out, text: string): void {
-  if (state.settings.trace) say(out, printable(text), 'dim');
-}
-
 /** Sends a last message (bye, or a decline), then closes. */
 function hangUp(out: Out, conn: number, last: PeerMessage): void {
   send(out, conn, last);
   close(out, conn);
 }
 
-function save(out: Out, state: ClientState, peer: string, line: string): void {
+const save = (out: Out, state: ClientState, peer: string, line: string) =>
   out.push({ do: 'save', you: state.session!.username, peer, line });
-}
 
-/** Text from the network shown on our screen, or written to a history file, loses what could
- * rearrange the screen: control characters (escape codes move the cursor, retitle the window,
- * erase lines), bidi controls (which make text read backwards), and invisible separators and
- * zero-width characters. Each becomes a visible U+FFFD. The zero-width joiner stays: it is
- * what glues emoji like 👨‍👩‍👧 together. */
-function printable(text: string): string {
-  return text.replace(UNPRINTABLE, '\uFFFD');
-}
-const UNPRINTABLE = new RegExp('[\\u0000-\\u001f\\u007f-\\u009f' + // C0 and C1 controls, DEL
-  '\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069' + // bidi controls
-  '\\u200b\\u2028\\u2029\\u2060-\\u2065\\ufeff\\ufff9-\\ufffb]', 'g'); // invisible, separators
-
-/** A stranger's text in one of our sentences: printable and short. */
-function quoteSafely(text: string): string {
-  const chars = [...printable(text)];
-  if (chars.length <= MAX_QUOTED_CHARS) return chars.join('');
-  return `${chars.slice(0, MAX_QUOTED_CHARS).join('')}…`;
-}
-
-function clock(at: number): string {
-  return new Date(at).toTimeString().slice(0, 8); // "14:03:07"
-}
+const clock = (at: number) => new Date(at).toTimeString().slice(0, 8); // "14:03:07"
 
 /** "2026-11-25 10:31:02" in local time, like the clock on the screen. */
 function localTime(at: number): string {
@@ -1285,9 +1193,7 @@ function localTime(at: number): string {
   return `${day.map((n) => String(n).padStart(2, '0')).join('-')} ${clock(at)}`;
 }
 
-function formatSeconds(ms: number): string {
-  return ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`;
-}
+const formatSeconds = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`);
 
 /** A PeerChannelEnd in words, for the person at the keyboard. */
 function describeEnd(why: PeerChannelEnd): string {
@@ -1419,6 +1325,7 @@ function parseCommandLine(args: string[]): ClientSettings | null {
   };
 }
 
+/** Parse, then start. A mistake on the command line exits with 2, a failure to start with 1. */
 async function main(): Promise<void> {
   let settings: ClientSettings | null;
   try {
@@ -1429,14 +1336,11 @@ async function main(): Promise<void> {
     console.error(`error: ${errorText(error)}${history ? '' : '\n(see --help)'}`);
     process.exit(2);
   }
-  if (settings === null) return;
-
-  try {
-    await startClient(settings);
-  } catch (error) {
+  if (settings === null) return; // --help
+  await startClient(settings).catch((error) => {
     console.error(`error: ${errorText(error)}`);
     process.exit(1);
-  }
+  });
 }
 
 if (isMainModule(import.meta)) await main();

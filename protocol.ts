@@ -23,6 +23,7 @@
  *   - the validating decoder: bytes → typed message, or a typed error, and never an exception
  *   - the line splitter that cuts a TCP byte stream into lines, with a length limit
  *   - tickets: how the registry vouches for a caller to the peer being called
+ *   - showing a stranger's text: what a program does before a screen shows it
  *   - askRegistry and PeerChannel: conversations (1) and (3) on a socket, from a client's side
  *   - small command-line helpers that server.ts and client.ts share
  */
@@ -535,6 +536,32 @@ export function checkTicket(
   if (!sameUsername(callee, ownName)) return 'wrong_callee';
   if (now > expiresAt) return 'expired';
   return 'valid';
+}
+
+// ============================================================================================
+// Showing a stranger's text
+// ============================================================================================
+//
+// The decoder accepts a chat line as it is: a message may hold any text. What a program does
+// before it shows such text, or writes it where a terminal will show it, is here.
+
+/** Text from the network shown on our screen, or written to a history file, loses what could
+ * rearrange the screen: control characters (escape codes move the cursor, retitle the window,
+ * erase lines), bidi controls (which make text read backwards), and invisible separators and
+ * zero-width characters. Each becomes a visible U+FFFD. The zero-width joiner stays: it is
+ * what glues emoji like 👨‍👩‍👧 together. */
+export function printable(text: string): string {
+  return text.replace(UNPRINTABLE, '\uFFFD');
+}
+const UNPRINTABLE = new RegExp('[\\u0000-\\u001f\\u007f-\\u009f' + // C0 and C1 controls, DEL
+  '\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069' + // bidi controls
+  '\\u200b\\u2028\\u2029\\u2060-\\u2065\\ufeff\\ufff9-\\ufffb]', 'g'); // invisible, separators
+
+/** A stranger's text in one of our sentences: printable, and at most 40 characters. */
+export function quoteSafely(text: string): string {
+  const chars = [...printable(text)];
+  if (chars.length <= 40) return chars.join('');
+  return `${chars.slice(0, 40).join('')}…`;
 }
 
 // ============================================================================================

@@ -1,28 +1,19 @@
 /**
  * terminal.ts — the screen: printing messages while someone is typing.
  *
- * A chat prints a message whenever it arrives, which may be while the user is half-way through
- * typing a line. The idea, in three steps, as smallchat's client does it:
+ * A message may arrive while the user is half-way through typing a line. The idea, in three
+ * steps, as smallchat's client does it: 1. erase the draft (the prompt and what has been typed
+ * so far), 2. print the message, 3. draw the prompt and the draft again, below it.
  *
- *   1. erase the draft (the prompt and what has been typed so far),
- *   2. print the message,
- *   3. draw the prompt and the draft again, below it.
+ * client.ts sees only createTerminal(handlers): a Terminal that says a line (maybe in colour),
+ * shows a prompt (secret or not) and closes; the handlers hear of a typed line, the end of the
+ * input and Ctrl-C. At a TTY readline edits the line, passwords are not echoed and never enter
+ * the Up-arrow history, and there is colour unless NO_COLOR is set. From a pipe (a script, or
+ * `client.ts < file`): plain lines in and out, every prompt on its own line, no escape code.
  *
- * client.ts sees only this: createTerminal(handlers) gives a Terminal with say (a line, maybe in
- * colour), prompt (secret or not) and close; the handlers hear of a typed line, the end of the
- * input and Ctrl-C. Two kinds of terminal are handled differently:
- *   - a TTY (a person at a keyboard): readline edits the line, and the three steps above keep
- *     messages and draft apart. Passwords are not echoed and never enter the Up-arrow history.
- *     Colour unless NO_COLOR is set.
- *   - a pipe (a script, or `client.ts < file`): plain lines in, plain lines out, every prompt on
- *     its own line, and never an escape code.
- *
- * Layout of this file:
- *   - the interface and the main path      createTerminal, say, prompt: the three steps
- *   - refinements on readline's internals  each says where it was checked, and what happens
- *                                          without it (Node 20 and Deno 2 have them all)
- *   - measuring the draft                  how many rows text takes, as the terminal draws it
- * Exported: what client.ts uses (and redactSecrets, which --trace needs before a line is shown).
+ * Layout: the interface and the main path (the three steps); refinements that rely on
+ * readline's internals, each saying where it was checked and what happens without it; measuring
+ * the draft's rows as the terminal draws them. Exported: what client.ts uses.
  */
 
 import process from 'node:process';
@@ -49,8 +40,7 @@ export type Terminal = {
   close: () => void;
 };
 
-/** What the terminal remembers between calls. */
-type Screen = {
+type Screen = { // what the terminal remembers between calls
   lineEditor: readline.Interface; // reads lines; on a TTY also edits them (arrows, history)
   isTty: boolean; // stdin and stdout are both a terminal, and readline has not closed
   colour: boolean; // stdout is a terminal and NO_COLOR is not set
@@ -86,9 +76,7 @@ export function createTerminal(handlers: TerminalHandlers): Terminal {
   const editor = screen.lineEditor;
   // A password must not come back with the Up arrow. readline announces each new history entry
   // (before the 'line' event) and lets its listener change the list: we take the password out.
-  editor.on('history', (history: string[]) => {
-    if (screen.secret) history.shift();
-  });
+  editor.on('history', (history: string[]) => screen.secret && history.shift());
   editor.on('line', (line) => {
     noteTypedLine(screen, line);
     handlers.onLine(line);
@@ -116,9 +104,7 @@ export function createTerminal(handlers: TerminalHandlers): Terminal {
     close: () => {
       try {
         editor.close(); // may throw EIO if the terminal is already gone
-      } catch {
-        // Nothing left to restore.
-      }
+      } catch { /* nothing left to restore */ }
     },
   };
 }
@@ -150,8 +136,7 @@ function say(screen: Screen, text: string, colour?: Colour, replacesTypedLine = 
   readline.moveCursor(out, 0, -screen.lineEditor.getCursorPos().rows);
   readline.cursorTo(out, 0);
   readline.clearScreenDown(out);
-  // 2. Print the message.
-  out.write(line);
+  out.write(line); // 2. Print the message.
   // 3. readline draws prompt and draft again, leaving the cursor where it was in the draft.
   redrawBelow(screen);
 }
@@ -176,7 +161,6 @@ function showPrompt(screen: Screen, text: string, secret: boolean): void {
 function noteTypedLine(screen: Screen, line: string): void {
   if (!screen.isTty) return;
   if (screen.secret) {
-    screen.typedRows = 0;
     process.stdout.write('\n'); // the hidden Enter did not move the cursor
     return;
   }
@@ -195,10 +179,9 @@ export function redactSecrets(line: string): string {
 
 // === Refinements on readline's internals =========================================================
 //
-// The main path above needs only readline's public interface. What follows makes it right in
-// the corners, and reaches parts of readline that have no public name. Each was checked on
-// Node 20 and Deno 2 (whose node:readline is a port of Node's); each says what happens on a
-// runtime without it. This is code to read, not to copy.
+// The main path needs only readline's public interface. What follows makes it right in the
+// corners, through parts of readline with no public name: each was checked on Node 20 and Deno 2
+// (whose node:readline is a port of Node's) and says what happens on a runtime without it.
 
 /** The parts of readline's Interface used beyond its type: the draft (`line`, `cursor`:
  * documented but typed read-only), the rows it drew below the prompt's first row last time, its
@@ -227,7 +210,7 @@ function surviveRawModeFailure(): void {
     try {
       return setRawMode(mode);
     } catch {
-      return process.stdin;
+      return process.stdin; // the terminal is gone: nothing left to switch
     }
   };
 }

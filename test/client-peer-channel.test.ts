@@ -141,7 +141,7 @@ test('connect() fails cleanly when nobody listens', async () => {
   assert.deepEqual(seen.ends, []);
 });
 
-test('destroy() cuts the connection at once: the other side sees it end, we hear nothing', async () => {
+test('destroy() cuts the connection at once; the other side sees the end', async () => {
   const answerer = recorder();
   const server = await listener((socket) => new PeerChannel(socket, answerer.handlers));
   const caller = recorder();
