@@ -27,40 +27,40 @@
  *   login_username     typed NAME              login_password
  *   login_username     typed /register         register_username
  *   login_password     typed PASSWORD          logging_in
- *   login_password     typed nothing           login_username    Enter alone goes back
+ *   login_password     typed nothing           login_username     Enter alone goes back
  *   logging_in         answer logged_in        search
- *   logging_in         answer error            login_username    or no answer at all
+ *   logging_in         answer error            login_username     or no answer at all
  *   register_username  typed NAME              register_password
  *   register_username  typed /login            login_username
  *   register_password  typed PASSWORD          registering
  *   registering        answer registered       login_username
- *   registering        answer error            register_username e.g. the name is taken
+ *   registering        answer error            register_username  e.g. the name is taken
  *   search             typed /list             asking(list)
  *   search             typed /logout           asking(logout)
  *   search             typed NAME              calling
- *   search             request                 deciding          a caller whose ticket passed
- *   search             session_unknown         login_username    the registry forgot us
- *   search             typed /quit             quitting          log out, then exit
+ *   search             request                 deciding           a caller whose ticket passed
+ *   search             session_unknown         login_username     the registry forgot us
+ *   search             typed /quit             quitting           log out, then exit
  *   asking(list)       answer online           search
- *   asking(list)       answer not_logged_in    login_username    the registry forgot us
+ *   asking(list)       answer not_logged_in    login_username     the registry forgot us
  *   asking(logout)     answer logged_out       login_username
- *   calling            answer error            search            not found, or offline
- *   calling            call_failed             search            the peer is unreachable
+ *   calling            answer error            search             not found, or offline
+ *   calling            call_failed             search             the peer is unreachable
  *   calling            peer chat_accept        chat
  *   calling            peer chat_decline       search
  *   calling            typed /cancel           search
- *   calling            request(they win)       chat              glare: their name sorts first
- *   calling            request(we win)         calling           glare: we hold their request
+ *   calling            request(they win)       chat               glare: their name sorts first
+ *   calling            request(we win)         calling            glare: we hold their request
  *   deciding           typed y                 chat
  *   deciding           typed n                 search
- *   deciding           timer decide            search            declined for us
- *   deciding           peer bye                search            the caller gave up
+ *   deciding           timer decide            search             declined for us
+ *   deciding           peer bye                search             the caller gave up
  *   chat               typed /back             search
- *   chat               peer bye                search            or the connection ended
- *   chat               session_unknown         chat(lost)        the chat goes on
+ *   chat               peer bye                search             or the connection ended
+ *   chat               session_unknown         chat(lost)         the chat goes on
  *   chat(lost)         peer bye                login_username
- *   login_username     signal                  exit              Ctrl-C, SIGTERM, SIGHUP
- *   chat               signal                  quitting          bye to the peer, log out, exit
+ *   login_username     signal                  exit               Ctrl-C, SIGTERM, SIGHUP
+ *   chat               signal                  quitting           bye to the peer, log out, exit
  *   quitting           answer logged_out       exit
  *
  * Layout: settings; state and events; startClient and the effect runner (askRegistry and

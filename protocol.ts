@@ -653,8 +653,7 @@ export type PeerChannelHandlers = {
 };
 
 /**
- * One TCP connection to another client, speaking the peer protocol. Used by client.ts, bench/
- * and test/client-peer-channel.test.ts.
+ * One TCP connection to another client, speaking the peer protocol.
  *
  *   const channel = await PeerChannel.connect('127.0.0.1', 40123, {
  *     onMessage: (message) => console.log('got', message),
