@@ -20,22 +20,53 @@
  * registry answer, a peer's message, a timer, a signal) becomes a ClientEvent. dispatch() hands
  * it to transition(), a pure function (state + event → next state + effects), and then runs the
  * effects: print, ask the registry, send to a peer, start a timer. Effects that finish later
- * report back as new events; nothing waits. The screens are the states:
+ * report back as new events; nothing waits. The screens are the states, and this is the whole
+ * table (test/client-transitions.test.ts checks every row against transition()):
  *
- *   Login:    login_username → login_password → logging_in ──(ok)──▶ search
- *   Register: register_username → register_password → registering ──(ok)──▶ login_username
- *   Search:   search ⇄ asking (/list, /logout)
- *             search → calling (we asked someone) ──(accepted)──▶ chat
- *             search → deciding (someone asked us) ──(yes)──▶ chat
- *   Chat:     chat ──(/back, bye, connection lost)──▶ search
+ *   screen             event                   next screen
+ *   login_username     typed NAME              login_password
+ *   login_username     typed /register         register_username
+ *   login_password     typed PASSWORD          logging_in
+ *   login_password     typed nothing           login_username     Enter alone goes back
+ *   logging_in         answer logged_in        search
+ *   logging_in         answer error            login_username     or no answer at all
+ *   register_username  typed NAME              register_password
+ *   register_username  typed /login            login_username
+ *   register_password  typed PASSWORD          registering
+ *   registering        answer registered       login_username
+ *   registering        answer error            register_username  e.g. the name is taken
+ *   search             typed /list             asking(list)
+ *   search             typed /logout           asking(logout)
+ *   search             typed NAME              calling
+ *   search             request                 deciding           a caller whose ticket passed
+ *   search             session_unknown         login_username     the registry forgot us
+ *   search             typed /quit             quitting           log out, then exit
+ *   asking(list)       answer online           search
+ *   asking(list)       answer not_logged_in    login_username     the registry forgot us
+ *   asking(logout)     answer logged_out       login_username
+ *   calling            answer error            search             not found, or offline
+ *   calling            call_failed             search             the peer is unreachable
+ *   calling            peer chat_accept        chat
+ *   calling            peer chat_decline       search
+ *   calling            typed /cancel           search
+ *   calling            request(they win)       chat               glare: their name sorts first
+ *   calling            request(we win)         calling            glare: we hold their request
+ *   deciding           typed y                 chat
+ *   deciding           typed n                 search
+ *   deciding           timer decide            search             declined for us
+ *   deciding           peer bye                search             the caller gave up
+ *   chat               typed /back             search
+ *   chat               peer bye                search             or the connection ended
+ *   chat               session_unknown         chat(lost)         the chat goes on
+ *   chat(lost)         peer bye                login_username
+ *   login_username     signal                  exit               Ctrl-C, SIGTERM, SIGHUP
+ *   chat               signal                  quitting           bye to the peer, log out, exit
+ *   quitting           answer logged_out       exit
  *
- * Layout of this file:
- *   - settings                  flags, timeouts and limits
- *   - state and events          ClientState, ClientEvent, Effect: everything, declared together
- *   - dispatcher and table      transition(), one handler per screen
- *   - effects                   the terminal, the registry and peers (the sockets themselves are
- *                               handled by askRegistry and PeerChannel in protocol.ts), history
- *   - command line              flags, start-up checks, wiring
+ * Layout: settings; state and events; startClient and the effect runner (askRegistry and
+ * PeerChannel in protocol.ts turn bytes into checked messages, terminal.ts draws the screen); the
+ * dispatcher, one handler per screen; history files; the command line. Exported: what
+ * test/client-transitions.test.ts needs.
  */
 
 import { Buffer } from 'node:buffer';
@@ -45,23 +76,22 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import path from 'node:path';
 import process from 'node:process';
-import readline from 'node:readline';
-import { Writable } from 'node:stream';
-import { parseArgs, stripVTControlCharacters, styleText } from 'node:util';
+import { parseArgs } from 'node:util';
 import {
   DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, INVALID_ANSWER, MAX_LINE_BYTES, PeerChannel,
-  USERNAME_PATTERN, USERNAME_RULE, UsageError, answerFits, askRegistry, checkTicket,
-  decodeDatagram, encodeDatagram, encodeLine, errorText, isMainModule, normaliseUsername,
-  numberFlagOptions, numberFlagsUsage, plainAddress, readNumberFlags, sameUsername, usageLine,
+  USERNAME_PATTERN, USERNAME_RULE, UsageError, askRegistry, checkTicket, decodeDatagram,
+  encodeDatagram, encodeLine, errorText, isMainModule, normaliseUsername, numberFlagOptions,
+  plainAddress, printable, quoteSafely, readNumberFlags, sameUsername,
 } from './protocol.ts';
 import type {
   DeclineReason, Hello, NumberFlag, PeerChannelEnd, PeerChannelHandlers, PeerMessage, Reply,
   Request, SessionUnknown, Storage,
 } from './protocol.ts';
+import { createTerminal, redactSecrets } from './terminal.ts';
+import type { Colour, Terminal } from './terminal.ts';
 
 // === Settings ====================================================================================
 
-/** Exported for test/client-transitions.test.ts, which builds states with its own settings. */
 export type ClientSettings = {
   server: string; // the registry's host name or address
   tcpPort: number; // the registry's port for requests
@@ -69,12 +99,10 @@ export type ClientSettings = {
   chatPort: number; // where peers reach us; 0: any free port (the registry learns it at login)
   historyDir: string | undefined; // when set, conversations go to historyDir/<you>/<peer>.log
   trace: boolean; // print protocol messages (hellos only when something changes)
-  /** Timeouts: the registry's answer (also connecting to a peer); a called peer's answer (longer
-   * than decideTimeoutMs, so a slow yes still arrives); our yes or no; a caller's chat_request. */
-  registryTimeoutMs: number;
-  answerTimeoutMs: number;
-  decideTimeoutMs: number;
-  greetingTimeoutMs: number;
+  registryTimeoutMs: number; // the registry's answer; also connecting to a peer
+  answerTimeoutMs: number; // a called peer's answer (> decideTimeoutMs: a slow yes still arrives)
+  decideTimeoutMs: number; // our user's yes or no
+  greetingTimeoutMs: number; // a caller's chat_request
   /** Incoming connections that have not yet sent their chat_request, in all and from one
    * address. Each costs a socket and a line buffer; a real caller sends its request at once, so
    * a few are plenty, and the rest are closed without reading a byte. */
@@ -96,8 +124,6 @@ const HEARTBEAT_MS_RANGE = [100, 60_000] as const;
 /** How many used tickets we remember (each until it expires) to refuse a replay. Only tickets
  * the registry really signed for us get here, so this is a safety bound, not a working limit. */
 const MAX_SEEN_TICKETS = 1000;
-/** The most characters of a stranger's text repeated in a warning. */
-const MAX_QUOTED_CHARS = 40;
 
 // === State and events ============================================================================
 //
@@ -108,15 +134,13 @@ const MAX_QUOTED_CHARS = 40;
 
 /** Which screen we are on, and what that screen needs. */
 type Screen =
-  // ---- Login and Register ----
-  | { name: 'login_username' }
+  | { name: 'login_username' } // Login and Register
   | { name: 'login_password'; username: string }
   | { name: 'logging_in' } // waiting for the registry's answer
   | { name: 'register_username' }
   | { name: 'register_password'; username: string }
   | { name: 'registering' } // waiting for the registry's answer
-  // ---- Search (home) ----
-  | { name: 'search' }
+  | { name: 'search' } // home
   | { name: 'asking'; about: 'list' | 'logout' } // waiting for the registry's answer
   /** We asked for `peer`: first the registry, then (with its `ticket`) the peer's client `at`
    * host:port, on `conn` once connected. `call` tells this call's late answers from those of a
@@ -128,10 +152,8 @@ type Screen =
   }
   /** `peer` asked us on `conn`; our user says yes or no before the 'decide' timer says no. */
   | { name: 'deciding'; peer: string; conn: number }
-  // ---- Chat ----
   | { name: 'chat'; peer: string; conn: number }
-  // ---- Leaving: waiting for the logout answer, then exit ----
-  | { name: 'quitting' };
+  | { name: 'quitting' }; // leaving: waiting for the logout's answer, then exit
 
 /** Our session at the registry, from `logged_in` until we log out or lose it. */
 type RegistrySession = {
@@ -140,12 +162,8 @@ type RegistrySession = {
   /** Set when the registry forgot this session while we were chatting: the chat goes on (it
    * never passed through the registry) and we return to Login when it ends. Says why. */
   lostBecause: string | null;
-  /** --trace shows the first hello, then only changes: the last send error, or null. */
-  helloShown: boolean;
-  helloError: string | null;
 };
 
-/** Exported for test/client-transitions.test.ts. */
 export type ClientState = {
   readonly settings: ClientSettings; // from the command line
   readonly registryUdp: string; // "address:port": the only sender whose datagrams count
@@ -164,19 +182,19 @@ export type ClientState = {
   /** The registry forgot our session and keeps accounts in memory: it probably restarted and
    * lost our account, which explains a following bad_credentials. */
   accountMayBeGone: boolean;
+  lastCall: number; // the number of our latest call (see Screen 'calling'); counts up from 0
 };
 
-/** Everything that can happen to the client. Exported for test/client-transitions.test.ts. */
+/** Everything that can happen to the client. */
 export type ClientEvent =
   | { type: 'started' }
   | { type: 'typed'; line: string }
   | { type: 'input_ended' } // Ctrl-D, end of a pipe, or the terminal went away
   | { type: 'signal'; name: string } // SIGINT, SIGTERM, SIGHUP
-  | { type: 'answer'; request: Request; reply: Reply; tag: number }
+  | { type: 'answer'; request: Request; reply: Reply; tag: number } // a reply that fits request
   | { type: 'answer_failed'; request: Request; why: string; tag: number }
   | { type: 'datagram'; sender: string; message: Hello | SessionUnknown | null }
   | { type: 'heartbeat_due' }
-  | { type: 'hello_sent'; error: string | null }
   | { type: 'peer_arrived'; conn: number; address: string; remote: string }
   | { type: 'call_connected'; call: number; conn: number }
   | { type: 'call_failed'; call: number; why: string }
@@ -186,9 +204,8 @@ export type ClientEvent =
 
 type EventOf<T extends ClientEvent['type']> = Extract<ClientEvent, { type: T }>;
 type TimerName = 'decide' | 'drop_report';
-type Colour = 'red' | 'green' | 'yellow' | 'cyan' | 'dim' | 'bold';
 
-/** Everything the client can do about an event. Exported for test/client-transitions.test.ts. */
+/** Everything the client can do about an event. */
 export type Effect =
   | { do: 'say'; text: string; colour?: Colour; replacesTypedLine?: boolean }
   | { do: 'prompt'; text: string; secret: boolean } // '' hides the prompt while we wait
@@ -203,16 +220,217 @@ export type Effect =
   | { do: 'save'; you: string; peer: string; line: string }
   | { do: 'exit' };
 
-/** A fresh client at the Login screen. Exported for test/client-transitions.test.ts. */
+/** A fresh client at the Login screen. */
 export function initialState(settings: ClientSettings, registryUdp: string, chatPort: number) {
   return {
     settings, registryUdp, chatPort, screen: { name: 'login_username' }, session: null,
     typedAhead: [], pendingPeers: new Map(), seenTickets: new Map(), drops: null,
-    lastStorage: null, accountMayBeGone: false,
+    lastStorage: null, accountMayBeGone: false, lastCall: 0,
   } as ClientState;
 }
 
-// === The dispatcher and the transition table =====================================================
+// === startClient and the effects =================================================================
+//
+// The one place where client.state changes, and the only code that touches a socket. A plain
+// client could run effects as transition() returns them; but a PeerChannel may report inside a
+// send, so events that arrive while effects of an earlier event are running wait in `inbox`,
+// and each transition sees the state the previous one left.
+
+type Client = {
+  state: ClientState; // assigned only by dispatch()
+  inbox: ClientEvent[]; // events waiting for the current dispatch to finish
+  terminal: Terminal; // the screen and the keyboard (terminal.ts)
+  chatListener: net.Server; // accepts peers' connections on the chat port
+  heartbeatSocket: dgram.Socket; // sends hellos to the registry, hears session_unknown back
+  registry: { host: string; port: number; name: string }; // resolved once; name: as typed
+  channels: Map<number, PeerChannel>; // every open peer connection by `conn`; see adopt()
+  nextConn: number; // the number the next peer connection gets
+  timers: Map<string, ReturnType<typeof setTimeout>>; // running timers, by "name:conn"
+  heartbeat: ReturnType<typeof setInterval> | undefined; // sends heartbeat_due while logged in
+  lastHello: string | null | undefined; // --trace: the last hello's error, null, or none yet
+};
+
+/** Opens the chat listener and the heartbeat socket, finds the registry, wires every source of
+ * events into dispatch(), and shows the Login screen. Rejects (with a UsageError for a chat
+ * port in use) when the client cannot start. */
+async function startClient(settings: ClientSettings): Promise<Client> {
+  // Listen for peers before logging in: the registry must be told the port at login.
+  const chatListener = net.createServer();
+  const chatPort = await new Promise<number>((resolve, reject) => {
+    chatListener.once('error', (error: NodeJS.ErrnoException) => reject(error.code !== 'EADDRINUSE'
+      ? error : new UsageError(`chat port ${settings.chatPort} is already in use; choose ` +
+        'another with --chat-port')));
+    chatListener.listen(settings.chatPort,
+      () => resolve((chatListener.address() as net.AddressInfo).port));
+  });
+  // The registry's address, once: hellos go to it, and only it may answer them.
+  const family = net.isIP(settings.server) === 6 ? 6 : 4;
+  const { server, tcpPort, udpPort } = settings;
+  const host = await dns.promises.lookup(server, { family }).then((found) => found.address,
+    () => server);
+  const client: Client = {
+    state: initialState(settings, `${plainAddress(host)}:${udpPort}`, chatPort), inbox: [],
+    terminal: createTerminal({
+      onLine: (line) => dispatch(client, { type: 'typed', line }),
+      onEnd: () => dispatch(client, { type: 'input_ended' }),
+      onInterrupt: () => dispatch(client, { type: 'signal', name: 'SIGINT' }),
+    }),
+    chatListener, heartbeatSocket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'),
+    registry: { host, port: tcpPort, name: `${server}:${tcpPort}` },
+    channels: new Map(), nextConn: 1, timers: new Map(), heartbeat: undefined,
+    lastHello: undefined,
+  };
+  chatListener.on('connection', (socket) => {
+    const conn = client.nextConn++;
+    const { remote } = adopt(client, conn, new PeerChannel(socket, peerHandlers(client, conn)));
+    const address = plainAddress(socket.remoteAddress);
+    dispatch(client, { type: 'peer_arrived', conn, address, remote });
+  });
+  client.heartbeatSocket.on('message', (bytes, sender) => {
+    const decoded = decodeDatagram(bytes);
+    const from = `${plainAddress(sender.address)}:${sender.port}`;
+    const message = decoded.ok ? decoded.message : null;
+    if (from === client.state.registryUdp && message?.type === 'session_unknown') {
+      traceOnScreen(client, `← udp ${JSON.stringify(message)}`);
+    }
+    dispatch(client, { type: 'datagram', sender: from, message });
+  });
+  client.heartbeatSocket.on('error', () => {}); // e.g. the registry host is unreachable
+  // Ctrl-C at a TTY reaches the terminal's handler; the rest arrive as signals. SIGHUP is the
+  // terminal window closing: leave just as politely.
+  for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(name, () => dispatch(client, { type: 'signal', name }));
+  }
+  dispatch(client, { type: 'started' });
+  return client;
+}
+
+function dispatch(client: Client, event: ClientEvent): void {
+  client.inbox.push(event);
+  if (client.inbox.length > 1) return; // the loop below, further up the stack, will get to it
+  while (client.inbox.length > 0) {
+    const { state, effects } = transition(client.state, client.inbox[0], Date.now());
+    client.state = state;
+    for (const effect of effects) run(client, effect);
+    client.inbox.shift();
+  }
+}
+
+function run(client: Client, effect: Effect): void {
+  const { settings } = client.state;
+  switch (effect.do) {
+    case 'say': return client.terminal.say(effect.text, effect.colour, effect.replacesTypedLine);
+    case 'prompt': return client.terminal.prompt(effect.text, effect.secret);
+    case 'ask': {
+      // askRegistry checks that the answer fits the question; one that does not is a failure.
+      const { request, tag } = effect;
+      askRegistry(request, client.registry, settings.registryTimeoutMs, (direction, line) =>
+        traceOnScreen(client, `${arrow(direction)} registry ${redactSecrets(line)}`)).then(
+        (reply) => dispatch(client, { type: 'answer', request, reply, tag }),
+        (error) => {
+          dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag });
+        });
+      return;
+    }
+    case 'connect': {
+      const { call, host, port } = effect;
+      const conn = client.nextConn++;
+      PeerChannel.connect(host, port, peerHandlers(client, conn), settings.registryTimeoutMs).then(
+        (channel) => {
+          adopt(client, conn, channel);
+          dispatch(client, { type: 'call_connected', call, conn });
+        },
+        (error) => dispatch(client, { type: 'call_failed', call, why: errorText(error) }));
+      return;
+    }
+    case 'send': return client.channels.get(effect.conn)?.send(effect.message);
+    case 'close': {
+      const channel = client.channels.get(effect.conn);
+      client.channels.delete(effect.conn);
+      return effect.atOnce ? channel?.destroy() : channel?.close();
+    }
+    case 'expect': return client.channels.get(effect.conn)?.expectWithin(effect.ms);
+    case 'heartbeat':
+      clearInterval(client.heartbeat);
+      client.lastHello = undefined; // a new session (or none): its first hello is traced again
+      client.heartbeat = effect.everyMs === null ? undefined
+        : setInterval(() => dispatch(client, { type: 'heartbeat_due' }), effect.everyMs);
+      return;
+    case 'hello': {
+      const { username, token } = effect;
+      const hello = encodeDatagram({ type: 'hello', username, token });
+      // A lost datagram does not matter (the next one follows); a failure is only traced.
+      client.heartbeatSocket.send(hello, settings.udpPort, client.registry.host, (error) => {
+        const code = error ? (error as NodeJS.ErrnoException).code ?? error.message : null;
+        if (client.heartbeat === undefined) return; // logged out since
+        for (const line of helloNews(username, client.lastHello, code)) traceOnScreen(client, line);
+        client.lastHello = code;
+      });
+      return;
+    }
+    case 'timer': {
+      const { name, conn } = effect;
+      const key = `${name}:${conn}`;
+      clearTimeout(client.timers.get(key));
+      client.timers.delete(key);
+      if (effect.ms === null) return;
+      client.timers.set(key, setTimeout(() => {
+        client.timers.delete(key);
+        dispatch(client, { type: 'timer', name, conn });
+      }, effect.ms));
+      return;
+    }
+    case 'save': return saveToHistory(client, effect.you, effect.peer, effect.line);
+    case 'exit':
+      client.chatListener.close();
+      client.heartbeatSocket.close();
+      client.terminal.close();
+      process.exit(0);
+  }
+}
+
+/** The one place a peer connection joins client.channels, under the number its handlers (made
+ * with peerHandlers(client, conn)) report it by. It leaves when it ends or we close it. */
+function adopt(client: Client, conn: number, channel: PeerChannel): PeerChannel {
+  client.channels.set(conn, channel);
+  return channel;
+}
+
+/** Turns a channel's news into events about `conn`. */
+function peerHandlers(client: Client, conn: number): PeerChannelHandlers {
+  return {
+    onMessage: (message, { remote }) =>
+      dispatch(client, { type: 'peer_said', conn, remote, message }),
+    onClose: (why, channel) => {
+      client.channels.delete(conn);
+      dispatch(client, { type: 'peer_gone', conn, remote: channel.remote, why });
+    },
+    onTrace: (direction, line, channel) => {
+      const screen = client.state.screen;
+      const who = 'conn' in screen && screen.conn === conn ? screen.peer : channel.remote;
+      traceOnScreen(client, `${arrow(direction)} peer ${who} ${line}`);
+    },
+  };
+}
+
+/** --trace: a protocol line, dimmed. */
+function traceOnScreen(client: Client, text: string): void {
+  if (client.state.settings.trace) client.terminal.say(printable(text), 'dim');
+}
+const arrow = (direction: 'in' | 'out') => (direction === 'out' ? '→' : '←');
+
+/** What --trace says of a hello just sent, given how the last one went (`last`: undefined for
+ * the session's first): the first, then only changes, so a heartbeat does not fill the screen. */
+export function helloNews(username: string, last: string | null | undefined,
+  error: string | null): string[] {
+  const news = last !== undefined ? [] : [`→ udp hello from ${username} (further hellos are ` +
+    'shown only when something changes)'];
+  if (error === (last ?? null)) return news;
+  return [...news, error === null ? '→ udp hellos get through again'
+    : `→ udp hello failed (${error})`];
+}
+
+// === The dispatcher and the screens =============================================================
 //
 // transition() is the whole behaviour of the client. It never touches a socket or the screen:
 // it returns the effects for dispatch() (in the effects section) to run. Events that mean the
@@ -228,16 +446,13 @@ type Next = ClientState | typeof NOT_NOW;
 type ScreenHandler = (state: ClientState, event: ScreenEvent, out: Out, now: number) => Next;
 
 const SCREENS: Record<Screen['name'], ScreenHandler> = {
-  login_username: onForm, login_password: onForm, logging_in: onForm,
-  register_username: onForm, register_password: onForm, registering: onForm,
-  search: onSearchScreen, asking: onSearchScreen,
-  calling: onCallingScreen,
-  deciding: onDecidingScreen,
-  chat: onChatScreen,
+  login_username: onLoginForm, login_password: onLoginForm, logging_in: onLoginForm,
+  register_username: onRegisterForm, register_password: onRegisterForm,
+  registering: onRegisterForm, search: onSearchScreen, asking: onSearchScreen,
+  calling: onCallingScreen, deciding: onDecidingScreen, chat: onChatScreen,
   quitting: onQuittingScreen,
 };
 
-/** Exported for test/client-transitions.test.ts. */
 export function transition(state: ClientState, event: ClientEvent, now: number) {
   const out: Out = [];
   let next = applyEvent(state, event, out, now);
@@ -265,24 +480,21 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       }
       return { ...state, typedAhead: [...state.typedAhead, line] };
     }
-    case 'started':
-      say(out, `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`, 'bold');
-      return reprompt(state, out);
+    case 'started': return sayAgain(state, out,
+      `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`, 'bold');
     case 'signal': return quit(state, out);
     case 'datagram': return onDatagram(state, event, out);
-    case 'heartbeat_due': return onHeartbeatDue(state, out);
-    case 'hello_sent': return onHelloSent(state, event.error, out);
+    case 'heartbeat_due': { // no hellos once the registry has forgotten us
+      const session = state.session;
+      if (session?.lostBecause === null) out.push({ do: 'hello', ...session });
+      return state;
+    }
     case 'peer_arrived': return onPeerArrived(state, event, out);
     case 'timer':
       if (event.name === 'drop_report') return reportDrops(state, out);
       break;
     case 'answer': case 'answer_failed': {
       const reply = event.type === 'answer' ? event.reply : null;
-      // The decoder checked every field; here we check it answers what we asked.
-      if (reply !== null && !answerFits(event.request, reply)) {
-        const failed = { ...event, type: 'answer_failed' as const, why: INVALID_ANSWER };
-        return applyEvent(state, failed, out, now);
-      }
       if (state.session === null) break; // logged out since: only the screen may care
       // Only a lost session sends the user back to Login; other failures leave the screen be.
       if (reply?.type === 'error' && reply.code === 'not_logged_in') {
@@ -303,27 +515,31 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
  * every screen, so they are answered here; a password, though, may be anything. */
 function offerLine(state: ClientState, line: string | null, out: Out, now: number): Next {
   if (line === null) return quit(state, out);
-  const secret = state.screen.name.endsWith('password');
-  const command = secret ? null : commandOf(line.trim().split(/\s+/)[0]);
+  const command = isSecret(state.screen) ? null : commandOf(line.trim().split(/\s+/)[0]);
   const help = command === '/help' ? textOf(state)[1] : '';
   if (command === '/quit') return quit(state, out);
-  if (help !== '') {
-    say(out, help);
-    return reprompt(state, out);
-  }
+  if (help !== '') return sayAgain(state, out, help);
   return SCREENS[state.screen.name](state, { type: 'typed', line }, out, now);
 }
 
 // ---- Login and Register ----
 
-/** The Login and Register screens are one form: a username, checked against the rule before
- * anything else; a password (Enter alone goes back); a wait for the registry's answer. */
-function onForm(state: ClientState, event: ScreenEvent, out: Out): Next {
+function onLoginForm(state: ClientState, event: ScreenEvent, out: Out): Next {
+  return onForm(true, state, event, out);
+}
+function onRegisterForm(state: ClientState, event: ScreenEvent, out: Out): Next {
+  return onForm(false, state, event, out);
+}
+
+/** Login and Register are one form. It waits for a username (checked against the rule before
+ * anything else), then a password (Enter alone goes back), then the registry's answer: logged
+ * in (to Search), registered (to Login), or a refusal (back to the username). */
+function onForm(login: boolean, state: ClientState, event: ScreenEvent, out: Out): Next {
   const screen = state.screen;
-  const login = screen.name.startsWith('log'); // login_username, login_password, logging_in
   const form: Screen = { name: login ? 'login_username' : 'register_username' };
+  const waiting = login ? 'logging_in' : 'registering';
   if (isAnswerTo(login ? 'login' : 'register', event)) {
-    if (screen.name !== 'logging_in' && screen.name !== 'registering') return state;
+    if (screen.name !== waiting) return state;
     const reply = event.type === 'answer' ? event.reply : null;
     if (reply?.type === 'logged_in') return loggedIn(state, reply, out);
     if (reply?.type === 'registered') {
@@ -338,14 +554,13 @@ function onForm(state: ClientState, event: ScreenEvent, out: Out): Next {
     return show(state, form, out);
   }
   if (event.type !== 'typed') return orElse(state, event, out);
-  if (screen.name === 'logging_in' || screen.name === 'registering') return NOT_NOW;
+  if (screen.name === waiting) return NOT_NOW;
   if (screen.name === 'login_password' || screen.name === 'register_password') {
     if (event.line === '') return show(state, form, out);
-    const { username } = screen;
-    const password = event.line;
+    const [username, password] = [screen.username, event.line];
     ask(out, login ? { type: 'login', username, password, chatPort: state.chatPort }
       : { type: 'register', username, password });
-    return show(state, { name: login ? 'logging_in' : 'registering' }, out);
+    return show(state, { name: waiting }, out);
   }
   const line = event.line.trim();
   const command = commandOf(line);
@@ -364,17 +579,16 @@ function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out:
   say(out, `Logged in as ${reply.username}. Peers reach you on port ${state.chatPort}. ` +
     'Type /help for commands.', 'green');
   if (reply.replaced) say(out, 'This login ended your earlier session (elsewhere).', 'yellow');
-  const session: RegistrySession = {
-    username: reply.username, token: reply.token, lostBecause: null, helloShown: false,
-    helloError: null,
-  };
+  const session = { username: reply.username, token: reply.token, lostBecause: null };
   const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false };
   return show(next, { name: 'search' }, out);
 }
 
 // ---- Search ----
 
-function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+/** Search waits for a command or a name to call, or for someone to call us; 'asking' waits
+ * for the registry's answer to /list or /logout, and keeps lines typed meanwhile for Search. */
+function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next {
   if (isAnswerTo('logout', event)) {
     if (state.screen.name !== 'asking') return state;
     say(out, event.type === 'answer' ? 'Logged out.'
@@ -403,9 +617,9 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out, now: n
     ask(out, { type: 'logout', token: state.session!.token });
     return show({ ...state, session: null }, { name: 'asking', about: 'logout' }, out);
   }
-  if (command === '/search' && argument !== '') return callPeer(state, argument, out, now);
+  if (command === '/search' && argument !== '') return callPeer(state, argument, out);
   if (command !== null) return unknownCommand(state, line, out);
-  return callPeer(state, line, out, now);
+  return callPeer(state, line, out);
 }
 
 const askList = (state: ClientState, prefix: string, out: Out) =>
@@ -429,20 +643,21 @@ function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientS
 
 // ---- Calling someone ----
 
-function callPeer(state: ClientState, wanted: string, out: Out, now: number): ClientState {
+function callPeer(state: ClientState, wanted: string, out: Out): ClientState {
   const session = state.session!;
   if (!USERNAME_PATTERN.test(wanted)) return notAUsername(state, wanted, out);
-  if (sameUsername(wanted, session.username)) {
-    say(out, 'That is you.', 'yellow');
-    return reprompt(state, out);
-  }
+  if (sameUsername(wanted, session.username)) return sayAgain(state, out, 'That is you.', 'yellow');
   say(out, `Looking up ${wanted}…`, 'dim');
-  ask(out, { type: 'search', token: session.token, username: wanted }, now);
-  return show(state, {
-    name: 'calling', peer: wanted, call: now, ticket: '', at: '', conn: null, crossing: null,
+  const call = state.lastCall + 1;
+  ask(out, { type: 'search', token: session.token, username: wanted }, call);
+  return show({ ...state, lastCall: call }, {
+    name: 'calling', peer: wanted, call, ticket: '', at: '', conn: null, crossing: null,
   }, out);
 }
 
+/** Waits for the registry to find the peer, then for the connection to their client, then for
+ * their chat_accept or chat_decline; /cancel gives up. A request from the same peer meanwhile
+ * is glare: both want the chat, and one call goes through. */
 function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
   const screen = state.screen;
   if (screen.name !== 'calling') return state;
@@ -534,6 +749,8 @@ function declineInWords(peer: string, reason: DeclineReason): string {
 
 // ---- Someone calls us ----
 
+/** Waits for our user's y or n about a caller (whose ticket already passed), or for the decide
+ * timer, which says no for us; the caller may give up first. */
 function onDecidingScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
   const screen = state.screen;
   if (screen.name !== 'deciding') return state;
@@ -586,6 +803,8 @@ function chatScreen(state: ClientState, peer: string, conn: number, out: Out, no
   return show(state, { name: 'chat', peer, conn }, out);
 }
 
+/** Waits for lines to send (and /back, /list), and for the peer's messages, until one of us
+ * leaves or the connection ends. */
 function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
   const screen = state.screen;
   if (screen.name !== 'chat') return state;
@@ -607,13 +826,13 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       if (command !== null) return unknownCommand(state, line, out);
       const text = line.startsWith('//') ? line.slice(1) : line;
       const message: PeerMessage = { type: 'msg', text, at: now };
-      // The peer's client drops a connection whose line passes MAX_LINE_BYTES (see
-      // PeerChannel), so a long paste would end the chat. Refuse it here, and keep the chat.
+      // A plain client would just send the line. But the peer's client drops a connection whose
+      // line passes MAX_LINE_BYTES (see PeerChannel), so a long paste would end the chat:
+      // refuse it here, and keep the chat.
       const lineBytes = Buffer.byteLength(encodeLine(message)) - 1; // the limit omits "\n"
       if (lineBytes > MAX_LINE_BYTES) {
-        say(out, `Not sent: that message is too long (${lineBytes} bytes as a peer message; ` +
-          `the limit is ${MAX_LINE_BYTES}).`, 'yellow');
-        return reprompt(state, out);
+        return sayAgain(state, out, `Not sent: that message is too long (${lineBytes} bytes as ` +
+          `a peer message; the limit is ${MAX_LINE_BYTES}).`, 'yellow');
       }
       send(out, conn, message);
       chatLine(state, peer, state.session!.username, text, now, out);
@@ -682,14 +901,13 @@ function quit(state: ClientState, out: Out): ClientState {
   return { ...state, screen: { name: 'quitting' }, session: null, typedAhead: [] };
 }
 
+/** Waits for the logout's answer (or its failure) and then exits; new connections meanwhile are
+ * closed unanswered. */
 function onQuittingScreen(state: ClientState, event: ScreenEvent, out: Out): ClientState {
-  if (isAnswerTo('logout', event)) {
-    // A failed logout is fine too: the registry forgets us after its timeout anyway.
-    say(out, 'Bye.');
-    out.push({ do: 'exit' });
-  } else if (event.type === 'call_connected' || event.type === 'request') {
-    close(out, event.conn);
-  }
+  if (event.type === 'call_connected' || event.type === 'request') close(out, event.conn);
+  if (!isAnswerTo('logout', event)) return state;
+  say(out, 'Bye.'); // a failed logout is fine too: the registry forgets us after its timeout
+  out.push({ do: 'exit' });
   return state;
 }
 
@@ -698,10 +916,8 @@ function hangUpEverything(state: ClientState, out: Out): void {
   const screen = state.screen;
   if (screen.name === 'deciding') hangUp(out, screen.conn, DECLINED);
   if (screen.name === 'chat') hangUp(out, screen.conn, BYE);
-  if (screen.name === 'calling') {
-    if (screen.conn !== null) hangUp(out, screen.conn, BYE);
-    if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
-  }
+  if (screen.name === 'calling' && screen.conn !== null) hangUp(out, screen.conn, BYE);
+  if (screen.name === 'calling' && screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
   for (const conn of state.pendingPeers.keys()) close(out, conn, true);
 }
 
@@ -764,9 +980,10 @@ function loseSession(state: ClientState, why: string, out: Out): ClientState {
 }
 
 function onDatagram(state: ClientState, event: EventOf<'datagram'>, out: Out) {
-  // Only the registry may tell us our session is gone; a datagram from anywhere else (another
-  // port of the same machine included) is ignored. (UDP source addresses can still be forged
-  // on a network that allows it; this stops everyone who cannot.)
+  // A plain client would believe any session_unknown. Here only the registry may tell us our
+  // session is gone; a datagram from anywhere else (another port of the same machine included)
+  // is ignored. (UDP source addresses can still be forged on a network that allows it; this
+  // stops everyone who cannot.)
   if (event.sender !== state.registryUdp) {
     if (!state.settings.trace) return state;
     return noteDrop(state, `ignored %d datagrams from ${event.sender} (not the registry)`,
@@ -774,35 +991,17 @@ function onDatagram(state: ClientState, event: EventOf<'datagram'>, out: Out) {
       'may speak on this socket', out);
   }
   if (event.message?.type !== 'session_unknown') return state;
-  trace(state, out, `← udp ${JSON.stringify(event.message)}`);
   const why = event.message.reason === 'replaced' ? REPLACED : SESSION_FORGOTTEN;
   return loseSession(state, why, out);
 }
 
-function onHeartbeatDue(state: ClientState, out: Out): ClientState {
-  const session = state.session;
-  if (session === null || session.lostBecause !== null) return state;
-  out.push({ do: 'hello', username: session.username, token: session.token });
-  if (session.helloShown) return state;
-  trace(state, out, `→ udp hello from ${session.username} (further hellos are shown only ` +
-    'when something changes)');
-  return { ...state, session: { ...session, helloShown: true } };
-}
-
-function onHelloSent(state: ClientState, error: string | null, out: Out): ClientState {
-  const session = state.session;
-  if (session === null || error === session.helloError) return state;
-  trace(state, out, error === null ? '→ udp hellos get through again'
-    : `→ udp hello failed (${error})`);
-  return { ...state, session: { ...session, helloError: error } };
-}
-
 // ---- Strangers at the chat port ----
 //
-// Someone connects to our chat port. Until they send a chat_request we do not know who they
-// are: they wait in pendingPeers (a few at a time) for greetingTimeoutMs at most. Their ticket
-// is checked before our user hears of them: only the registry, which knows our session token,
-// can make one that passes, and each ticket works once.
+// Someone connects to our chat port. A plain client would wait for their chat_request and show
+// it; but until they send it we do not know who they are, so they wait in pendingPeers (a few
+// at a time) for greetingTimeoutMs at most. Their ticket is checked before our user hears of
+// them: only the registry, which knows our session token, can make one that passes, and each
+// ticket works once.
 
 function onPeerArrived(state: ClientState, event: EventOf<'peer_arrived'>, out: Out) {
   const { maxPendingPeers, maxPendingPeersPerAddress, greetingTimeoutMs } = state.settings;
@@ -920,10 +1119,9 @@ function textOf(state: ClientState): [prompt: string, help: string] {
       return ['Register — new username (or /login to go back): ', REGISTER_HELP];
     case 'register_password': return ['new password: ', ''];
     case 'search': return [`${you}> `, SEARCH_HELP];
-    case 'deciding': {
-      const { peer } = screen;
-      return [`Accept ${peer}? (y/n) `, `${peer} wants to chat: y accepts, n declines.`];
-    }
+    case 'deciding':
+      return [`Accept ${screen.peer}? (y/n) `,
+        `${screen.peer} wants to chat: y accepts, n declines.`];
     case 'chat': return [`${you} → ${screen.peer}> `, CHAT_HELP];
     default: return ['', ''];
   }
@@ -935,8 +1133,19 @@ function show(state: ClientState, screen: Screen, out: Out): ClientState {
 }
 
 function reprompt(state: ClientState, out: Out): ClientState {
-  prompt(out, textOf(state)[0], state.screen.name.endsWith('password'));
+  prompt(out, textOf(state)[0], isSecret(state.screen));
   return state;
+}
+
+/** Says `text`, then shows the screen's prompt again. */
+function sayAgain(state: ClientState, out: Out, text: string, colour?: Colour): ClientState {
+  say(out, text, colour);
+  return reprompt(state, out);
+}
+
+/** The screens where a password is typed: not echoed, not kept, never a command. */
+function isSecret(screen: Screen): boolean {
+  return screen.name === 'login_password' || screen.name === 'register_password';
 }
 
 /** "/list" for "/LIST" and "/List"; null for a line that is not a command. */
@@ -946,15 +1155,14 @@ function commandOf(word: string): string | null {
 
 function unknownCommand(state: ClientState, line: string, out: Out): ClientState {
   const shown = quoteSafely(line);
-  say(out, state.screen.name === 'chat'
+  return sayAgain(state, out, state.screen.name === 'chat'
     ? `Unknown command ${shown}; to send a line that starts with "/", type /${shown}`
     : `Unknown command ${shown}; type /help.`, 'yellow');
-  return reprompt(state, out);
 }
 
 function notAUsername(state: ClientState, line: string, out: Out): ClientState {
-  say(out, `Not a username: "${quoteSafely(line)}" (${USERNAME_RULE}).`, 'yellow');
-  return reprompt(state, out);
+  const shown = quoteSafely(line);
+  return sayAgain(state, out, `Not a username: "${shown}" (${USERNAME_RULE}).`, 'yellow');
 }
 
 // One line for each effect the handlers ask for.
@@ -967,42 +1175,16 @@ const close = (out: Out, conn: number, atOnce = false) => out.push({ do: 'close'
 const cancelDecideTimer = (out: Out, conn: number) =>
   out.push({ do: 'timer', name: 'decide', conn, ms: null });
 
-function trace(state: ClientState, out: Out, text: string): void {
-  if (state.settings.trace) say(out, printable(text), 'dim');
-}
-
 /** Sends a last message (bye, or a decline), then closes. */
 function hangUp(out: Out, conn: number, last: PeerMessage): void {
   send(out, conn, last);
   close(out, conn);
 }
 
-function save(out: Out, state: ClientState, peer: string, line: string): void {
+const save = (out: Out, state: ClientState, peer: string, line: string) =>
   out.push({ do: 'save', you: state.session!.username, peer, line });
-}
 
-/** Text from the network shown on our screen, or written to a history file, loses what could
- * rearrange the screen: control characters (escape codes move the cursor, retitle the window,
- * erase lines), bidi controls (which make text read backwards), and invisible separators and
- * zero-width characters. Each becomes a visible U+FFFD. The zero-width joiner stays: it is
- * what glues emoji like 👨‍👩‍👧 together. */
-function printable(text: string): string {
-  return text.replace(UNPRINTABLE, '\uFFFD');
-}
-const UNPRINTABLE = new RegExp('[\\u0000-\\u001f\\u007f-\\u009f' + // C0 and C1 controls, DEL
-  '\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069' + // bidi controls
-  '\\u200b\\u2028\\u2029\\u2060-\\u2065\\ufeff\\ufff9-\\ufffb]', 'g'); // invisible, separators
-
-/** A stranger's text in one of our sentences: printable and short. */
-function quoteSafely(text: string): string {
-  const chars = [...printable(text)];
-  if (chars.length <= MAX_QUOTED_CHARS) return chars.join('');
-  return `${chars.slice(0, MAX_QUOTED_CHARS).join('')}…`;
-}
-
-function clock(at: number): string {
-  return new Date(at).toTimeString().slice(0, 8); // "14:03:07"
-}
+const clock = (at: number) => new Date(at).toTimeString().slice(0, 8); // "14:03:07"
 
 /** "2026-11-25 10:31:02" in local time, like the clock on the screen. */
 function localTime(at: number): string {
@@ -1011,373 +1193,7 @@ function localTime(at: number): string {
   return `${day.map((n) => String(n).padStart(2, '0')).join('-')} ${clock(at)}`;
 }
 
-function formatSeconds(ms: number): string {
-  return ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`;
-}
-
-// === Effects: the dispatcher =====================================================================
-//
-// The one place where client.state changes. Events that arrive while effects of an earlier
-// event are running (a PeerChannel reporting inside a send, say) wait in `inbox`, so each
-// transition sees the state the previous one left.
-
-type Client = {
-  state: ClientState; // assigned only by dispatch()
-  inbox: ClientEvent[]; // events waiting for the current dispatch to finish
-  terminal: Terminal;
-  chatListener: net.Server; // accepts peers' connections on the chat port
-  heartbeatSocket: dgram.Socket; // sends hellos to the registry, hears session_unknown back
-  /** The registry's address, resolved once at start-up (hellos go there, and only it may answer
-   * them), its TCP port, and its name as the user gave it, for messages. */
-  registry: { host: string; port: number; name: string };
-  channels: Map<number, PeerChannel>; // the real connections behind the `conn` numbers
-  nextConn: number;
-  timers: Map<string, ReturnType<typeof setTimeout>>; // running timers, by "name:conn"
-  heartbeat: ReturnType<typeof setInterval> | undefined;
-};
-
-function dispatch(client: Client, event: ClientEvent): void {
-  client.inbox.push(event);
-  if (client.inbox.length > 1) return; // the loop below, further up the stack, will get to it
-  while (client.inbox.length > 0) {
-    const { state, effects } = transition(client.state, client.inbox[0], Date.now());
-    client.state = state;
-    for (const effect of effects) run(client, effect);
-    client.inbox.shift();
-  }
-}
-
-function run(client: Client, effect: Effect): void {
-  const { settings } = client.state;
-  switch (effect.do) {
-    case 'say':
-      return sayOnScreen(client.terminal, effect.text, effect.colour, effect.replacesTypedLine);
-    case 'prompt': return showPrompt(client.terminal, effect.text, effect.secret);
-    case 'ask': {
-      const { request, tag } = effect;
-      askRegistry(request, client.registry, settings.registryTimeoutMs, (direction, line) =>
-        traceOnScreen(client, `${arrow(direction)} registry ${redactSecrets(line)}`)).then(
-        (reply) => dispatch(client, { type: 'answer', request, reply, tag }),
-        (error) => {
-          dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag });
-        });
-      return;
-    }
-    case 'connect': {
-      const conn = client.nextConn++;
-      const { call, host, port } = effect;
-      PeerChannel.connect(host, port, peerHandlers(client, conn), settings.registryTimeoutMs).then(
-        (channel) => {
-          client.channels.set(conn, channel);
-          dispatch(client, { type: 'call_connected', call, conn });
-        },
-        (error) => dispatch(client, { type: 'call_failed', call, why: errorText(error) }));
-      return;
-    }
-    case 'send': return client.channels.get(effect.conn)?.send(effect.message);
-    case 'close': {
-      const channel = client.channels.get(effect.conn);
-      client.channels.delete(effect.conn);
-      channel?.close();
-      if (effect.atOnce) channel?.socket.destroy();
-      return;
-    }
-    case 'expect': return client.channels.get(effect.conn)?.expectWithin(effect.ms);
-    case 'heartbeat':
-      clearInterval(client.heartbeat);
-      client.heartbeat = effect.everyMs === null ? undefined
-        : setInterval(() => dispatch(client, { type: 'heartbeat_due' }), effect.everyMs);
-      return;
-    case 'hello': {
-      const { username, token } = effect;
-      const hello = encodeDatagram({ type: 'hello', username, token });
-      // A lost datagram does not matter (the next one follows); a failure is only traced.
-      client.heartbeatSocket.send(hello, settings.udpPort, client.registry.host, (error) => {
-        const code = error ? (error as NodeJS.ErrnoException).code ?? error.message : null;
-        dispatch(client, { type: 'hello_sent', error: code });
-      });
-      return;
-    }
-    case 'timer': {
-      const { name, conn } = effect;
-      const key = `${name}:${conn}`;
-      clearTimeout(client.timers.get(key));
-      client.timers.delete(key);
-      if (effect.ms === null) return;
-      client.timers.set(key, setTimeout(() => {
-        client.timers.delete(key);
-        dispatch(client, { type: 'timer', name, conn });
-      }, effect.ms));
-      return;
-    }
-    case 'save': return saveToHistory(client, effect.you, effect.peer, effect.line);
-    case 'exit':
-      client.chatListener.close();
-      client.heartbeatSocket.close();
-      try {
-        client.terminal.readline.close(); // may throw EIO if the terminal is already gone
-      } catch {
-        // Nothing left to restore.
-      }
-      process.exit(0);
-  }
-}
-
-/** --trace: a protocol line, dimmed. */
-function traceOnScreen(client: Client, text: string): void {
-  if (client.state.settings.trace) sayOnScreen(client.terminal, printable(text), 'dim');
-}
-const arrow = (direction: 'in' | 'out') => (direction === 'out' ? '→' : '←');
-
-// === Effects: the terminal =======================================================================
-//
-// Two kinds of terminal are handled differently:
-//   - a TTY (a person at a keyboard): readline edits the line. When a message arrives while the
-//     person is half-way through typing, we erase the prompt and the draft (however many rows
-//     they take: wide CJK characters, emoji, a draft that wraps), print the message, and let
-//     readline draw the prompt and the draft again below it. Passwords are not echoed and never
-//     enter the Up-arrow history. Colour unless NO_COLOR is set.
-//   - a pipe (a script, or `client.ts < file`): plain lines in, plain lines out, every prompt on
-//     its own line, and never an escape code.
-
-type Terminal = {
-  readline: readline.Interface; // reads lines; on a TTY also edits them (arrows, history)
-  isTty: boolean; // stdin and stdout are both a terminal, and readline has not closed
-  colour: boolean; // stdout is a terminal and NO_COLOR is not set
-  prompt: string; // the prompt shown ('' while we wait for something)
-  secret: boolean; // a password is being typed: readline's echo is swallowed
-  /** TTY: while readline's echo is held back (see holdEcho), the row the cursor was on. */
-  heldAtRow: number | null;
-  /** TTY: the rows the line just typed takes, while it is still the last thing on the screen
-   * (0 once anything was printed below it); a chat line is redrawn in its place. */
-  typedRows: number;
-};
-
-/** The parts of readline's Interface we use beyond its type (Node's and Deno's both have them):
- * the draft (`line`, `cursor`: documented but typed read-only), the Up-arrow history, the rows it
- * drew below the prompt's first row last time, its redraw, and its sign that a paste goes on. */
-type EditableLine = {
-  line: string; cursor: number; history?: string[]; prevRows?: number; _refreshLine?: () => void;
-  isCompletionEnabled?: boolean;
-};
-
-function createTerminal(): Terminal {
-  const isTty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
-  // readline echoes what is typed to its output. To hide a password we give it an output that
-  // passes writes through to stdout unless `secret` is set. (It also needs the screen width.)
-  const echo = new Writable({
-    write(chunk, _encoding, done) {
-      if (!terminal.secret && terminal.heldAtRow === null) process.stdout.write(chunk);
-      done();
-    },
-  });
-  Object.defineProperty(echo, 'columns', { get: () => process.stdout.columns });
-  if (isTty) {
-    // When the terminal window closes, readline's attempt to leave raw mode throws EIO. We
-    // still have a logout to send, so that must not end the program.
-    const setRawMode = process.stdin.setRawMode.bind(process.stdin);
-    process.stdin.setRawMode = (mode: boolean) => {
-      try {
-        return setRawMode(mode);
-      } catch {
-        return process.stdin;
-      }
-    };
-  }
-  const terminal: Terminal = {
-    // From a pipe nothing is echoed; we print prompts ourselves.
-    readline: readline.createInterface({
-      input: process.stdin, output: isTty ? echo : undefined, terminal: isTty, historySize: 100,
-    }),
-    isTty, colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
-    prompt: '', secret: false, heldAtRow: null, typedRows: 0,
-  };
-  if (isTty) {
-    measureAsDrawn(terminal.readline);
-    holdEcho(terminal);
-  }
-  return terminal;
-}
-
-/** readline just handed us `line`. At a TTY, take a password back out of the history, and
- * remember how many rows the typed line takes. */
-function onLineTyped(terminal: Terminal, line: string): void {
-  if (!terminal.isTty) return;
-  const editable = terminal.readline as unknown as EditableLine;
-  if (terminal.secret) {
-    if (editable.history?.[0] === line) editable.history.shift();
-    terminal.typedRows = 0;
-    process.stdout.write('\n'); // the hidden Enter did not move the cursor
-    return;
-  }
-  // The rows of prompt and line as the terminal drew them, plus the one readline moved down to
-  // (a line that exactly fills its last row gets an extra, empty one).
-  terminal.typedRows = displayPosition(terminal.prompt + line).rows + 1;
-}
-
-/** Prints one line without disturbing what the user is typing. */
-function sayOnScreen(terminal: Terminal, text: string, colour?: Colour, replacesTypedLine = false) {
-  const painted = colour !== undefined && terminal.colour ? styleText(colour, text) : text;
-  const out = process.stdout;
-  if (!terminal.isTty) {
-    out.write(painted + '\n');
-    return;
-  }
-  if (replacesTypedLine && terminal.typedRows > 0) {
-    // readline left what we typed on the screen; the formatted line takes its place.
-    readline.moveCursor(out, 0, -terminal.typedRows);
-    readline.cursorTo(out, 0);
-    readline.clearScreenDown(out);
-  }
-  terminal.typedRows = 0;
-  if (terminal.secret) {
-    readline.cursorTo(out, 0);
-    readline.clearLine(out, 0);
-    out.write(`${painted}\n${terminal.prompt}`); // the typed password stays hidden
-    return;
-  }
-  // Go up to the prompt's first row, erase prompt and draft, print our line there, and let
-  // readline draw prompt and draft again below it. readline's own count of the rows
-  // (`prevRows`) is only as fresh as its last redraw, so we measure the cursor's row and tell it.
-  readline.moveCursor(out, 0, -terminal.readline.getCursorPos().rows);
-  readline.cursorTo(out, 0);
-  readline.clearScreenDown(out);
-  out.write(painted + '\n');
-  const editable = terminal.readline as unknown as EditableLine;
-  editable.prevRows = 0;
-  terminal.readline.prompt(true);
-  editable.prevRows = terminal.readline.getCursorPos().rows; // its next redraw goes up as far
-}
-
-/** Shows a prompt ('' shows none). From a pipe it is a line of its own: scripts wait for it. */
-function showPrompt(terminal: Terminal, text: string, secret: boolean): void {
-  terminal.prompt = text;
-  if (!terminal.isTty) {
-    if (text !== '') process.stdout.write(text + '\n');
-    return;
-  }
-  terminal.secret = false; // let readline draw the prompt itself
-  terminal.readline.setPrompt(text);
-  // `true` keeps the cursor where it is in a half-typed line; without it readline moves the
-  // cursor to the start, and the next keys typed would land in front of the text.
-  terminal.readline.prompt(true);
-  terminal.secret = secret;
-}
-
-// ---- Where the draft's rows are ----
-//
-// sayOnScreen goes up as many rows as the draft takes, and readline does the same when it
-// redraws after an edit. Both must count rows as the terminal drew them, or a redraw leaves a
-// stale row of draft or erases a message above it.
-
-/** readline measures the draft to know which rows to redraw, but it counts a ZWJ emoji sequence
- * (👨‍👩‍👧) as its parts, 6 columns, where terminals (tmux among them) draw one emoji, 2 columns.
- * Redrawing after a Backspace, it then went up into rows that were not the draft's and erased
- * the messages there. So our readline measures by graphemes, as the terminal draws them. The
- * measure is a method with no public name (a symbol, in Node's and Deno's readline alike); a
- * runtime without it keeps readline's own measure. */
-function measureAsDrawn(lineEditor: readline.Interface): void {
-  for (let at = Object.getPrototypeOf(lineEditor); at !== null; at = Object.getPrototypeOf(at)) {
-    const symbols = Object.getOwnPropertySymbols(at);
-    const measure = symbols.find((symbol) => symbol.description === '_getDisplayPos');
-    if (measure === undefined) continue;
-    Object.defineProperty(lineEditor, measure, {
-      value: (text: string) => displayPosition(text),
-    });
-    return;
-  }
-}
-
-/** Where text leaves the cursor: rows below the first, and the column. Like readline's own,
- * but by graphemes, and a wide character that would not fit at a row's end moves to the next. */
-function displayPosition(text: string, columns = process.stdout.columns || Infinity) {
-  let [offset, rows] = [0, 0];
-  for (const { segment } of GRAPHEMES.segment(stripVTControlCharacters(text))) {
-    if (segment === '\n') {
-      rows += Math.ceil(offset / columns) || 1;
-      offset = 0;
-      continue;
-    }
-    const width = segment === '\t' ? 8 - (offset % 8) : ZERO_WIDTH.test(segment) ? 0
-      : WIDE.test(segment) ? 2 : 1;
-    if (width === 2 && (offset + 1) % columns === 0) offset++;
-    offset += width;
-  }
-  const cols = offset % columns;
-  return { cols, rows: rows + (offset - cols) / columns };
-}
-const GRAPHEMES = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
-const ZERO_WIDTH = /^[\p{Cc}\p{Cf}\p{Mn}\p{Me}]+$/u;
-/** What terminals draw two columns wide: emoji shown as emoji by default (not ©, ❤ or ✔, which
- * are text unless asked otherwise), flags, and the CJK blocks. */
-const WIDE = new RegExp('\\p{Emoji_Presentation}|\\p{Regional_Indicator}|[\\u1100-\\u115f' +
-  '\\u2e80-\\ua4cf\\uac00-\\ud7a3\\uf900-\\ufaff\\ufe30-\\ufe4f\\uff00-\\uff60\\uffe0-\\uffe6' +
-  '\\u{20000}-\\u{3fffd}]', 'u');
-
-/** A terminal joins the parts of an emoji like 👨‍👩‍👧 reliably only when they arrive in one
- * write. readline echoes keys one by one, and a paste (many keys at once) without measuring:
- * parts then stay apart, wider than we measure, or wrap at the end of a row, and the draft's
- * rows are no longer where readline thinks; its next redraw leaves a stale row. So while a paste
- * lasts, and for a key that joins the character before it, the echo is held back, and readline
- * then redraws the whole draft from the row it started on. */
-function holdEcho(terminal: Terminal): void {
-  const editor = terminal.readline as unknown as EditableLine;
-  const redraw = editor._refreshLine?.bind(editor);
-  if (redraw === undefined) return; // a readline that cannot redraw on request: echo as it is
-  const release = () => {
-    if (terminal.heldAtRow === null) return;
-    editor.prevRows = terminal.heldAtRow;
-    terminal.heldAtRow = null;
-    redraw();
-  };
-  let pastedInside: { line: string; cursor: number } | null = null; // see the second listener
-  // prependListener: this runs before readline handles the key, the other one after.
-  process.stdin.prependListener('keypress', (text?: string, key?: { name?: string }) => {
-    pastedInside = null;
-    if (key?.name === 'return' || key?.name === 'enter') return release();
-    const pasting = editor.isCompletionEnabled === false; // readline's sign: more keys follow
-    const { line, cursor } = editor;
-    if (pasting && cursor < line.length) pastedInside = { line, cursor };
-    if (terminal.secret) return;
-    if (terminal.heldAtRow === null && (pasting || joinsPrevious(editor, text ?? ''))) {
-      terminal.heldAtRow = terminal.readline.getCursorPos().rows;
-    }
-  });
-  process.stdin.on('keypress', (text?: string) => {
-    // Node's readline adds a pasted key at the end of the line, wherever the cursor is (and moves
-    // the cursor as if it had not): the key goes where the cursor was.
-    if (pastedInside !== null && text && editor.line === pastedInside.line + text) {
-      const { line, cursor } = pastedInside;
-      editor.line = line.slice(0, cursor) + text + line.slice(cursor);
-    }
-    if (editor.isCompletionEnabled !== false) release();
-  });
-}
-
-/** True when `text`, typed at the cursor, becomes part of the character before it. */
-function joinsPrevious({ line, cursor }: EditableLine, text: string): boolean {
-  if (cursor === 0 || text === '') return false;
-  const before = line.slice(Math.max(0, cursor - 32), cursor);
-  const last = [...GRAPHEMES.segment(before + text)].at(-1)?.segment ?? '';
-  return last.length > text.length;
-}
-
-// === Effects: the registry =======================================================================
-//
-// askRegistry (protocol.ts) opens a connection per request and hands back the decoded answer.
-
-/** --trace shows the protocol, but secrets have no business on a screen someone may be
- * sharing: the password is hidden, and the session token shortened to its first characters. */
-function redactSecrets(line: string): string {
-  return line
-    .replace(/"password":"(?:[^"\\]|\\.)*"/, '"password":"***"')
-    .replace(/"token":"([^"]{6})[^"]*"/, '"token":"$1…"');
-}
-
-// === Effects: peers ==============================================================================
-//
-// Each peer connection is a PeerChannel (protocol.ts): it turns the socket into checked messages
-// and tells us why it ended. Here its news becomes events about a numbered `conn`.
+const formatSeconds = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 100) / 10} s` : `${ms} ms`);
 
 /** A PeerChannelEnd in words, for the person at the keyboard. */
 function describeEnd(why: PeerChannelEnd): string {
@@ -1389,32 +1205,6 @@ function describeEnd(why: PeerChannelEnd): string {
     case 'too_long': return `it sent a line longer than ${MAX_LINE_BYTES} bytes`;
     case 'silent': return `it said nothing for ${formatSeconds(why.waitedMs)}`;
   }
-}
-
-/** Turns a channel's news into events about `conn`. */
-function peerHandlers(client: Client, conn: number): PeerChannelHandlers {
-  return {
-    onMessage: (message, channel) => {
-      dispatch(client, { type: 'peer_said', conn, remote: channel.remote, message });
-    },
-    onClose: (why, channel) => {
-      client.channels.delete(conn);
-      dispatch(client, { type: 'peer_gone', conn, remote: channel.remote, why });
-    },
-    onTrace: (direction, line, channel) => {
-      const screen = client.state.screen;
-      const who = 'conn' in screen && screen.conn === conn ? screen.peer : channel.remote;
-      traceOnScreen(client, `${arrow(direction)} peer ${who} ${line}`);
-    },
-  };
-}
-
-function onIncomingConnection(client: Client, socket: net.Socket): void {
-  const conn = client.nextConn++;
-  const channel = new PeerChannel(socket, peerHandlers(client, conn));
-  client.channels.set(conn, channel);
-  const address = plainAddress(socket.remoteAddress);
-  dispatch(client, { type: 'peer_arrived', conn, address, remote: channel.remote });
 }
 
 // === Effects: history files ======================================================================
@@ -1430,7 +1220,7 @@ function saveToHistory(client: Client, you: string, peer: string, line: string):
     makeFolders(path.dirname(file));
     appendFileSync(file, line + '\n');
   } catch (error) {
-    sayOnScreen(client.terminal, `Could not write the history: ${errorText(error)}`, 'yellow');
+    client.terminal.say(`Could not write the history: ${errorText(error)}`, 'yellow');
   }
 }
 
@@ -1469,39 +1259,50 @@ function checkHistoryDir(dir: string): void {
     throw new UsageError(`--history ${dir}: ${reason}`);
   }
 }
-
 // === Command line ================================================================================
 
 type NumberSetting = {
   [K in keyof ClientSettings]: ClientSettings[K] extends number ? K : never;
 }[keyof ClientSettings];
 const DAY_MS = 86_400_000;
-/** The whole-number flags (see NumberFlag in protocol.ts). --help is printed from this table and
- * the defaults, so the text and the program cannot disagree. */
-const NUMBER_FLAGS: ReadonlyArray<NumberFlag<NumberSetting>> = [
+/** The whole-number flags (see NumberFlag in protocol.ts): the ports, then the limits. --help is
+ * printed from these tables and the defaults, so the text and the program cannot disagree. */
+const PORT_FLAGS: ReadonlyArray<NumberFlag<NumberSetting>> = [
   ['tcp-port', 'tcpPort', 1, 65535, "the registry's TCP port"],
-  ['udp-port', 'udpPort', 1, 65535, "the registry's UDP port, for heartbeats"],
-  ['chat-port', 'chatPort', 0, 65535, 'where peers reach you; 0 picks any free port'],
-  ['registry-timeout-ms', 'registryTimeoutMs', 1, DAY_MS, "ms to wait for the registry's answer"],
-  ['answer-timeout-ms', 'answerTimeoutMs', 1, DAY_MS, "ms to wait for a called peer's answer"],
-  ['decide-timeout-ms', 'decideTimeoutMs', 1, DAY_MS, 'ms to accept or decline a request'],
-  ['greeting-timeout-ms', 'greetingTimeoutMs', 1, DAY_MS,
-    'ms a new connection has to send its request'],
+  ['udp-port', 'udpPort', 1, 65535, "the registry's UDP port, for hellos"],
+  ['chat-port', 'chatPort', 0, 65535, 'where peers reach you; 0: any free port'],
 ];
+const LIMIT_FLAGS: ReadonlyArray<NumberFlag<NumberSetting>> = [
+  ['registry-timeout-ms', 'registryTimeoutMs', 1, DAY_MS, "wait for the registry's answer"],
+  ['answer-timeout-ms', 'answerTimeoutMs', 1, DAY_MS, "wait for a called peer's answer"],
+  ['decide-timeout-ms', 'decideTimeoutMs', 1, DAY_MS, 'time to accept or decline a request'],
+  ['greeting-timeout-ms', 'greetingTimeoutMs', 1, DAY_MS, 'time a caller has to send its request'],
+];
+const NUMBER_FLAGS = [...PORT_FLAGS, ...LIMIT_FLAGS];
+
+/** One line of --help, 80 columns at most. */
+const helpLine = (flag: string, help: string) => `  ${flag.padEnd(25)}${help}`;
+const flagLines = (flags: ReadonlyArray<NumberFlag<NumberSetting>>) => flags.map(
+  ([flag, setting, , , help]) =>
+    helpLine(`--${flag} N`, `${help} (default ${DEFAULT_CLIENT_SETTINGS[setting]})`)).join('\n');
 
 const USAGE = `Usage: client.ts [options]
 
-The p2p-chat terminal client: log in at a registry, find someone, chat with them directly.
+The p2p-chat terminal client: log in at a registry, find someone, and chat
+with them directly.
 
 Options:
-${usageLine('--server HOST', `the registry's address (default ${DEFAULT_CLIENT_SETTINGS.server})`)}
-${numberFlagsUsage(NUMBER_FLAGS, DEFAULT_CLIENT_SETTINGS)}
-${usageLine('--history DIR', 'append each conversation to DIR/<you>/<peer>.log')}
-${usageLine('--trace', 'print the protocol messages sent and received')}
-${usageLine('-h, --help', 'show this help')}
+${helpLine('--server HOST', `the registry's address (default ${DEFAULT_CLIENT_SETTINGS.server})`)}
+${flagLines(PORT_FLAGS)}
+${helpLine('--history DIR', 'append each chat to DIR/<you>/<peer>.log')}
+${helpLine('--trace', 'print the protocol messages sent and received')}
+${helpLine('-h, --help', 'show this help')}
+
+Limits (in milliseconds, from 1 to ${DAY_MS}):
+${flagLines(LIMIT_FLAGS)}
 
 Environment:
-  NO_COLOR   set to turn colour off`;
+${helpLine('NO_COLOR', 'set to turn colour off')}`;
 
 /** Turns the command line into settings; null means --help was printed. */
 function parseCommandLine(args: string[]): ClientSettings | null {
@@ -1524,17 +1325,7 @@ function parseCommandLine(args: string[]): ClientSettings | null {
   };
 }
 
-function listen(server: net.Server, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) => {
-      reject(error.code === 'EADDRINUSE'
-        ? new UsageError(`chat port ${port} is already in use; choose another with --chat-port`)
-        : error);
-    });
-    server.listen(port, () => resolve((server.address() as net.AddressInfo).port));
-  });
-}
-
+/** Parse, then start. A mistake on the command line exits with 2, a failure to start with 1. */
 async function main(): Promise<void> {
   let settings: ClientSettings | null;
   try {
@@ -1545,61 +1336,11 @@ async function main(): Promise<void> {
     console.error(`error: ${errorText(error)}${history ? '' : '\n(see --help)'}`);
     process.exit(2);
   }
-  if (settings === null) return;
-
-  // Listen for peers before logging in: the registry must be told the port at login.
-  const chatListener = net.createServer();
-  let chatPort: number;
-  try {
-    chatPort = await listen(chatListener, settings.chatPort);
-  } catch (error) {
+  if (settings === null) return; // --help
+  await startClient(settings).catch((error) => {
     console.error(`error: ${errorText(error)}`);
     process.exit(1);
-  }
-  // The registry's address, once: hellos go to it, and only it may answer them.
-  const family = net.isIP(settings.server) === 6 ? 6 : 4;
-  const { server, tcpPort, udpPort } = settings;
-  const host = await dns.promises.lookup(server, { family }).then((found) => found.address,
-    () => server);
-  const registryUdp = `${plainAddress(host)}:${udpPort}`;
-
-  const terminal = createTerminal();
-  const client: Client = {
-    state: initialState(settings, registryUdp, chatPort), inbox: [], terminal, chatListener,
-    heartbeatSocket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'),
-    registry: { host, port: tcpPort, name: `${server}:${tcpPort}` },
-    channels: new Map(), nextConn: 1, timers: new Map(), heartbeat: undefined,
-  };
-  chatListener.on('connection', (socket) => onIncomingConnection(client, socket));
-  client.heartbeatSocket.on('message', (bytes, sender) => {
-    const decoded = decodeDatagram(bytes);
-    const from = `${plainAddress(sender.address)}:${sender.port}`;
-    const message = decoded.ok ? decoded.message : null;
-    dispatch(client, { type: 'datagram', sender: from, message });
   });
-  client.heartbeatSocket.on('error', () => {}); // e.g. the registry host is unreachable
-  terminal.readline.on('line', (line) => {
-    onLineTyped(terminal, line);
-    dispatch(client, { type: 'typed', line });
-    if (client.state.typedAhead.length > 0) terminal.typedRows = 0; // not shown yet: stays put
-  });
-  terminal.readline.on('close', () => {
-    // Ctrl-D, or the window closed: from now on print plainly (Deno's readline throws if asked
-    // to draw a prompt after it closed, and that would cost us the logout).
-    terminal.isTty = false;
-    dispatch(client, { type: 'input_ended' });
-  });
-  // Ctrl-C at a TTY reaches readline; the rest arrive as signals. SIGHUP is the terminal
-  // window closing: leave just as politely. When the terminal is gone, writing to it fails
-  // (EIO, EPIPE): nobody is left to read it, but the goodbyes must still go out.
-  terminal.readline.on('SIGINT', () => dispatch(client, { type: 'signal', name: 'SIGINT' }));
-  for (const name of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(name, () => dispatch(client, { type: 'signal', name }));
-  }
-  process.stdout.on('error', () => {});
-  process.stdin.on('error', () => dispatch(client, { type: 'input_ended' }));
-
-  dispatch(client, { type: 'started' });
 }
 
 if (isMainModule(import.meta)) await main();

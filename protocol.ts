@@ -23,6 +23,7 @@
  *   - the validating decoder: bytes → typed message, or a typed error, and never an exception
  *   - the line splitter that cuts a TCP byte stream into lines, with a length limit
  *   - tickets: how the registry vouches for a caller to the peer being called
+ *   - showing a stranger's text: what a program does before a screen shows it
  *   - askRegistry and PeerChannel: conversations (1) and (3) on a socket, from a client's side
  *   - small command-line helpers that server.ts and client.ts share
  */
@@ -354,7 +355,7 @@ export function decodePeerMessage(input: Uint8Array | string): Decoded<PeerMessa
 
 /** True when `reply` answers `request`, about the name asked about. The decoder checks an
  * answer's fields; this checks that it is an answer to the question, so a client never acts on
- * one that is not (the registry's word is checked like a stranger's). Used by client.ts. */
+ * one that is not (the registry's word is checked like a stranger's). Used by askRegistry. */
 export function answerFits(request: Request, reply: Reply): boolean {
   const sameName = (name: string) => 'username' in request && sameUsername(name, request.username);
   switch (reply.type) {
@@ -538,6 +539,32 @@ export function checkTicket(
 }
 
 // ============================================================================================
+// Showing a stranger's text
+// ============================================================================================
+//
+// The decoder accepts a chat line as it is: a message may hold any text. What a program does
+// before it shows such text, or writes it where a terminal will show it, is here.
+
+/** Text from the network shown on our screen, or written to a history file, loses what could
+ * rearrange the screen: control characters (escape codes move the cursor, retitle the window,
+ * erase lines), bidi controls (which make text read backwards), and invisible separators and
+ * zero-width characters. Each becomes a visible U+FFFD. The zero-width joiner stays: it is
+ * what glues emoji like 👨‍👩‍👧 together. */
+export function printable(text: string): string {
+  return text.replace(UNPRINTABLE, '\uFFFD');
+}
+const UNPRINTABLE = new RegExp('[\\u0000-\\u001f\\u007f-\\u009f' + // C0 and C1 controls, DEL
+  '\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069' + // bidi controls
+  '\\u200b\\u2028\\u2029\\u2060-\\u2065\\ufeff\\ufff9-\\ufffb]', 'g'); // invisible, separators
+
+/** A stranger's text in one of our sentences: printable, and at most 40 characters. */
+export function quoteSafely(text: string): string {
+  const chars = [...printable(text)];
+  if (chars.length <= 40) return chars.join('');
+  return `${chars.slice(0, 40).join('')}…`;
+}
+
+// ============================================================================================
 // askRegistry: one request, one answer
 // ============================================================================================
 //
@@ -547,12 +574,12 @@ export function checkTicket(
 // is noticed exactly when we need it.
 
 /** What a client says of an answer that is not one. Such an answer is never shown, not even
- * traced: it may hold anything. Used by client.ts and test/protocol.test.ts. */
+ * traced: it may hold anything. */
 export const INVALID_ANSWER = 'the registry sent an invalid answer';
 
-/** Sends `request` to the registry at `host`:`port` and resolves with its decoded answer, or
- * rejects with a sentence that names the registry by `name`. `onTrace` sees each line sent and
- * each valid answer, for --trace. Used by client.ts. */
+/** Sends `request` to the registry at `host`:`port` and resolves with its answer, decoded and
+ * checked to fit the question (answerFits), or rejects with a sentence that names the registry
+ * by `name`. `onTrace` sees each line sent and each valid answer, for --trace. */
 export function askRegistry(
   request: Request,
   registry: { host: string; port: number; name: string },
@@ -582,7 +609,7 @@ export function askRegistry(
       if (tooLong) return finish(INVALID_ANSWER);
       if (lines.length === 0) return;
       const decoded = decodeReply(lines[0]);
-      if (!decoded.ok) return finish(INVALID_ANSWER);
+      if (!decoded.ok || !answerFits(request, decoded.message)) return finish(INVALID_ANSWER);
       onTrace?.('in', JSON.stringify(decoded.message));
       finish(decoded.message);
     });
@@ -607,7 +634,7 @@ export function askRegistry(
 // silence past a deadline set with expectWithin() ends the connection, and the owner is told
 // why through onClose. Nothing a peer sends can throw an exception into our program.
 
-/** Why a PeerChannel ended. Used by client.ts and test/client-peer-channel.test.ts. */
+/** Why a PeerChannel ended. */
 export type PeerChannelEnd =
   | { kind: 'ended' } // the other side closed the connection
   | { kind: 'error'; detail: string } // the socket failed, e.g. ECONNRESET
@@ -615,7 +642,7 @@ export type PeerChannelEnd =
   | { kind: 'too_long' } // a line longer than the limit
   | { kind: 'silent'; waitedMs: number }; // nothing arrived before the expectWithin() deadline
 
-/** What a PeerChannel tells its owner. Used by client.ts. */
+/** What a PeerChannel tells its owner. */
 export type PeerChannelHandlers = {
   /** Each valid message, in order. */
   onMessage: (message: PeerMessage, channel: PeerChannel) => void;
@@ -626,8 +653,7 @@ export type PeerChannelHandlers = {
 };
 
 /**
- * One TCP connection to another client, speaking the peer protocol. Used by client.ts, bench/
- * and test/client-peer-channel.test.ts.
+ * One TCP connection to another client, speaking the peer protocol.
  *
  *   const channel = await PeerChannel.connect('127.0.0.1', 40123, {
  *     onMessage: (message) => console.log('got', message),
@@ -711,6 +737,12 @@ export class PeerChannel {
     clearTimeout(this.silenceTimer);
     this.socket.end();
     setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  /** Cuts the connection at once: nothing more is sent, read or reported. */
+  destroy(): void {
+    this.close();
+    this.socket.destroy();
   }
 
   private receive(chunk: Uint8Array): void {

@@ -140,3 +140,21 @@ test('connect() fails cleanly when nobody listens', async () => {
   await assert.rejects(PeerChannel.connect('127.0.0.1', port, seen.handlers, 2000), /ECONNREFUSED/);
   assert.deepEqual(seen.ends, []);
 });
+
+test('destroy() cuts the connection at once; the other side sees the end', async () => {
+  const answerer = recorder();
+  const server = await listener((socket) => new PeerChannel(socket, answerer.handlers));
+  const caller = recorder();
+  try {
+    const channel = await PeerChannel.connect('127.0.0.1', server.port, caller.handlers);
+    channel.destroy();
+    assert.equal(channel.isOpen, false);
+    assert.equal(channel.socket.destroyed, true);
+    await waitUntil(() => answerer.ends.length === 1, 5000, 'the answerer to see the end');
+    channel.send({ type: 'msg', text: 'after destroy', at: 1 }); // ignored, does not throw
+    assert.deepEqual(caller.ends, []);
+    assert.deepEqual(answerer.messages, []);
+  } finally {
+    server.close();
+  }
+});

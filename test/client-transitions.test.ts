@@ -7,9 +7,11 @@
  */
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { makeTicket } from '../protocol.ts';
-import { initialState, transition } from '../client.ts';
+import { INVALID_ANSWER, makeTicket } from '../protocol.ts';
+import type { ErrorCode, PeerMessage, Reply, Request } from '../protocol.ts';
+import { helloNews, initialState, transition } from '../client.ts';
 import type { ClientEvent, ClientSettings, ClientState, Effect } from '../client.ts';
 
 const NOW = 1_800_000_000_000;
@@ -84,16 +86,26 @@ test('heartbeatMs from the registry is clamped to 100..60000 ms', () => {
   }
 });
 
-test('an answer of the wrong type is an invalid answer, and the user stays on the screen', () => {
+test('an answer that does not fit (askRegistry refused it) fails; the user stays on Search', () => {
   const alice = loggedIn('alice');
   const search = { type: 'search' as const, token: 'tok-alice', username: 'bob' };
   const called = run(alice, typed('bob'));
   const tag = (called.effects.find((e) => e.do === 'ask') as { tag: number }).tag;
   const { state, said } = run(called.state,
-    { type: 'answer', request: search, reply: { type: 'logged_out' }, tag });
+    { type: 'answer_failed', request: search, why: INVALID_ANSWER, tag });
   assert.ok(said.some((line) => /the registry sent an invalid answer/i.test(line)));
   assert.equal(state.screen.name, 'search');
   assert.notEqual(state.session, null);
+});
+
+test('calls are numbered by a counter: a late answer to a cancelled call is ignored', () => {
+  const first = run(loggedIn('alice'), typed('bob'), typed('/cancel'), typed('carol'));
+  const asks = first.effects.flatMap((e) => (e.do === 'ask' ? [e] : []));
+  assert.deepEqual(asks.map((e) => e.tag), [1, 2]);
+  const found: Reply = { type: 'found', username: 'bob', host: '127.0.0.1', port: 1, ticket: 't' };
+  const late = run(first.state, { type: 'answer', request: asks[0].request, reply: found, tag: 1 });
+  assert.ok(!late.effects.some((e) => e.do === 'connect'), 'connected for a cancelled call');
+  assert.equal(late.state.screen.name === 'calling' && late.state.screen.peer, 'carol');
 });
 
 test('session_unknown counts only from the registry\'s address and port', () => {
@@ -209,15 +221,179 @@ test('bidi controls and invisible separators from a peer are replaced; ZWJ emoji
 
 test('--trace shows the first hello, then only changes: a failure, and getting through again',
   () => {
-    const traced = { ...loggedIn('ann'), settings: { ...SETTINGS, trace: true } };
-    const due: ClientEvent = { type: 'heartbeat_due' };
-    const sent = (error: string | null): ClientEvent => ({ type: 'hello_sent', error });
-    const { effects, said } = run(traced, due, sent(null), due, sent(null), due,
-      sent('ENETUNREACH'), due, sent('ENETUNREACH'), due, sent(null), due, sent(null));
-    assert.equal(effects.filter((e) => e.do === 'hello').length, 6);
+    const said: string[] = [];
+    let last: string | null | undefined;
+    for (const error of [null, null, 'ENETUNREACH', 'ENETUNREACH', null, null]) {
+      said.push(...helloNews('ann', last, error));
+      last = error;
+    }
     assert.deepEqual(said, [
       '→ udp hello from ann (further hellos are shown only when something changes)',
       '→ udp hello failed (ENETUNREACH)',
       '→ udp hellos get through again',
     ]);
+    assert.deepEqual(helloNews('ann', undefined, 'EHOSTUNREACH'), [
+      '→ udp hello from ann (further hellos are shown only when something changes)',
+      '→ udp hello failed (EHOSTUNREACH)',
+    ]);
   });
+
+// ---- The transition table in client.ts's header, row by row ----
+//
+// Each row of the header's table ("screen  event  next screen") is replayed: the test reaches
+// the screen with real events, feeds the row's event, and compares where transition() went.
+
+type Row = { screen: string; event: string; next: string };
+
+/** The rows of the table at the top of client.ts. */
+function tableRows(): Row[] {
+  const lines = readFileSync(new URL('../client.ts', import.meta.url), 'utf8').split('\n');
+  const start = lines.findIndex((line) => /^ \* {3}screen {2,}event {2,}next screen$/.test(line));
+  assert.ok(start > 0, 'no "screen  event  next screen" table in client.ts\'s header');
+  const rows: Row[] = [];
+  for (const line of lines.slice(start + 1)) {
+    if (line.trim() === '*') break;
+    const cells = /^ \* {3}(\S+) {2,}(.+?) {2,}(\S+)(?: .*)?$/.exec(line);
+    assert.ok(cells, `a table row that does not read as "screen  event  next": ${line}`);
+    rows.push({ screen: cells[1], event: cells[2], next: cells[3] });
+  }
+  return rows;
+}
+
+/** The screen as the table names it: asking(list), chat(lost), … */
+function screenKey(state: ClientState): string {
+  const { screen } = state;
+  if (screen.name === 'asking') return `asking(${screen.about})`;
+  if (screen.name === 'chat' && state.session?.lostBecause) return 'chat(lost)';
+  return screen.name;
+}
+
+type Reached = { state: ClientState; asked: Request | null; tag: number };
+
+/** A client on `screen`, reached by real events. For glare, who sorts first depends on `event`. */
+function reach(screen: string, event: string): Reached {
+  const [me, peer] = event === 'request(they win)' ? ['bob', 'ann'] : ['ann', 'bob'];
+  const steps: Record<string, () => [ClientState, ...ClientEvent[]]> = {
+    login_username: () => [initialState(SETTINGS, REGISTRY_UDP, 7000)],
+    login_password: () => [...steps.login_username(), typed(me)],
+    logging_in: () => [...steps.login_password(), typed('pw')],
+    register_username: () => [...steps.login_username(), typed('/register')],
+    register_password: () => [...steps.register_username(), typed(me)],
+    registering: () => [...steps.register_password(), typed('pw')],
+    search: () => [loggedIn(me)],
+    'asking(list)': () => [...steps.search(), typed('/list')],
+    'asking(logout)': () => [...steps.search(), typed('/logout')],
+    calling: () => [...steps.search(), typed(peer)],
+    deciding: () => [...steps.search(), ...request(1, 'dave', me)],
+    chat: () => [...steps.deciding(), typed('y')],
+    'chat(lost)': () => [...steps.chat(), sessionUnknown],
+    quitting: () => [...steps.search(), typed('/quit')],
+  };
+  assert.ok(steps[screen], `the table names a screen the test cannot reach: ${screen}`);
+  const [start, ...events] = steps[screen]();
+  const { state, effects } = run(start, ...events);
+  const asks = effects.filter((e) => e.do === 'ask');
+  const last = asks.at(-1);
+  let reached: Reached = { state, asked: last?.request ?? null, tag: last?.tag ?? 0 };
+  if (screen === 'calling') { // found, and connected on conn 3: waiting for the peer's answer
+    const found: Reply = { type: 'found', username: peer, host: '127.0.0.1', port: 1, ticket: 't' };
+    const call = state.screen.name === 'calling' ? state.screen.call : -1;
+    reached = { ...reached, state: run(state, answer(reached, found),
+      { type: 'call_connected', call, conn: 3 }).state };
+  }
+  return reached;
+}
+
+const sessionUnknown: ClientEvent =
+  { type: 'datagram', sender: REGISTRY_UDP, message: { type: 'session_unknown' } };
+
+function answer({ asked, tag }: Reached, reply: Reply): ClientEvent {
+  assert.ok(asked, 'an answer on a screen that asked nothing');
+  return { type: 'answer', request: asked, reply, tag };
+}
+
+function error(code: ErrorCode): Reply {
+  return { type: 'error', code, message: code.replace('_', ' ') };
+}
+
+/** The row's event, on the reached screen; undefined for an event the test does not know. */
+function eventsFor(label: string, at: Reached): ClientEvent[] | undefined {
+  const screen = at.state.screen;
+  const conn = 'conn' in screen && screen.conn !== null ? screen.conn : 0;
+  const me = at.state.session?.username ?? 'ann';
+  const peerSaid = (message: PeerMessage): ClientEvent[] =>
+    [{ type: 'peer_said', conn, remote: 'x', message }];
+  const asked = at.asked;
+  const events: Record<string, () => ClientEvent[]> = {
+    'typed NAME': () => [typed('carol')],
+    'typed PASSWORD': () => [typed('pw')],
+    'typed nothing': () => [typed('')],
+    'answer logged_in': () => [answer(at, {
+      type: 'logged_in', username: asked && 'username' in asked ? asked.username : '?',
+      token: 'tok', heartbeatMs: 1000, timeoutMs: 5000, storage: 'memory',
+    })],
+    'answer registered': () => [answer(at, {
+      type: 'registered', username: asked && 'username' in asked ? asked.username : '?',
+    })],
+    'answer error': () => [answer(at, error(asked?.type === 'search' ? 'not_online'
+      : asked?.type === 'register' ? 'username_taken' : 'bad_credentials'))],
+    'answer failed': () => [{ type: 'answer_failed', request: asked!, why: 'no registry',
+      tag: at.tag }],
+    'answer online': () => [answer(at, { type: 'online', users: ['ann'], total: 1 })],
+    'answer not_logged_in': () => [answer(at, error('not_logged_in'))],
+    'answer logged_out': () => [answer(at, { type: 'logged_out' })],
+    request: () => request(5, 'dave', me),
+    'request(they win)': () => request(5, 'ann', me),
+    'request(we win)': () => request(5, 'bob', me),
+    session_unknown: () => [sessionUnknown],
+    call_failed: () => [{ type: 'call_failed', why: 'ECONNREFUSED',
+      call: screen.name === 'calling' ? screen.call : -1 }],
+    'peer chat_accept': () => peerSaid({ type: 'chat_accept' }),
+    'peer chat_decline': () => peerSaid({ type: 'chat_decline', reason: 'declined' }),
+    'peer bye': () => peerSaid({ type: 'bye' }),
+    'peer silent': () => [{ type: 'peer_gone', conn, remote: 'x',
+      why: { kind: 'silent', waitedMs: 45_000 } }],
+    'peer gone': () => [{ type: 'peer_gone', conn, remote: 'x',
+      why: { kind: 'error', detail: 'ECONNRESET' } }],
+    'timer decide': () => [{ type: 'timer', name: 'decide', conn }],
+    signal: () => [{ type: 'signal', name: 'SIGTERM' }],
+  };
+  if (events[label]) return events[label]();
+  if (label.startsWith('typed ')) return [typed(label.slice('typed '.length))];
+  return undefined;
+}
+
+const ALL_SCREENS = ['login_username', 'login_password', 'logging_in', 'register_username',
+  'register_password', 'registering', 'search', 'asking(list)', 'asking(logout)', 'calling',
+  'deciding', 'chat', 'chat(lost)', 'quitting'];
+
+/** Where the row's event leads from its screen, compared with the row's next screen ('exit':
+ * the exit effect). Null when they agree; otherwise what differs. */
+function checkRow({ screen, event, next }: Row): string | null {
+  const reached = reach(screen, event);
+  assert.equal(screenKey(reached.state), screen, `could not reach ${screen}`);
+  const events = eventsFor(event, reached);
+  if (events === undefined) return `unknown event "${event}"`;
+  const { state, effects } = run(reached.state, ...events);
+  const went = effects.some((e) => e.do === 'exit') ? 'exit' : screenKey(state);
+  return went === next ? null : `${screen} + ${event}: went to ${went}, not ${next}`;
+}
+
+test('the transition table in client.ts\'s header agrees with transition(), row by row', () => {
+  const rows = tableRows();
+  assert.ok(rows.length >= 30, `only ${rows.length} rows`);
+  const wrong = rows.map(checkRow).filter((problem) => problem !== null);
+  assert.deepEqual(wrong, []);
+  const starts = new Set(rows.map((row) => row.screen));
+  for (const screen of ALL_SCREENS) assert.ok(starts.has(screen), `no row leaves ${screen}`);
+});
+
+test('the table check itself fails on a wrong row and on an event it does not know', () => {
+  assert.equal(checkRow({ screen: 'deciding', event: 'typed y', next: 'chat' }), null);
+  assert.match(checkRow({ screen: 'deciding', event: 'typed y', next: 'search' }) ?? '',
+    /went to chat, not search/);
+  assert.match(checkRow({ screen: 'chat', event: 'signal', next: 'search' }) ?? '',
+    /went to quitting, not search/);
+  assert.match(checkRow({ screen: 'chat', event: 'peer waves', next: 'chat' }) ?? '',
+    /unknown event/);
+});

@@ -18,7 +18,7 @@ import { test } from 'node:test';
 import { MAX_LINE_BYTES } from '../protocol.ts';
 import {
   LineClient, SpawnedProcesses, loginThroughScreens, registerAndLogin, registerThroughScreens,
-  startChat, waitUntil,
+  spawnScript, startChat, waitUntil,
 } from './helpers.ts';
 
 /** Asks the registry who is online, with the token of an observer session. */
@@ -320,5 +320,23 @@ test('/quit while deciding on a request declines it, logs out and exits', async 
     await server.waitFor(/ logout user=bob /, 2000);
   } finally {
     await spawned.stopAll();
+  }
+});
+
+test('--help fits 80 columns, in groups: options, then limits', async () => {
+  const help = spawnScript('client.ts', ['--help']);
+  assert.equal(await help.exited, 0);
+  const lines = help.stdout.trimEnd().split('\n');
+  for (const line of lines) assert.ok(line.length <= 80, `${line.length} columns: ${line}`);
+  const options = lines.indexOf('Options:');
+  const limits = lines.findIndex((line) => line.startsWith('Limits'));
+  assert.ok(options > 0 && limits > options, help.stdout);
+  for (const flag of ['--server', '--tcp-port', '--udp-port', '--chat-port', '--history']) {
+    const at = lines.findIndex((line) => line.trimStart().startsWith(flag));
+    assert.ok(at > options && at < limits, `${flag} is not among the options`);
+  }
+  for (const flag of ['--registry-timeout-ms', '--answer-timeout-ms', '--decide-timeout-ms',
+    '--greeting-timeout-ms']) {
+    assert.ok(lines.findIndex((line) => line.trimStart().startsWith(flag)) > limits, flag);
   }
 });

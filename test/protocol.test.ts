@@ -204,10 +204,13 @@ describe('answers', () => {
     const good = await fakeRegistry(encodeLine(found));
     // Well-formed JSON, but the name breaks the username rule (it would clear the screen).
     const garbage = await fakeRegistry(JSON.stringify({ ...found, username: '\u001b[2J' }) + '\n');
+    // Valid, but not an answer to a search (answerFits): refused here, never seen by the client.
+    const unfitting = await fakeRegistry(encodeLine({ type: 'logged_out' }));
     const silent = await fakeRegistry(undefined);
     try {
       assert.deepEqual(await ask(good.port), found);
       await assert.rejects(ask(garbage.port), { message: INVALID_ANSWER });
+      await assert.rejects(ask(unfitting.port), { message: INVALID_ANSWER });
       await assert.rejects(ask(silent.port, 200),
         { message: `no answer from the registry at here:${silent.port} within 200 ms` });
       const closed = silent.port;
@@ -217,6 +220,7 @@ describe('answers', () => {
     } finally {
       good.close();
       garbage.close();
+      unfitting.close();
       silent.close();
     }
   });

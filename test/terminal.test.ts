@@ -333,3 +333,41 @@ test('defect 6: the same when started as `npm run client -- ...` (tsx wrapper)',
   async () => {
   await closingTheWindowLogsOut(['npm', 'run', '--silent', 'client', '--'], '6b');
 });
+
+test('a window resize redraws the draft: no stale copy, arrivals and Enter still right', { skip },
+  async () => {
+    const { bob, chat, terminal } = await chatWithRawPeer('bobresize');
+    try {
+      const draft = Array.from({ length: 24 }, (_, i) => `r${String(i).padStart(2, '0')}-`)
+        .join('').slice(0, 94) + 'Z';
+      await tmux.type(terminal, draft);
+      await tmux.waitForScreen(terminal, (screen) => screen.endsWith(draft), 'the draft');
+      const head = draft.slice(0, 12);
+      // Narrower (the draft takes three rows), then wider (one row), then back. After each, an
+      // edit (Backspace, then the last character again) makes readline redraw the draft from
+      // where it believes the draft starts: with a row count from the old width, it would
+      // leave the draft's first rows behind.
+      for (const columns of ['37', '120', '80']) {
+        await tmux.run(['resize-window', '-t', terminal, '-x', columns, '-y', '24']);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        await tmux.press(terminal, 'BSpace');
+        await tmux.type(terminal, 'Z');
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const rows = await tmux.rows(terminal);
+        const screen = await tmux.screen(terminal);
+        assert.equal(linesWith(screen, head).length, 1,
+          `${columns} columns: the draft shows other than once:\n${rows.join('\n')}`);
+        assert.ok(screen.endsWith(draft), `${columns} columns: draft not whole:\n${screen}`);
+      }
+      bob.say('after-resize-arrival');
+      const screen = await tmux.waitForScreen(terminal,
+        (text) => text.includes('after-resize-arrival') && text.endsWith(draft),
+        'the arrival above the draft');
+      assert.equal(linesWith(screen, head).length, 1, `a stale draft row:\n${screen}`);
+      await tmux.press(terminal, 'Enter');
+      const sent = await chat.waitFor((message) => message.type === 'msg', 'the sent draft');
+      assert.equal(sent.text, draft);
+    } finally {
+      bob.close();
+    }
+  });
