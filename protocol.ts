@@ -86,16 +86,23 @@ export function plainAddress(address: string | undefined): string {
 // ---- (1) Registry requests, client → registry over TCP ----
 
 export type RegisterRequest = { type: 'register'; username: string; password: string };
-export type LoginRequest = { type: 'login'; username: string; password: string; chatPort: number };
+/** `device` (optional): the proof of an earlier login on this device that `logged_in` gave. */
+export type LoginRequest = {
+  type: 'login'; username: string; password: string; chatPort: number; device?: string;
+};
+/** Asked before a new password, so a taken name is reported at once. */
+export type CheckUsernameRequest = { type: 'check_username'; username: string };
 export type SearchRequest = { type: 'search'; token: string; username: string };
 /** `prefix` (optional) narrows the answer to names starting with it, ignoring case. */
 export type ListRequest = { type: 'list'; token: string; prefix?: string };
 export type LogoutRequest = { type: 'logout'; token: string };
-export type Request = RegisterRequest | LoginRequest | SearchRequest | ListRequest | LogoutRequest;
+export type Request = RegisterRequest | CheckUsernameRequest | LoginRequest | SearchRequest
+  | ListRequest | LogoutRequest;
 
 // ---- (1) Registry answers, registry → client over TCP, one per request, in request order ----
 
 export type Registered = { type: 'registered'; username: string };
+export type UsernameFree = { type: 'username_free'; username: string };
 /** Where the registry keeps accounts: in its memory (gone when it restarts) or in MongoDB. */
 export type Storage = 'memory' | 'mongodb';
 export type LoggedIn = {
@@ -108,6 +115,9 @@ export type LoggedIn = {
   /** True when this login ended a live session of the same user (a login elsewhere, or a client
    * that crashed without logging out). Absent otherwise. */
   replaced?: boolean;
+  /** A proof that this device logged in as this user: the client keeps it (per user and
+   * registry) and sends it with its next logins, which are then judged by their own count. */
+  device?: string;
 };
 export type Found = { type: 'found'; username: string; host: string; port: number; ticket: string };
 /** At most MAX_LISTED_USERS names, sorted ignoring case; `total` counts every match. */
@@ -128,7 +138,7 @@ export type ErrorCode =
   | 'too_many_connections';
 export type ErrorReply = { type: 'error'; code: ErrorCode; message: string };
 
-export type Reply = Registered | LoggedIn | Found | Online | LoggedOut | ErrorReply;
+export type Reply = Registered | UsernameFree | LoggedIn | Found | Online | LoggedOut | ErrorReply;
 
 // ---- (2) Presence, over UDP ----
 
@@ -198,7 +208,8 @@ function schemas(table: Record<string, Record<string, FieldSpec>>): ReadonlyMap<
 
 const REQUEST_SCHEMAS = schemas({
   register: { username: 'string', password: 'string' },
-  login: { username: 'string', password: 'string', chatPort: 'port' },
+  check_username: { username: 'string' },
+  login: { username: 'string', password: 'string', chatPort: 'port', device: 'string?' },
   search: { token: 'string', username: 'string' },
   list: { token: 'string', prefix: 'string?' },
   logout: { token: 'string' },
@@ -209,9 +220,10 @@ const REQUEST_SCHEMAS = schemas({
 // address it asked. So names must follow the username rule and a host must look like one.
 const REPLY_SCHEMAS = schemas({
   registered: { username: 'username' },
+  username_free: { username: 'username' },
   logged_in: {
     username: 'username', token: 'text', heartbeatMs: 'positive', timeoutMs: 'positive',
-    storage: 'storage', replaced: 'true?',
+    storage: 'storage', replaced: 'true?', device: 'text?',
   },
   found: { username: 'username', host: 'host', port: 'port', ticket: 'text' },
   online: { users: 'usernames', total: 'count' },
@@ -361,6 +373,7 @@ export function answerFits(request: Request, reply: Reply): boolean {
   switch (reply.type) {
     case 'error': return true;
     case 'registered': return request.type === 'register' && sameName(reply.username);
+    case 'username_free': return request.type === 'check_username' && sameName(reply.username);
     case 'logged_in': return request.type === 'login' && sameName(reply.username);
     case 'found': return request.type === 'search' && sameName(reply.username);
     case 'online':

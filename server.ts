@@ -54,8 +54,8 @@ import {
   sameUsername, usageLine,
 } from './protocol.ts';
 import type {
-  ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest, NumberFlag, RegisterRequest,
-  Reply, SearchRequest, SessionUnknown, Storage,
+  CheckUsernameRequest, ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest,
+  NumberFlag, RegisterRequest, Reply, SearchRequest, SessionUnknown, Storage,
 } from './protocol.ts';
 
 // ============================================================================================
@@ -384,6 +384,7 @@ function answerRequest(registry: Registry, connection: Connection,
   const request = decoded.message;
   switch (request.type) {
     case 'register': return handleRegister(registry, request, connection);
+    case 'check_username': return handleCheckUsername(registry, request, connection);
     case 'login': return handleLogin(registry, request, connection);
     case 'search': return handleSearch(registry, request, connection);
     case 'list': return handleList(registry, request, connection);
@@ -469,6 +470,28 @@ async function handleRegister(registry: Registry, request: RegisterRequest,
   }
   logEvent(registry, 'register', `user=${username} from=${connection.remote}`);
   return { type: 'registered', username };
+}
+
+/** Is this name free to register? Asked before the client prompts for a new password. The
+ * registry answers "taken" to anyone who tries to register a name anyway, so this reveals
+ * nothing new; it is counted like a registration, so it is no faster a way to list accounts. */
+async function handleCheckUsername(registry: Registry, request: CheckUsernameRequest,
+  connection: Connection): Promise<Reply> {
+  const { username } = request;
+  if (!USERNAME_PATTERN.test(username)) return errorReply('invalid_username', USERNAME_RULE);
+  const charge: Charge = [registry.registrationsByAddress, connection.address];
+  const now = performance.now();
+  const refused = throttleRefusal(registry, connection.address, [charge], 'register', now);
+  if (refused !== undefined) return refused;
+  countAttempt(registry, ...charge, now);
+  try {
+    if (await registry.store.findUser(normaliseUsername(username)) !== null) {
+      return errorReply('username_taken', `the username ${username} is already taken`);
+    }
+  } catch (error) {
+    return storageFailed(registry, 'check_username', error);
+  }
+  return { type: 'username_free', username };
 }
 
 async function handleLogin(registry: Registry, request: LoginRequest,

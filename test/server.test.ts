@@ -49,6 +49,16 @@ describe('accounts: register and login', () => {
     assert.match(String(answer.message), /taken/);
   });
 
+  test('check_username: a free name, a taken one (any case), an invalid one; each counted like ' +
+    'a registration', async () => {
+    const check = (username: string) => client.request({ type: 'check_username', username });
+    assert.deepEqual(await check('Bob'), { type: 'username_free', username: 'Bob' });
+    assert.equal((await check('ALICE')).code, 'username_taken');
+    assert.equal((await check('no spaces')).code, 'invalid_username');
+    const counted = server.registry.registrationsByAddress.entries.get('127.0.0.1');
+    assert.ok(counted !== undefined && counted.attempts >= 2, 'checks count as registrations');
+  });
+
   test('invalid usernames and empty passwords are refused with their own codes', async () => {
     for (const username of ['', 'has space', 'x'.repeat(33), 'émile', 'semi;colon']) {
       const answer = await register(username, 'pw');
