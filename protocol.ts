@@ -34,6 +34,10 @@ import { realpathSync } from 'node:fs';
 import net from 'node:net';
 import process from 'node:process';
 import { pathToFileURL } from 'node:url';
+import {
+  SecureChannelError, SecureSocket, secureSocket, sessionMac, sessionMacValid,
+} from './secure.ts';
+import type { KeyPair } from './secure.ts';
 
 // ============================================================================================
 // Defaults and limits
@@ -118,8 +122,16 @@ export type LoggedIn = {
   /** A proof that this device logged in as this user: the client keeps it (per user and
    * registry) and sends it with its next logins, which are then judged by their own count. */
   device?: string;
+  /** A secure registry's hello credentials: the session's public name and the key that signs
+   * its hellos (see Hello). A plain registry leaves them out and takes hellos with the token. */
+  session?: string;
+  helloKey?: string;
 };
-export type Found = { type: 'found'; username: string; host: string; port: number; ticket: string };
+/** `key` (secure registry only): the callee's identity key, as the callee's own login proved it;
+ * the caller's handshake must find that key at host:port. */
+export type Found = {
+  type: 'found'; username: string; host: string; port: number; ticket: string; key?: string;
+};
 /** At most MAX_LISTED_USERS names, sorted ignoring case; `total` counts every match. */
 export type Online = { type: 'online'; users: string[]; total: number };
 export type LoggedOut = { type: 'logged_out' };
@@ -142,9 +154,17 @@ export type Reply = Registered | UsernameFree | LoggedIn | Found | Online | Logg
 
 // ---- (2) Presence, over UDP ----
 
-export type Hello = { type: 'hello'; username: string; token: string };
-/** Sent back for a hello whose token the registry does not know: it restarted, or swept us, or
- * (reason "replaced") the same user logged in again somewhere else, which ended this session. */
+/** Two forms. A secure registry's: `session` names the session, `counter` only grows, and `mac`
+ * is helloMac() under the helloKey that crossed the secure link, so a hello gives nothing away
+ * and a copied one is stale. A plain registry's (the nc lesson): the session `token` itself. */
+export type Hello = {
+  type: 'hello'; username: string; token?: string; session?: string; counter?: number;
+  mac?: string;
+};
+/** Sent back for a hello whose session the registry does not know: it restarted, or swept us, or
+ * (reason "replaced") the same user logged in again somewhere else, which ended this session.
+ * Anyone can send a datagram from the registry's address, so a client of a secure registry takes
+ * it as a hint and asks over the secure link before it believes it. */
 export type SessionUnknown = { type: 'session_unknown'; reason?: 'replaced' };
 
 // ---- (3) Peer to peer, client ↔ client over TCP ----
@@ -186,7 +206,8 @@ type FieldKind =
   | 'storage' // "memory" or "mongodb"
   | 'replaced' // the word "replaced"
   | 'error_code'
-  | 'decline_reason';
+  | 'decline_reason'
+  | 'key'; // a public key: 32 bytes in base64url
 
 /** A field's kind, with "?" when the field may be left out. */
 type FieldSpec = FieldKind | `${FieldKind}?`;
@@ -223,16 +244,18 @@ const REPLY_SCHEMAS = schemas({
   username_free: { username: 'username' },
   logged_in: {
     username: 'username', token: 'text', heartbeatMs: 'positive', timeoutMs: 'positive',
-    storage: 'storage', replaced: 'true?', device: 'text?',
+    storage: 'storage', replaced: 'true?', device: 'text?', session: 'text?', helloKey: 'key?',
   },
-  found: { username: 'username', host: 'host', port: 'port', ticket: 'text' },
+  found: { username: 'username', host: 'host', port: 'port', ticket: 'text', key: 'key?' },
   online: { users: 'usernames', total: 'count' },
   logged_out: {},
   error: { code: 'error_code', message: 'string' },
 });
 
 const DATAGRAM_SCHEMAS = schemas({
-  hello: { username: 'string', token: 'string' },
+  hello: {
+    username: 'string', token: 'string?', session: 'string?', counter: 'positive?', mac: 'string?',
+  },
   session_unknown: { reason: 'replaced?' },
 });
 
@@ -279,6 +302,7 @@ function fieldIsValid(kind: FieldKind, value: unknown): boolean {
     case 'replaced': return value === 'replaced';
     case 'error_code': return typeof value === 'string' && ERROR_CODES.has(value);
     case 'decline_reason': return typeof value === 'string' && DECLINE_REASONS.has(value);
+    case 'key': return typeof value === 'string' && /^[A-Za-z0-9_-]{43}$/.test(value);
   }
 }
 
@@ -345,6 +369,7 @@ function describeKind(kind: FieldKind): string {
     case 'replaced': return '"replaced"';
     case 'error_code': return 'a known error code';
     case 'decline_reason': return 'one of declined, busy, timeout, bad_ticket';
+    case 'key': return 'a public key (32 bytes in base64url)';
   }
 }
 
@@ -392,6 +417,25 @@ export function encodeLine(message: Request | Reply | PeerMessage): string {
 export function encodeDatagram(message: Hello | SessionUnknown): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(message));
 }
+
+/** A secure hello: the MAC over its name, session and counter under the session's helloKey
+ * (base64url, from logged_in). Only the client and the registry know the key, so only they can
+ * make one; the counter only grows, so a copied hello is stale by the time it is replayed. */
+export function signedHello(helloKey: string, username: string, session: string,
+  counter: number): Hello {
+  const key = Buffer.from(helloKey, 'base64url');
+  const mac = sessionMac(key, helloFields(username, session, counter));
+  return { type: 'hello', username, session, counter, mac };
+}
+
+/** Is this hello's MAC right under `helloKey`? (Whether its counter is new is the caller's.) */
+export function signedHelloValid(helloKey: Uint8Array, hello: Hello): boolean {
+  const { username, session = '', counter = 0, mac } = hello;
+  return sessionMacValid(helloKey, helloFields(username, session, counter), mac);
+}
+
+const helloFields = (username: string, session: string, counter: number) =>
+  ['p2p-chat hello', normaliseUsername(username), session, counter];
 
 // ============================================================================================
 // The line splitter
@@ -495,13 +539,19 @@ export class LineSplitter {
 // You pass the ticket to bob with your chat request; bob's client recomputes the HMAC with its
 // own token and so knows the registry vouched for you, without asking the registry anything.
 //
-// Format (opaque to the caller): "v1.<caller>.<callee>.<expiresAtMs>.<hmac hex>", with the two
-// names in base64url because a username may itself contain a dot.
+// On a secure registry the ticket also names your identity key, and bob checks it against the key
+// your handshake proved: a ticket copied off the wire is useless without your private key.
+//
+// Format (opaque to the caller): "v2.<caller>.<callee>.<expiresAtMs>.<hmac hex>", with the two
+// names in base64url because a username may itself contain a dot. The key is in the HMAC only:
+// bob learns it from the handshake.
 
-function ticketSignature(key: string, caller: string, callee: string, expiresAt: number): string {
+function ticketSignature(
+  key: string, caller: string, callee: string, expiresAt: number, callerKey: string,
+): string {
   return createHmac('sha256', key)
-    .update(['p2p-chat ticket', normaliseUsername(caller), normaliseUsername(callee), expiresAt]
-      .join('\n'))
+    .update(['p2p-chat ticket', normaliseUsername(caller), normaliseUsername(callee), expiresAt,
+      callerKey].join('\n'))
     .digest('hex');
 }
 
@@ -509,38 +559,44 @@ function base64url(text: string): string {
   return Buffer.from(text, 'utf8').toString('base64url');
 }
 
-/** Made by the registry in answer to `search`. `calleeToken` is the peer's session token. */
+/** Made by the registry in answer to `search`. `calleeToken` is the peer's session token;
+ * `callerKey` the caller's identity key (base64url), or '' on a plain registry. */
 export function makeTicket(
   calleeToken: string,
   caller: string,
   callee: string,
   expiresAt: number,
+  callerKey = '',
 ): string {
-  const signature = ticketSignature(calleeToken, caller, callee, expiresAt);
-  return ['v1', base64url(caller), base64url(callee), String(expiresAt), signature].join('.');
+  const signature = ticketSignature(calleeToken, caller, callee, expiresAt, callerKey);
+  return ['v2', base64url(caller), base64url(callee), String(expiresAt), signature].join('.');
 }
 
 export type TicketCheck = 'valid' | 'forged' | 'expired' | 'wrong_caller' | 'wrong_callee';
 
-/** Run by the called client on an incoming chat_request, with its own session token. */
+/** Run by the called client on an incoming chat_request, with its own session token and the key
+ * the caller's handshake proved (base64url; '' on a plain link). A ticket for another key reads
+ * as forged: the HMAC cannot tell a changed key from a changed anything else. */
 export function checkTicket(
   ownToken: string,
   ticket: string,
   claimedCaller: string,
   ownName: string,
   now: number = Date.now(),
+  callerKey = '',
 ): TicketCheck {
   // Buffer.from(…, 'hex' | 'base64url') skips characters it does not understand, so each part is
   // checked strictly first: otherwise "<signature>x" would pass as the signature.
   const parts = ticket.split('.');
-  const wellFormed = parts.length === 5 && parts[0] === 'v1' && /^\d{1,15}$/.test(parts[3]) &&
+  const wellFormed = parts.length === 5 && parts[0] === 'v2' && /^\d{1,15}$/.test(parts[3]) &&
     /^[0-9a-f]{64}$/.test(parts[4]);
   if (!wellFormed) return 'forged';
   const caller = Buffer.from(parts[1], 'base64url').toString('utf8');
   const callee = Buffer.from(parts[2], 'base64url').toString('utf8');
   if (base64url(caller) !== parts[1] || base64url(callee) !== parts[2]) return 'forged';
   const expiresAt = Number(parts[3]);
-  const expected = Buffer.from(ticketSignature(ownToken, caller, callee, expiresAt), 'hex');
+  const expected =
+    Buffer.from(ticketSignature(ownToken, caller, callee, expiresAt, callerKey), 'hex');
   const given = Buffer.from(parts[4], 'hex');
   // timingSafeEqual: comparing byte by byte and stopping at the first difference would tell an
   // attacker, through timing, how many leading bytes of a guess were right.
@@ -586,38 +642,81 @@ export function quoteSafely(text: string): string {
 // open, but there is nothing to keep alive, nothing to reconnect, and a registry that went away
 // is noticed exactly when we need it.
 
+/** Both sides of every secure link hash this into their handshake: a client or registry of
+ * another protocol version fails the handshake instead of misreading lines. */
+export const PROLOGUE = 'p2p-chat secure 1';
+
+/** How to open a secure link (secure.ts): our long-term key, and the key the other side must
+ * prove, if we know it (a pinned registry, the callee from `found`). `onRemoteKey` learns the
+ * key the other side proved, before any line is sent: the place to pin a registry on first use. */
+export type SecureLink = {
+  staticKey: KeyPair;
+  expectedRemoteKey?: Uint8Array;
+  onRemoteKey?: (publicKey: Buffer) => void;
+};
+
+/** Runs the handshake on a connected socket (the initiator's side of SecureLink). */
+function openSecure(socket: net.Socket, link: SecureLink, timeoutMs: number) {
+  return secureSocket(socket, {
+    initiator: true, staticKey: link.staticKey, expectedRemoteKey: link.expectedRemoteKey,
+    prologue: PROLOGUE, timeoutMs,
+  });
+}
+
 /** What a client says of an answer that is not one. Such an answer is never shown, not even
  * traced: it may hold anything. */
 export const INVALID_ANSWER = 'the registry sent an invalid answer';
 
 /** Sends `request` to the registry at `host`:`port` and resolves with its answer, decoded and
  * checked to fit the question (answerFits), or rejects with a sentence that names the registry
- * by `name`. `onTrace` sees each line sent and each valid answer, for --trace. */
+ * by `name`. `onTrace` sees each line sent and each valid answer, for --trace. With `secure`,
+ * the line crosses a secure link (a handshake per request: about a millisecond, and nothing to
+ * keep alive); a failed handshake rejects with the SecureChannelError, whose code says why. */
 export function askRegistry(
   request: Request,
   registry: { host: string; port: number; name: string },
   timeoutMs: number,
   onTrace?: (direction: 'in' | 'out', line: string) => void,
+  secure?: SecureLink,
 ): Promise<Reply> {
   const { host, port, name } = registry;
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host, port });
+    let stream: net.Socket | SecureSocket = socket;
     const splitter = new LineSplitter();
-    const finish = (outcome: Reply | string) => {
+    const finish = (outcome: Reply | string | Error) => {
       clearTimeout(timer);
+      stream.destroy();
       socket.destroy();
-      if (typeof outcome === 'string') reject(new Error(outcome));
+      if (outcome instanceof Error) reject(outcome);
+      else if (typeof outcome === 'string') reject(new Error(outcome));
       else resolve(outcome);
     };
     const timer = setTimeout(() => {
       finish(`no answer from the registry at ${name} within ${timeoutMs} ms`);
     }, timeoutMs);
-    socket.on('connect', () => {
+    const talk = (connected: net.Socket | SecureSocket) => {
+      stream = connected;
+      connected.on('data', onData);
       const line = encodeLine(request);
       onTrace?.('out', line.trimEnd());
-      socket.write(line);
+      connected.write(line);
+    };
+    let handshaking = false;
+    socket.on('connect', () => {
+      if (!secure) return talk(socket);
+      handshaking = true;
+      openSecure(socket, secure, timeoutMs).then((sealed) => {
+        sealed.on('error', (error: Error) => finish(`the link to the registry at ${name} ` +
+          `failed: ${error.message}`));
+        sealed.on('close', () => finish('the registry closed the connection without answering'));
+        secure.onRemoteKey?.(sealed.remoteStaticKey);
+        talk(sealed);
+      }, (error: SecureChannelError) => {
+        finish(new SecureChannelError(error.code, `registry at ${name}: ${error.message}`));
+      });
     });
-    socket.on('data', (chunk: Uint8Array) => {
+    const onData = (chunk: Uint8Array) => {
       const { lines, tooLong } = splitter.push(chunk);
       if (tooLong) return finish(INVALID_ANSWER);
       if (lines.length === 0) return;
@@ -625,11 +724,15 @@ export function askRegistry(
       if (!decoded.ok || !answerFits(request, decoded.message)) return finish(INVALID_ANSWER);
       onTrace?.('in', JSON.stringify(decoded.message));
       finish(decoded.message);
-    });
+    };
+    // Once a handshake starts, secureSocket and then the secure stream report the failures.
     socket.on('error', (error: NodeJS.ErrnoException) => {
+      if (handshaking) return;
       finish(`cannot reach the registry at ${name} (${error.code ?? error.message})`);
     });
-    socket.on('close', () => finish('the registry closed the connection without answering'));
+    socket.on('close', () => {
+      if (!handshaking) finish('the registry closed the connection without answering');
+    });
   });
 }
 
@@ -676,10 +779,11 @@ export type PeerChannelHandlers = {
  *   channel.close();
  *
  * An accepted socket (from net.createServer) is wrapped with `new PeerChannel(socket, handlers)`.
- * After close() or onClose nothing more is delivered and send() does nothing.
+ * After close() or onClose nothing more is delivered and send() does nothing. On a secure link
+ * the socket is a SecureSocket (the stream after the handshake): lines are the same.
  */
 export class PeerChannel {
-  readonly socket: net.Socket;
+  readonly socket: net.Socket | SecureSocket;
   /** "address:port" of the other end, for messages. */
   readonly remote: string;
   /** False once the channel has ended, by our close() or by anything else. */
@@ -688,14 +792,17 @@ export class PeerChannel {
   private readonly splitter: LineSplitter;
   private silenceTimer: ReturnType<typeof setTimeout> | undefined; // the expectWithin() deadline
 
-  constructor(socket: net.Socket, handlers: PeerChannelHandlers, maxLineBytes = MAX_LINE_BYTES) {
+  constructor(
+    socket: net.Socket | SecureSocket, handlers: PeerChannelHandlers, maxLineBytes = MAX_LINE_BYTES,
+  ) {
     this.socket = socket;
     this.handlers = handlers;
     this.splitter = new LineSplitter(maxLineBytes);
-    this.remote = `${plainAddress(socket.remoteAddress)}:${socket.remotePort ?? '?'}`;
+    const tcp = socket instanceof SecureSocket ? socket.socket : socket;
+    this.remote = `${plainAddress(tcp.remoteAddress)}:${tcp.remotePort ?? '?'}`;
     // Chat lines are small and a person is waiting for each one: send at once instead of letting
     // Nagle's algorithm hold small packets back to batch them.
-    socket.setNoDelay(true);
+    tcp.setNoDelay(true);
     let errorDetail: string | undefined;
     socket.on('error', (error: NodeJS.ErrnoException) => {
       errorDetail = error.code ?? error.message;
@@ -706,8 +813,12 @@ export class PeerChannel {
     socket.on('data', (chunk: Uint8Array) => this.receive(chunk));
   }
 
-  /** Connects to a peer; rejects if no connection is made within timeoutMs. */
-  static connect(host: string, port: number, handlers: PeerChannelHandlers, timeoutMs = 5000) {
+  /** Connects to a peer; rejects if no connection is made within timeoutMs. With `secure`, the
+   * handshake must also finish (and prove the expected key) within that time. */
+  static connect(
+    host: string, port: number, handlers: PeerChannelHandlers, timeoutMs = 5000,
+    secure?: SecureLink,
+  ) {
     return new Promise<PeerChannel>((resolve, reject) => {
       const socket = net.connect({ host, port });
       const timer = setTimeout(() => {
@@ -722,7 +833,11 @@ export class PeerChannel {
       socket.once('connect', () => {
         clearTimeout(timer);
         socket.off('error', failed);
-        resolve(new PeerChannel(socket, handlers));
+        if (!secure) return resolve(new PeerChannel(socket, handlers));
+        openSecure(socket, secure, timeoutMs).then((sealed) => {
+          secure.onRemoteKey?.(sealed.remoteStaticKey);
+          resolve(new PeerChannel(sealed, handlers));
+        }, reject);
       });
     });
   }

@@ -37,7 +37,9 @@ import {
   diffieHellman, generateKeyPairSync, timingSafeEqual,
 } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync,
+} from 'node:fs';
 import type net from 'node:net';
 import { dirname } from 'node:path';
 import process from 'node:process';
@@ -617,6 +619,49 @@ export function loadOrCreateKeyFile(path: string): { pair: KeyPair; created: boo
     return { pair, created: true };
   }
   return { pair: loadKeyFile(path), created: false };
+}
+
+// Keys remembered on first contact, as ssh's known_hosts: one file for registries (by address),
+// one per user for peers (by name). Trust on first use: the first key seen for a name is taken
+// on faith and shown; a different key later is the event worth telling the user about.
+//   <name> <public key, base64url> <first seen, ISO 8601>
+
+/** A remembered key and when it was first seen. */
+export type KnownKey = { publicKey: Buffer; since: string };
+
+/** The keys in `path` by name; none when the file does not exist yet. Lines that do not parse
+ * are skipped, not fatal: the worst a damaged line does is make a key new again. */
+export function readKnownKeys(path: string): Map<string, KnownKey> {
+  const known = new Map<string, KnownKey>();
+  let text = '';
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return known;
+    throw new Error(`cannot read ${path} (${(error as NodeJS.ErrnoException).code})`);
+  }
+  for (const line of text.split('\n')) {
+    const [name, key, since] = line.trim().split(/\s+/);
+    const publicKey = Buffer.from(key ?? '', 'base64url');
+    if (name && !name.startsWith('#') && publicKey.length === KEY_BYTES) {
+      known.set(name, { publicKey, since: since ?? '?' });
+    }
+  }
+  return known;
+}
+
+/** Records `publicKey` for `name` (replacing an older key for it, once the user has agreed),
+ * rewriting the file whole through a temporary file so a crash never leaves half of it. */
+export function rememberKey(path: string, name: string, publicKey: Uint8Array): KnownKey {
+  const known = readKnownKeys(path);
+  const entry = { publicKey: Buffer.from(publicKey), since: new Date().toISOString() };
+  known.set(name, entry);
+  const lines = [...known].map(([each, { publicKey: key, since }]) =>
+    `${each} ${key.toString('base64url')} ${since}\n`);
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  writeFileSync(`${path}.tmp`, lines.join(''), { mode: 0o600 });
+  renameSync(`${path}.tmp`, path);
+  return entry;
 }
 
 /** A public key's short name, in ssh's style: "SHA256:" and the base64 of its SHA-256. */

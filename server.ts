@@ -42,6 +42,7 @@ import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { parseArgs } from 'node:util';
@@ -49,14 +50,18 @@ import type { Collection, MongoClient } from 'mongodb';
 import {
   DEFAULT_HEARTBEAT_MS, DEFAULT_TCP_PORT, DEFAULT_TIMEOUT_MS, DEFAULT_UDP_PORT, LineSplitter,
   MAX_DATAGRAM_BYTES, MAX_LISTED_USERS, TICKET_TTL_MS, USERNAME_PATTERN, USERNAME_RULE,
-  decodeDatagram, decodeRequest, encodeDatagram, encodeLine, errorText, isMainModule, makeTicket,
-  normaliseUsername, numberFlagOptions, numberFlagsUsage, plainAddress, readNumberFlags,
-  sameUsername, usageLine,
+  PROLOGUE, decodeDatagram, decodeRequest, encodeDatagram, encodeLine, errorText, isMainModule,
+  makeTicket, normaliseUsername, numberFlagOptions, numberFlagsUsage, plainAddress,
+  readNumberFlags, sameUsername, signedHelloValid, usageLine,
 } from './protocol.ts';
 import type {
   CheckUsernameRequest, ErrorCode, ErrorReply, ListRequest, LoginRequest, LogoutRequest,
-  NumberFlag, RegisterRequest, Reply, SearchRequest, SessionUnknown, Storage,
+  Hello, NumberFlag, RegisterRequest, Reply, SearchRequest, SessionUnknown, Storage,
 } from './protocol.ts';
+import {
+  fingerprint, generateKeyPair, keyPairFromPrivate, loadOrCreateKeyFile, secureSocket,
+} from './secure.ts';
+import type { KeyPair, SecureChannelError, SecureSocket } from './secure.ts';
 
 // ============================================================================================
 // State
@@ -89,6 +94,10 @@ export type ServerOptions = Partial<typeof DEFAULTS & Limits> & {
   mongodbUri?: string;
   /** Where event lines go. Default: stdout. */
   log?: (line: string) => void;
+  /** The registry's long-term key: given, every connection is a secure link (secure.ts) and
+   * hellos are signed; 'database' takes the one kept in MongoDB. Absent: plain lines, today's
+   * protocol in clear, for nc and for the tests that speak raw JSON. */
+  identity?: KeyPair | 'database';
 };
 
 type Settings = typeof DEFAULTS & Limits & { mongodbUri: string | undefined };
@@ -114,6 +123,13 @@ export type LiveSession = {
   host: string;
   /** ...and the port it said it listens on. */
   chatPort: number;
+  /** Secure registry only: the session's public name, which its hellos carry instead of the
+   * token; the key that signs them; the highest hello counter seen (a replay is not higher);
+   * the identity key (base64url) the login's handshake proved, which `found` hands to callers. */
+  id: string;
+  helloKey: Buffer;
+  helloCounter: number;
+  key: string | undefined;
   /** performance.now() when we last heard from it (login or hello). A monotonic clock, so a
    * change of the wall-clock time cannot make everyone expire at once. */
   lastHeardAt: number;
@@ -125,8 +141,11 @@ export type LiveSession = {
 
 /** One open TCP connection from a client (or from nc), and what the limits keep about it. */
 type Connection = ConnectionLimits & {
-  /** The TCP connection itself. */
-  socket: net.Socket;
+  /** The TCP connection itself; on a secure registry, once the handshake has passed, the secure
+   * stream over it (the same reads and writes, sealed). */
+  socket: net.Socket | SecureSocket;
+  /** The key the client's handshake proved (secure registry), base64url. */
+  remoteKey: string | undefined;
   /** The other end's address ("10.0.0.7"): the key of every per-address limit. */
   address: string;
   /** "address:port" of the other end, for the log. */
@@ -170,15 +189,17 @@ type Registry = LimitState & {
   decoy: Pick<StoredUser, 'salt' | 'passwordHash'>;
   /** Writes one event line. */
   log: (line: string) => void;
+  /** The long-term key of a secure registry; undefined for a plain one. */
+  identity: KeyPair | undefined;
 };
 
-function createRegistry(settings: Settings, store: UserStore,
-  log: (line: string) => void): Registry {
+function createRegistry(settings: Settings, store: UserStore, log: (line: string) => void,
+  identity: KeyPair | undefined): Registry {
   const decoy = { salt: randomBytes(16).toString('hex'),
     passwordHash: '00'.repeat(SCRYPT_KEY_BYTES) };
   return { settings, store, sessionsByToken: new Map(), sessionsByName: new Map(),
     oldestSession: undefined, newestSession: undefined, replacedTokens: new Map(),
-    connections: new Set(), decoy, log, ...createLimitState(settings) };
+    connections: new Set(), decoy, log, identity, ...createLimitState(settings) };
 }
 
 /** The event log: one line per event, "<ISO time> <event> key=value …". Passwords and tokens
@@ -211,7 +232,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const store = options.store ?? (settings.mongodbUri
     ? await openMongoUserStore(settings.mongodbUri, settings.mongodbTimeoutMs)
     : createMemoryUserStore());
-  const registry = createRegistry(settings, store, log);
+  const identity = options.identity === 'database' ? await sharedKey(store) : options.identity;
+  const registry = createRegistry(settings, store, log, identity);
 
   const tcp = net.createServer((socket) => acceptConnection(registry, socket));
   const udp = dgram.createSocket(settings.host.includes(':') ? 'udp6' : 'udp4');
@@ -238,6 +260,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   logEvent(registry, 'start', `tcp=${settings.host}:${tcpPort} udp=${settings.host}:${udpPort} ` +
     `heartbeat_ms=${settings.heartbeatMs} timeout_ms=${settings.timeoutMs}`);
   logEvent(registry, 'storage', store.description);
+  if (identity) logEvent(registry, 'secure', `key=${fingerprint(identity.publicKey)}`);
+  else logEvent(registry, 'plain', 'WARNING: no encryption: passwords, tokens and tickets cross ' +
+    'the network in clear (--plain); for the nc lesson only');
 
   // Graceful shutdown: stop accepting, drop every connection (their clients see the registry
   // go and say so), close the UDP socket and the account store. Calling close() twice is safe.
@@ -301,16 +326,39 @@ function acceptConnection(registry: Registry, socket: net.Socket): void {
   const address = plainAddress(socket.remoteAddress);
   if (!admitConnection(registry, socket, address)) return; // over a limit: told why (see Limits)
   const connection: Connection = { socket, address, remote: `${address}:${socket.remotePort}`,
-    splitter: new LineSplitter(), queue: [], busy: false, hangingUp: false, ...connectionLimits() };
+    remoteKey: undefined, splitter: new LineSplitter(), queue: [], busy: false, hangingUp: false,
+    ...connectionLimits() };
   registry.connections.add(connection);
   countConnection(registry, connection, +1); // for its address; closed if idle (see Limits)
   socket.setNoDelay(true); // answers are small; send them now rather than batching (Nagle)
-  socket.on('data', (chunk: Buffer) => receive(registry, connection, chunk));
-  socket.on('drain', () => answerInOrder(registry, connection));
   socket.on('close', () => {
     registry.connections.delete(connection);
     countConnection(registry, connection, -1);
   });
+  if (registry.identity === undefined) return readLines(registry, connection);
+  // A secure registry runs the handshake first (secure.ts), and reads lines from the secure
+  // stream once it has passed. A failed handshake closes the socket: 'close' above tidies up.
+  secureSocket(socket, { initiator: false, staticKey: registry.identity, prologue: PROLOGUE,
+    // Three small messages: a client that has not sent its part in 5 s is gone or stalling.
+    timeoutMs: Math.min(registry.settings.idleMs, 5000), plainRefusal: PLAIN_REFUSAL,
+  }).then((sealed) => {
+    sealed.on('error', (error: Error) => logEvent(registry, 'link_failed',
+      `from=${connection.remote} error=${JSON.stringify(error.message)}`));
+    connection.socket = sealed;
+    connection.remoteKey = sealed.remoteStaticKey.toString('base64url');
+    readLines(registry, connection);
+  }, (error: SecureChannelError) => {
+    logEvent(registry, 'handshake_failed', `from=${connection.remote} reason=${error.code}`);
+  });
+}
+
+/** What a secure registry writes, in clear, to one who speaks JSON to it (nc), then hangs up. */
+const PLAIN_REFUSAL = encodeLine(errorReply('bad_request', 'this registry speaks only through a ' +
+  'secure link (use client.ts); a registry started with --plain speaks JSON in clear')).trimEnd();
+
+function readLines(registry: Registry, connection: Connection): void {
+  connection.socket.on('data', (chunk: Buffer) => receive(registry, connection, chunk));
+  connection.socket.on('drain', () => answerInOrder(registry, connection));
 }
 
 /** Bytes arrived: cut them into lines, queue the lines, answer what can be answered. */
@@ -396,14 +444,18 @@ function answerRequest(registry: Registry, connection: Connection,
 // UDP: hello
 // ============================================================================================
 
-/** A datagram arrived. Only a hello with a live token and matching name changes anything. */
+/** A datagram arrived. Only a hello of a live session (its token, or on a secure registry its
+ * signature) with a matching name changes anything. */
 function handleHello(registry: Registry, udp: dgram.Socket, bytes: Uint8Array,
   sender: dgram.RemoteInfo): void {
   if (bytes.length > MAX_DATAGRAM_BYTES) return; // too big to be a hello: not worth parsing
   const decoded = decodeDatagram(bytes);
   if (!decoded.ok || decoded.message.type !== 'hello') return; // anything else is ignored
   const hello = decoded.message;
-  const session = findSession(registry, hello.token);
+  const session = registry.identity === undefined
+    ? findSession(registry, hello.token ?? '')
+    : findSignedSession(registry, hello);
+  if (session === 'forged') return; // a forged or replayed hello: not worth an answer
   if (typeof session === 'object' && sameUsername(session.username, hello.username)) {
     refreshSession(registry, session, performance.now());
     return;
@@ -415,6 +467,23 @@ function handleHello(registry: Registry, udp: dgram.Socket, bytes: Uint8Array,
     ? { type: 'session_unknown', reason: 'replaced' }
     : { type: 'session_unknown' };
   udp.send(encodeDatagram(answer), sender.port, sender.address, () => {});
+}
+
+/** A secure registry's hello names its session instead of carrying the token, and is signed.
+ * 'forged' when the signature is wrong or the counter is not new (a copy of an older hello). */
+function findSignedSession(registry: Registry,
+  hello: Hello): LiveSession | 'replaced' | 'forged' | undefined {
+  const { username, session: id, counter } = hello;
+  if (id === undefined || counter === undefined) return 'forged'; // a plain hello: a token
+  const session = registry.sessionsByName.get(normaliseUsername(username));
+  if (session === undefined || session.id !== id) {
+    return registry.replacedTokens.has(id) ? 'replaced' : undefined;
+  }
+  if (counter <= session.helloCounter || !signedHelloValid(session.helloKey, hello)) {
+    return 'forged';
+  }
+  session.helloCounter = counter;
+  return session;
 }
 
 // ============================================================================================
@@ -522,12 +591,15 @@ async function handleLogin(registry: Registry, request: LoginRequest,
     // replayed hello keeping a dead one alive) ends now, like IRC's GHOST.
     const replaced = registry.sessionsByName.get(name);
     if (replaced !== undefined) endReplacedSession(registry, replaced);
-    const session = openSession(registry, user.displayName, connection.address, chatPort);
+    const session = openSession(registry, user.displayName, connection.address, chatPort,
+      connection.remoteKey);
     logEvent(registry, 'login', `user=${session.username} from=${connection.remote} ` +
       `chat=${session.host}:${chatPort}${replaced ? ' replaced=true' : ''}`);
     const { heartbeatMs, timeoutMs } = registry.settings;
     return { type: 'logged_in', username: session.username, token: session.token, heartbeatMs,
-      timeoutMs, storage: registry.store.storage, ...(replaced ? { replaced: true } : {}) };
+      timeoutMs, storage: registry.store.storage, ...(replaced ? { replaced: true } : {}),
+      ...(registry.identity ? { session: session.id, helloKey: session.helloKey.toString(
+        'base64url') } : {}) };
   } catch (error) {
     // The store failed, or handed back a damaged record (a hash of the wrong length makes
     // timingSafeEqual throw): either way the accounts cannot be trusted right now.
@@ -551,9 +623,12 @@ function handleSearch(registry: Registry, request: SearchRequest, connection: Co
   }
   logEvent(registry, 'search_hit', who);
   const expiresAt = Date.now() + TICKET_TTL_MS; // wall-clock: the peer checks it with its own clock
-  const ticket = makeTicket(callee.token, caller.username, callee.username, expiresAt);
+  // On a secure registry the ticket binds the caller's key and `found` names the callee's: the
+  // two handshakes between them must prove exactly these keys (see Tickets in protocol.ts).
+  const ticket = makeTicket(callee.token, caller.username, callee.username, expiresAt,
+    caller.key ?? '');
   return { type: 'found', username: callee.username, host: callee.host, port: callee.chatPort,
-    ticket };
+    ticket, ...(callee.key ? { key: callee.key } : {}) };
 }
 
 /** At most MAX_LISTED_USERS names, so the answer always fits in one line, sorted ignoring case
@@ -640,10 +715,11 @@ function findSession(registry: Registry, token: string): LiveSession | 'replaced
 
 /** Starts a session. The caller has checked the password. */
 export function openSession(registry: Registry, username: string, host: string,
-  chatPort: number): LiveSession {
+  chatPort: number, key?: string): LiveSession {
   const session: LiveSession = {
     // 128 random bits: unguessable, yet short (22 characters): the registry holds one per user.
     username, token: randomBytes(16).toString('base64url'), host, chatPort,
+    id: randomBytes(16).toString('base64url'), helloKey: randomBytes(32), helloCounter: 0, key,
     lastHeardAt: performance.now(), heardBefore: undefined, heardAfter: undefined,
   };
   registry.sessionsByToken.set(session.token, session);
@@ -664,10 +740,11 @@ function closeSession(registry: Registry, session: LiveSession): void {
 function endReplacedSession(registry: Registry, session: LiveSession): void {
   closeSession(registry, session);
   const remembered = registry.replacedTokens;
-  if (remembered.size >= registry.settings.maxThrottleEntries) {
+  while (remembered.size >= registry.settings.maxThrottleEntries - 1) {
     remembered.delete(remembered.keys().next().value as string);
   }
   remembered.set(session.token, performance.now());
+  remembered.set(session.id, performance.now()); // what its signed hellos name
 }
 
 /** A hello arrived: move the session to the newest end of the last-heard queue. */
@@ -762,8 +839,16 @@ export type UserStore = {
    * exactly one gets 'added'. */
   addUser(user: StoredUser): Promise<'added' | 'taken'>;
   findUser(name: string): Promise<StoredUser | null>;
+  /** A secure registry's long-term key kept with the accounts, so every registry sharing them
+   * is the same registry to clients (MongoDB; the memory store has none). */
+  registryKey?(): Promise<KeyPair>;
   close(): Promise<void>;
 };
+
+function sharedKey(store: UserStore): Promise<KeyPair> {
+  if (store.registryKey === undefined) throw new Error('this account store keeps no key');
+  return store.registryKey();
+}
 
 const SCRYPT_KEY_BYTES = 64;
 
@@ -830,6 +915,18 @@ export async function openMongoUserStore(uri: string, timeoutMs: number): Promis
     },
     async findUser(name) {
       return users.findOne({ name }, { projection: { _id: 0 } });
+    },
+    async registryKey() {
+      // The first registry to start stores a new key; every later one reads that one. Two that
+      // start at once both try to insert; the database keeps one, and both read it back.
+      const keys = client.db().collection<{ _id: string; privateKey: string }>('registry');
+      const privateKey = generateKeyPair().privateKey.toString('base64');
+      await keys.insertOne({ _id: 'identity', privateKey }).catch((error) => {
+        if (!(error instanceof MongoServerError && error.code === DUPLICATE_KEY)) throw error;
+      });
+      const stored = await keys.findOne({ _id: 'identity' });
+      if (stored === null) throw new Error('MongoDB lost the registry key it just stored');
+      return keyPairFromPrivate(Buffer.from(stored.privateKey, 'base64'));
     },
     async close() {
       await client.close();
@@ -1258,6 +1355,8 @@ The p2p-chat registry: accounts, who is online, and introductions between peers.
 Options:
 ${usageLine('--host ADDRESS', `address to listen on (default ${DEFAULTS.host})`)}
 ${numberFlagsUsage(NUMBER_FLAGS, DEFAULTS)}
+${usageLine('--key-file PATH', 'the registry\'s key (default DIR/registry.key)')}
+${usageLine('--plain', 'no encryption: JSON in clear, for the nc lesson')}
 ${usageLine('-h, --help', 'show this help')}
 
 Limits on connections (each keeps one host from taking them all):
@@ -1268,14 +1367,19 @@ ${numberFlagsUsage(PASSWORD_LIMIT_FLAGS, LIMITS)}
 
 Environment:
   MONGODB_URI   keep accounts in MongoDB, for example at
-                mongodb://localhost:27017/p2p_chat (unset: kept in memory)`;
+                mongodb://localhost:27017/p2p_chat (unset: kept in memory);
+                the registry's key is then kept there too (unless --key-file)
+  P2P_CHAT_HOME DIR, where the key file is kept (default ~/.p2p-chat)`;
 
 async function main(): Promise<void> {
   let options: ServerOptions;
+  let keyFile: string | undefined;
   try {
     const { values } = parseArgs({
       options: {
         host: { type: 'string' },
+        'key-file': { type: 'string' },
+        plain: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         ...numberFlagOptions(NUMBER_FLAGS),
         ...numberFlagOptions(LIMIT_FLAGS),
@@ -1286,9 +1390,18 @@ async function main(): Promise<void> {
       return;
     }
     const host = values.host as string | undefined;
+    const mongodbUri = process.env.MONGODB_URI || undefined;
+    keyFile = values['key-file'] as string | undefined;
+    if (keyFile === '') throw new Error('--key-file needs a path');
+    if (values.plain && keyFile) throw new Error('--plain has no key: leave out --key-file');
+    // The key lives in a file, or with the accounts in MongoDB; a plain registry has none.
+    if (!values.plain && !mongodbUri) {
+      keyFile ??= path.join(process.env.P2P_CHAT_HOME || path.join(os.homedir(), '.p2p-chat'),
+        'registry.key');
+    }
     // Settings not given are left to startServer(), which fills in the defaults.
     options = {
-      host, mongodbUri: process.env.MONGODB_URI || undefined,
+      host, mongodbUri, identity: values.plain || keyFile ? undefined : 'database',
       ...readNumberFlags(NUMBER_FLAGS, values), ...readNumberFlags(LIMIT_FLAGS, values),
     };
   } catch (error) {
@@ -1308,7 +1421,10 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => shutDown('SIGTERM'));
 
   try {
-    server = await startServer(options);
+    // The key is read (or made, on first start) before listening: a bad key file stops us here.
+    const key = keyFile === undefined ? undefined : loadOrCreateKeyFile(keyFile);
+    server = await startServer({ ...options, identity: key?.pair ?? options.identity });
+    if (key?.created) logEvent(server.registry, 'key_created', `file=${keyFile}`);
   } catch (error) {
     console.error(`error: ${errorText(error)}`);
     process.exit(1);
