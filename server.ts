@@ -1355,8 +1355,8 @@ The p2p-chat registry: accounts, who is online, and introductions between peers.
 Options:
 ${usageLine('--host ADDRESS', `address to listen on (default ${DEFAULTS.host})`)}
 ${numberFlagsUsage(NUMBER_FLAGS, DEFAULTS)}
-${usageLine('--key-file PATH', 'the registry\'s key (default DIR/registry.key)')}
-${usageLine('--plain', 'no encryption: JSON in clear, for the nc lesson')}
+${usageLine('--key-file PATH', 'its key (default DIR/registry.key)')}
+${usageLine('--plain', 'no encryption: JSON in clear, for nc')}
 ${usageLine('-h, --help', 'show this help')}
 
 Limits on connections (each keeps one host from taking them all):

@@ -313,11 +313,12 @@ export function spawnScript(
 export type SpawnedServer = { server: ScriptProcess; tcpPort: number; udpPort: number };
 
 /** Starts server.ts on 127.0.0.1 and ephemeral ports (later `args` override them); does not
- * wait. */
+ * wait. It speaks plain JSON (--plain), as most tests do, unless `args` give it a --key-file. */
 function spawnServerScript(args: string[], env: Record<string, string>): ScriptProcess {
+  const plain = args.includes('--key-file') ? [] : ['--plain'];
   return spawnScript(
     'server.ts',
-    ['--host', '127.0.0.1', '--tcp-port', '0', '--udp-port', '0', ...args],
+    ['--host', '127.0.0.1', '--tcp-port', '0', '--udp-port', '0', ...plain, ...args],
     env,
   );
 }

@@ -156,6 +156,14 @@ describe('tickets', () => {
     assert.equal(checkTicket(bobToken, ticket, 'alice.a', 'bob', 1_000_001), 'expired');
   });
 
+  test('a ticket bound to a caller\'s key passes only with that key', () => {
+    const key = 'A'.repeat(43);
+    const bound = makeTicket(bobToken, 'alice', 'bob', 1_000_000, key);
+    assert.equal(checkTicket(bobToken, bound, 'alice', 'bob', 0, key), 'valid');
+    assert.equal(checkTicket(bobToken, bound, 'alice', 'bob', 0, 'B'.repeat(43)), 'forged');
+    assert.equal(checkTicket(bobToken, bound, 'alice', 'bob', 0), 'forged', 'no key proved');
+  });
+
   test('refuse the wrong key, caller or callee, and any tampering', () => {
     assert.equal(checkTicket('other-token', ticket, 'Alice.A', 'bob', 0), 'forged');
     assert.equal(checkTicket(bobToken, ticket, 'mallory', 'bob', 0), 'wrong_caller');
@@ -164,7 +172,7 @@ describe('tickets', () => {
     const later = [...parts.slice(0, 3), '9999999999999', parts[4]].join('.');
     assert.equal(checkTicket(bobToken, later, 'Alice.A', 'bob', 0), 'forged',
       'a pushed-back expiry breaks the signature');
-    for (const junk of ['', 'v1', 'a.b.c.d.e', ticket + 'x', ticket.replace('v1', 'v2')]) {
+    for (const junk of ['', 'v2', 'a.b.c.d.e', ticket + 'x', ticket.replace('v2', 'v1')]) {
       assert.equal(checkTicket(bobToken, junk, 'Alice.A', 'bob', 0), 'forged', junk);
     }
   });
