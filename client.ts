@@ -74,6 +74,7 @@ import dns from 'node:dns';
 import { appendFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
 import { parseArgs } from 'node:util';
@@ -81,12 +82,17 @@ import {
   DEFAULT_TCP_PORT, DEFAULT_UDP_PORT, INVALID_ANSWER, MAX_LINE_BYTES, PeerChannel,
   USERNAME_PATTERN, USERNAME_RULE, UsageError, askRegistry, checkTicket, decodeDatagram,
   encodeDatagram, encodeLine, errorText, isMainModule, normaliseUsername, numberFlagOptions,
-  plainAddress, printable, quoteSafely, readNumberFlags, sameUsername,
+  plainAddress, printable, quoteSafely, readNumberFlags, sameUsername, signedHello,
 } from './protocol.ts';
 import type {
   DeclineReason, Hello, NumberFlag, PeerChannelEnd, PeerChannelHandlers, PeerMessage, Reply,
-  Request, SessionUnknown, Storage,
+  Request, SecureLink, SessionUnknown, Storage,
 } from './protocol.ts';
+import {
+  SecureChannelError, fingerprint, generateKeyPair, loadOrCreateKeyFile, readKnownKeys,
+  rememberKey, safetyNumber,
+} from './secure.ts';
+import type { KeyPair } from './secure.ts';
 import { createTerminal, redactSecrets } from './terminal.ts';
 import type { Colour, Terminal } from './terminal.ts';
 
@@ -109,6 +115,9 @@ export type ClientSettings = {
   maxPendingPeers: number;
   maxPendingPeersPerAddress: number;
   dropReportMs: number; // dropped connections are told in one summary per this many ms
+  plain: boolean; // --plain: no secure links (for a registry started with --plain)
+  dataDir: string; // keys and remembered keys: --data-dir, $P2P_CHAT_HOME or ~/.p2p-chat
+  keyFile: string | undefined; // --key-file: one identity key for whoever logs in
 };
 
 const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
@@ -116,6 +125,7 @@ const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
   historyDir: undefined, trace: false,
   registryTimeoutMs: 5000, answerTimeoutMs: 45_000, decideTimeoutMs: 30_000,
   greetingTimeoutMs: 5000, maxPendingPeers: 16, maxPendingPeersPerAddress: 4, dropReportMs: 5000,
+  plain: false, dataDir: '', keyFile: undefined,
 };
 
 /** The registry's heartbeatMs is obeyed only within these bounds: 1 ms would make us send
@@ -159,6 +169,13 @@ type Screen =
 type RegistrySession = {
   username: string; // as the registry spells it
   token: string; // proves requests are ours; also the key that checks tickets sent to us
+  /** A secure registry's hello credentials (logged_in's session and helloKey): hellos carry a
+   * signature with these instead of the token. Absent on a plain registry. */
+  session?: string;
+  helloKey?: string;
+  /** A session_unknown arrived and we are asking the registry, over the secure link, whether it
+   * is true (anyone can send a datagram from the registry's address). */
+  checking?: boolean;
   /** Set when the registry forgot this session while we were chatting: the chat goes on (it
    * never passed through the registry) and we return to Login when it ends. Says why. */
   lostBecause: string | null;
@@ -198,7 +215,8 @@ export type ClientEvent =
   | { type: 'peer_arrived'; conn: number; address: string; remote: string }
   | { type: 'call_connected'; call: number; conn: number }
   | { type: 'call_failed'; call: number; why: string }
-  | { type: 'peer_said'; conn: number; remote: string; message: PeerMessage }
+  /** `key`: what the peer's handshake proved (base64url); absent on a plain link. */
+  | { type: 'peer_said'; conn: number; remote: string; message: PeerMessage; key?: string }
   | { type: 'peer_gone'; conn: number; remote: string; why: PeerChannelEnd }
   | { type: 'timer'; name: TimerName; conn: number };
 
@@ -210,12 +228,14 @@ export type Effect =
   | { do: 'say'; text: string; colour?: Colour; replacesTypedLine?: boolean }
   | { do: 'prompt'; text: string; secret: boolean } // '' hides the prompt while we wait
   | { do: 'ask'; request: Request; tag: number }
-  | { do: 'connect'; call: number; host: string; port: number }
+  | { do: 'connect'; call: number; host: string; port: number; key?: string } // key: must prove
   | { do: 'send'; conn: number; message: PeerMessage }
   | { do: 'close'; conn: number; atOnce?: boolean } // atOnce: destroy, do not flush or read
   | { do: 'expect'; conn: number; ms: number } // close conn unless it speaks within ms
   | { do: 'heartbeat'; everyMs: number | null } // start (or, with null, stop) heartbeat_due
-  | { do: 'hello'; username: string; token: string }
+  | { do: 'hello'; username: string; token: string; session?: string; helloKey?: string }
+  | { do: 'peer_key'; peer: string; key: string } // compare with the one remembered; warn
+  | { do: 'verify'; peer: string } // show the safety number with peer
   | { do: 'timer'; name: TimerName; conn: number; ms: number | null } // null cancels
   | { do: 'save'; you: string; peer: string; line: string }
   | { do: 'exit' };
@@ -248,6 +268,10 @@ type Client = {
   timers: Map<string, ReturnType<typeof setTimeout>>; // running timers, by "name:conn"
   heartbeat: ReturnType<typeof setInterval> | undefined; // sends heartbeat_due while logged in
   lastHello: string | null | undefined; // --trace: the last hello's error, null, or none yet
+  /** The key our secure links prove: the user's identity key from their login on (see
+   * "Effects: keys"), a throwaway one before. */
+  identity: KeyPair;
+  helloCounter: number; // the last signed hello's counter: only ever grows
 };
 
 /** Opens the chat listener and the heartbeat socket, finds the registry, wires every source of
@@ -278,11 +302,17 @@ async function startClient(settings: ClientSettings): Promise<Client> {
     chatListener, heartbeatSocket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'),
     registry: { host, port: tcpPort, name: `${server}:${tcpPort}` },
     channels: new Map(), nextConn: 1, timers: new Map(), heartbeat: undefined,
-    lastHello: undefined,
+    lastHello: undefined, identity: generateKeyPair(), helloCounter: 0,
   };
   chatListener.on('connection', (socket) => {
     const conn = client.nextConn++;
-    const { remote } = adopt(client, conn, new PeerChannel(socket, peerHandlers(client, conn)));
+    // On a secure link the caller must finish the handshake within the time it has to send its
+    // request; its chat_request then arrives with the key it proved (see onIntroduction).
+    const answerSecurely = settings.plain ? undefined
+      : { staticKey: client.identity, timeoutMs: settings.greetingTimeoutMs };
+    const channel = new PeerChannel(socket, peerHandlers(client, conn), MAX_LINE_BYTES,
+      answerSecurely);
+    const { remote } = adopt(client, conn, channel);
     const address = plainAddress(socket.remoteAddress);
     dispatch(client, { type: 'peer_arrived', conn, address, remote });
   });
@@ -324,18 +354,28 @@ function run(client: Client, effect: Effect): void {
     case 'ask': {
       // askRegistry checks that the answer fits the question; one that does not is a failure.
       const { request, tag } = effect;
+      const failed = (error: unknown) => dispatch(client,
+        { type: 'answer_failed', request, why: registryFailure(client, error), tag });
+      let link: SecureLink | undefined;
+      try {
+        link = registryLink(client, request);
+      } catch (error) {
+        return void failed(error); // e.g. an identity key file we may not read
+      }
       askRegistry(request, client.registry, settings.registryTimeoutMs, (direction, line) =>
-        traceOnScreen(client, `${arrow(direction)} registry ${redactSecrets(line)}`)).then(
-        (reply) => dispatch(client, { type: 'answer', request, reply, tag }),
-        (error) => {
-          dispatch(client, { type: 'answer_failed', request, why: errorText(error), tag });
-        });
+        traceOnScreen(client, `${arrow(direction)} registry ${redactSecrets(line)}`), link).then(
+        (reply) => dispatch(client, { type: 'answer', request, reply, tag }), failed);
       return;
     }
     case 'connect': {
-      const { call, host, port } = effect;
+      const { call, host, port, key } = effect;
       const conn = client.nextConn++;
-      PeerChannel.connect(host, port, peerHandlers(client, conn), settings.registryTimeoutMs).then(
+      // The callee must prove the key the registry gave for them: anyone else at host:port (a
+      // thief with a copied ticket, or whoever took the port) fails the handshake.
+      const link = key === undefined ? undefined
+        : { staticKey: client.identity, expectedRemoteKey: Buffer.from(key, 'base64url') };
+      PeerChannel.connect(host, port, peerHandlers(client, conn), settings.registryTimeoutMs,
+        link).then(
         (channel) => {
           adopt(client, conn, channel);
           dispatch(client, { type: 'call_connected', call, conn });
@@ -357,8 +397,10 @@ function run(client: Client, effect: Effect): void {
         : setInterval(() => dispatch(client, { type: 'heartbeat_due' }), effect.everyMs);
       return;
     case 'hello': {
-      const { username, token } = effect;
-      const hello = encodeDatagram({ type: 'hello', username, token });
+      const { username, token, session, helloKey } = effect;
+      const hello = encodeDatagram(session && helloKey
+        ? signedHello(helloKey, username, session, ++client.helloCounter)
+        : { type: 'hello', username, token });
       // A lost datagram does not matter (the next one follows); a failure is only traced.
       client.heartbeatSocket.send(hello, settings.udpPort, client.registry.host, (error) => {
         const code = error ? (error as NodeJS.ErrnoException).code ?? error.message : null;
@@ -381,6 +423,8 @@ function run(client: Client, effect: Effect): void {
       return;
     }
     case 'save': return saveToHistory(client, effect.you, effect.peer, effect.line);
+    case 'peer_key': return notePeerKey(client, effect.peer, effect.key);
+    case 'verify': return showSafetyNumber(client, effect.peer);
     case 'exit':
       client.chatListener.close();
       client.heartbeatSocket.close();
@@ -399,8 +443,8 @@ function adopt(client: Client, conn: number, channel: PeerChannel): PeerChannel 
 /** Turns a channel's news into events about `conn`. */
 function peerHandlers(client: Client, conn: number): PeerChannelHandlers {
   return {
-    onMessage: (message, { remote }) =>
-      dispatch(client, { type: 'peer_said', conn, remote, message }),
+    onMessage: (message, { remote, remoteKey }) => dispatch(client,
+      { type: 'peer_said', conn, remote, message, ...(remoteKey ? { key: remoteKey } : {}) }),
     onClose: (why, channel) => {
       client.channels.delete(conn);
       dispatch(client, { type: 'peer_gone', conn, remote: channel.remote, why });
@@ -441,7 +485,7 @@ export function helloNews(username: string, last: string | null | undefined,
 const NOT_NOW = Symbol('not now');
 type Out = Effect[];
 /** A screen also hears of 'request': a caller whose ticket passed (see onIntroduction). */
-type ScreenEvent = ClientEvent | { type: 'request'; conn: number; from: string };
+type ScreenEvent = ClientEvent | { type: 'request'; conn: number; from: string; key?: string };
 type Next = ClientState | typeof NOT_NOW;
 type ScreenHandler = (state: ClientState, event: ScreenEvent, out: Out, now: number) => Next;
 
@@ -486,7 +530,9 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
     case 'datagram': return onDatagram(state, event, out);
     case 'heartbeat_due': { // no hellos once the registry has forgotten us
       const session = state.session;
-      if (session?.lostBecause === null) out.push({ do: 'hello', ...session });
+      if (session?.lostBecause !== null || session === null) return state;
+      const { username, token, session: name, helloKey } = session;
+      out.push({ do: 'hello', username, token, session: name, helloKey });
       return state;
     }
     case 'peer_arrived': return onPeerArrived(state, event, out);
@@ -495,6 +541,7 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       break;
     case 'answer': case 'answer_failed': {
       const reply = event.type === 'answer' ? event.reply : null;
+      if (event.tag === CHECK || event.tag === CHECK_REPLACED) return checked(state, event, out);
       if (state.session === null) break; // logged out since: only the screen may care
       // Only a lost session sends the user back to Login; other failures leave the screen be.
       if (reply?.type === 'error' && reply.code === 'not_logged_in') {
@@ -579,7 +626,8 @@ function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out:
   say(out, `Logged in as ${reply.username}. Peers reach you on port ${state.chatPort}. ` +
     'Type /help for commands.', 'green');
   if (reply.replaced) say(out, 'This login ended your earlier session (elsewhere).', 'yellow');
-  const session = { username: reply.username, token: reply.token, lostBecause: null };
+  const { username, token, session: name, helloKey } = reply;
+  const session = { username, token, session: name, helloKey, lostBecause: null };
   const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false };
   return show(next, { name: 'search' }, out);
 }
@@ -596,6 +644,7 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next 
     return show(state, { name: 'login_username' }, out);
   }
   if (event.type === 'request' && state.session !== null) {
+    if (event.key !== undefined) out.push({ do: 'peer_key', peer: event.from, key: event.key });
     say(out, `${event.from} wants to chat with you.`, 'bold');
     out.push({ do: 'timer', name: 'decide', conn: event.conn, ms: state.settings.decideTimeoutMs });
     return show(state, { name: 'deciding', peer: event.from, conn: event.conn }, out);
@@ -618,6 +667,7 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next 
     return show({ ...state, session: null }, { name: 'asking', about: 'logout' }, out);
   }
   if (command === '/search' && argument !== '') return callPeer(state, argument, out);
+  if (command === '/verify' && argument !== '') return verify(state, argument, out);
   if (command !== null) return unknownCommand(state, line, out);
   return callPeer(state, line, out);
 }
@@ -668,8 +718,13 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
       if (event.request.type !== 'search' || event.tag !== screen.call) return state;
       const reply = event.type === 'answer' ? event.reply : null;
       if (reply?.type !== 'found') return failed(failure(event));
+      if (!state.settings.plain && reply.key === undefined) {
+        return failed(`The registry gave no key for ${reply.username}; not calling.`);
+      }
+      if (reply.key !== undefined) out.push({ do: 'peer_key', peer: reply.username, key: reply.key });
       say(out, `Waiting for ${reply.username}… (/cancel to give up)`, 'yellow');
-      out.push({ do: 'connect', call: screen.call, host: reply.host, port: reply.port });
+      out.push({ do: 'connect', call: screen.call, host: reply.host, port: reply.port,
+        key: reply.key });
       const at = `${reply.host}:${reply.port}`;
       return { ...state, screen: { ...screen, peer: reply.username, ticket: reply.ticket, at } };
     }
@@ -823,6 +878,7 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
         askList(state, rest.join(' '), out);
         return state;
       }
+      if (command === '/verify') return verify(state, rest.join(' ') || peer, out);
       if (command !== null) return unknownCommand(state, line, out);
       const text = line.startsWith('//') ? line.slice(1) : line;
       const message: PeerMessage = { type: 'msg', text, at: now };
@@ -929,6 +985,9 @@ const SESSION_FORGOTTEN =
 const REPLACED = 'You logged in somewhere else, so the registry ended this session here.';
 const DECLINED: PeerMessage = { type: 'chat_decline', reason: 'declined' };
 const BYE: PeerMessage = { type: 'bye' };
+/** Tags of the question that checks a session_unknown (see onDatagram): calls count from 1. */
+const CHECK = -1;
+const CHECK_REPLACED = -2;
 
 type AnswerEvent = ScreenEvent & { type: 'answer' | 'answer_failed' };
 
@@ -991,8 +1050,28 @@ function onDatagram(state: ClientState, event: EventOf<'datagram'>, out: Out) {
       'may speak on this socket', out);
   }
   if (event.message?.type !== 'session_unknown') return state;
-  const why = event.message.reason === 'replaced' ? REPLACED : SESSION_FORGOTTEN;
-  return loseSession(state, why, out);
+  const replaced = event.message.reason === 'replaced';
+  const session = state.session;
+  if (state.settings.plain || session === null || session.lostBecause !== null) {
+    return loseSession(state, replaced ? REPLACED : SESSION_FORGOTTEN, out);
+  }
+  // On a secure registry a datagram proves nothing (anyone may forge the sender): ask the
+  // registry over the secure link whether our session is gone, and believe only that answer.
+  if (session.checking) return state;
+  ask(out, { type: 'list', token: session.token, prefix: session.username },
+    replaced ? CHECK_REPLACED : CHECK);
+  return { ...state, session: { ...session, checking: true } };
+}
+
+/** Asked after a session_unknown: a not_logged_in ends the session, anything else was noise. */
+function checked(state: ClientState, event: AnswerEvent, out: Out): ClientState {
+  const session = state.session;
+  if (session === null) return state;
+  if (event.type === 'answer' && event.reply.type === 'error' &&
+    event.reply.code === 'not_logged_in') {
+    return loseSession(state, event.tag === CHECK_REPLACED ? REPLACED : SESSION_FORGOTTEN, out);
+  }
+  return { ...state, session: { ...session, checking: false } };
 }
 
 // ---- Strangers at the chat port ----
@@ -1036,8 +1115,9 @@ function onIntroduction(state: ClientState, event: EventOf<'peer_said' | 'peer_g
   }
   const session = state.session;
   if (session === null) return busy(next, { conn: event.conn, from: request.from }, out);
-  let verdict: string =
-    checkTicket(session.token, request.ticket, request.from, session.username, now);
+  // On a secure link the ticket must also name the key the caller's handshake proved.
+  let verdict: string = checkTicket(session.token, request.ticket, request.from,
+    session.username, now, event.key ?? '');
   if (verdict === 'valid' && state.seenTickets.has(request.ticket)) verdict = 'used before';
   if (verdict !== 'valid') {
     hangUp(out, event.conn, { type: 'chat_decline', reason: 'bad_ticket' });
@@ -1048,7 +1128,7 @@ function onIntroduction(state: ClientState, event: EventOf<'peer_said' | 'peer_g
   const seenTickets = rememberTicket(state.seenTickets, request.ticket, now);
   if (seenTickets === null) return busy(next, { conn: event.conn, from: request.from }, out);
   const taken = SCREENS[state.screen.name]({ ...next, seenTickets },
-    { type: 'request', conn: event.conn, from: request.from }, out, now);
+    { type: 'request', conn: event.conn, from: request.from, key: event.key }, out, now);
   return taken === NOT_NOW ? { ...next, seenTickets } : taken;
 }
 
@@ -1098,12 +1178,14 @@ const REGISTER_HELP = `Register: choose a username (${USERNAME_RULE}), then a pa
 const SEARCH_HELP = `Commands:
   NAME or /search NAME   ask NAME to chat
   /list [PREFIX]         who is online (names starting with PREFIX)
+  /verify NAME           the safety number to compare with NAME
   /logout                log out and return to the login screen
   /quit                  log out and exit
   /help                  this list
 While waiting for an answer: /cancel gives up. Commands ignore case.`;
 const CHAT_HELP = `In a chat: type a line to send it; //text sends "/text".
   /list [PREFIX]   who is online
+  /verify          the safety number to compare with your peer
   /back            leave the chat
   /quit            leave, log out and exit`;
 
@@ -1163,6 +1245,13 @@ function unknownCommand(state: ClientState, line: string, out: Out): ClientState
 function notAUsername(state: ClientState, line: string, out: Out): ClientState {
   const shown = quoteSafely(line);
   return sayAgain(state, out, `Not a username: "${shown}" (${USERNAME_RULE}).`, 'yellow');
+}
+
+/** /verify NAME: the effect layer reads the keys and shows the safety number. */
+function verify(state: ClientState, peer: string, out: Out): ClientState {
+  if (!USERNAME_PATTERN.test(peer)) return notAUsername(state, peer, out);
+  out.push({ do: 'verify', peer });
+  return reprompt(state, out);
 }
 
 // One line for each effect the handlers ask for.
@@ -1259,6 +1348,111 @@ function checkHistoryDir(dir: string): void {
     throw new UsageError(`--history ${dir}: ${reason}`);
   }
 }
+// === Effects: keys ===============================================================================
+//
+// Unless --plain, every link is a handshake (secure.ts) in which each side proves a long-term
+// key. What the client knows of keys lives in files under the data folder (settings.dataDir):
+//   keys/<you>.key         your identity key, made at your first login; only you may read it
+//   known_registries       each registry's key, pinned at first contact, as ssh's known_hosts
+//   known_peers/<you>      the key of each peer you have talked to
+// A key seen for the first time is taken on trust and shown; a changed one is the news worth a
+// warning. A real program would also let two users mark a key verified; here /verify shows the
+// safety number and the users compare it themselves.
+
+const fileName = (name: string) => normaliseUsername(name).replace(/^\.+$/, '_$&');
+
+/** How one request reaches the registry, or undefined with --plain. A login proves the user's
+ * identity key (the registry gives it to whoever calls them); other requests, the key we hold. */
+function registryLink(client: Client, request: Request): SecureLink | undefined {
+  const { settings } = client.state;
+  if (settings.plain) return undefined;
+  if (request.type === 'login') client.identity = identityKey(client, request.username);
+  const file = path.join(settings.dataDir, 'known_registries');
+  const { name } = client.registry;
+  const pinned = readKnownKeys(file).get(name);
+  return {
+    staticKey: client.identity, expectedRemoteKey: pinned?.publicKey,
+    onRemoteKey: (key) => {
+      if (pinned) return;
+      rememberKey(file, name, key);
+      client.terminal.say(`New registry ${name}: its key is ${fingerprint(key)}, remembered in ` +
+        `${file}. Compare it with the key the registry printed when it started.`, 'dim');
+    },
+  };
+}
+
+/** The user's identity key: --key-file, or DIR/keys/<user>.key, made on first use. */
+function identityKey(client: Client, username: string): KeyPair {
+  const { dataDir, keyFile } = client.state.settings;
+  const file = keyFile ?? path.join(dataDir, 'keys', `${fileName(username)}.key`);
+  const { pair, created } = loadOrCreateKeyFile(file);
+  if (created) {
+    client.terminal.say(`Made an identity key for ${username}: ${fingerprint(pair.publicKey)} ` +
+      `(in ${file}).`, 'dim');
+  }
+  return pair;
+}
+
+/** Why a request failed, in words; a secure link's failure says what it means and what to do. */
+function registryFailure(client: Client, error: unknown): string {
+  const { name } = client.registry;
+  if (!(error instanceof SecureChannelError)) return errorText(error);
+  if (error.code === 'wrong_key') {
+    const file = path.join(client.state.settings.dataDir, 'known_registries');
+    return `the registry at ${name} proved a different key from the one remembered for it ` +
+      `(${error.message}). Someone may be pretending to be it, so nothing was sent. If its key ` +
+      `was replaced on purpose, delete the line for ${name} from ${file}`;
+  }
+  if (error.code === 'plain') {
+    return `the registry at ${name} speaks in clear (it was started with --plain); start the ` +
+      'client with --plain to use it anyway, knowing that nothing will be encrypted';
+  }
+  return errorText(error);
+}
+
+function knownPeersFile(client: Client, you: string): string {
+  return path.join(client.state.settings.dataDir, 'known_peers', fileName(you));
+}
+
+/** A peer proved `key` (base64url): remember it if it is new, and warn if it changed. */
+function notePeerKey(client: Client, peer: string, key: string): void {
+  const you = client.state.session?.username;
+  if (you === undefined) return;
+  const publicKey = Buffer.from(key, 'base64url');
+  const say = (text: string, colour: Colour) => client.terminal.say(printable(text), colour);
+  try {
+    const file = knownPeersFile(client, you);
+    const known = readKnownKeys(file).get(fileName(peer));
+    if (known?.publicKey.equals(publicKey)) return;
+    rememberKey(file, fileName(peer), publicKey);
+    if (known === undefined) {
+      return say(`First contact with ${peer}: their key is ${fingerprint(publicKey)}. To be ` +
+        `sure it is them, compare safety numbers: /verify ${peer}`, 'dim');
+    }
+    say(`Warning: ${peer}'s key has changed. It was ${fingerprint(known.publicKey)} (first ` +
+      `seen ${known.since}); now it is ${fingerprint(publicKey)}. That happens when ${peer} ` +
+      'uses another computer or lost their key file, and when someone pretends to be them. ' +
+      `Before you trust this chat, compare safety numbers: /verify ${peer}`, 'red');
+  } catch (error) {
+    say(`Could not check ${peer}'s key: ${errorText(error)}`, 'yellow');
+  }
+}
+
+/** /verify NAME: the 60 digits both users see for this pair of keys (Signal's safety number). */
+function showSafetyNumber(client: Client, peer: string): void {
+  const you = client.state.session?.username;
+  const known = you && !client.state.settings.plain
+    ? readKnownKeys(knownPeersFile(client, you)).get(fileName(peer)) : undefined;
+  if (you === undefined || known === undefined) {
+    return client.terminal.say(client.state.settings.plain ? 'No keys with --plain.'
+      : `No key known for ${peer} yet: it is remembered when you first talk.`, 'yellow');
+  }
+  const digits = safetyNumber({ name: fileName(you), publicKey: client.identity.publicKey },
+    { name: fileName(peer), publicKey: known.publicKey });
+  client.terminal.say(`Safety number with ${peer}: ${digits}\nCompare it with theirs, aloud or ` +
+    'in person. The same 60 digits on both screens mean nobody is in between.', 'bold');
+}
+
 // === Command line ================================================================================
 
 type NumberSetting = {
@@ -1295,6 +1489,9 @@ Options:
 ${helpLine('--server HOST', `the registry's address (default ${DEFAULT_CLIENT_SETTINGS.server})`)}
 ${flagLines(PORT_FLAGS)}
 ${helpLine('--history DIR', 'append each chat to DIR/<you>/<peer>.log')}
+${helpLine('--data-dir DIR', 'keys and remembered keys (default ~/.p2p-chat)')}
+${helpLine('--key-file PATH', 'your identity key (default DIR/keys/<you>.key)')}
+${helpLine('--plain', 'no encryption, for a registry started with --plain')}
 ${helpLine('--trace', 'print the protocol messages sent and received')}
 ${helpLine('-h, --help', 'show this help')}
 
@@ -1302,7 +1499,8 @@ Limits (in milliseconds, from 1 to ${DAY_MS}):
 ${flagLines(LIMIT_FLAGS)}
 
 Environment:
-${helpLine('NO_COLOR', 'set to turn colour off')}`;
+${helpLine('NO_COLOR', 'set to turn colour off')}
+${helpLine('P2P_CHAT_HOME', 'the data folder when --data-dir is not given')}`;
 
 /** Turns the command line into settings; null means --help was printed. */
 function parseCommandLine(args: string[]): ClientSettings | null {
@@ -1310,7 +1508,8 @@ function parseCommandLine(args: string[]): ClientSettings | null {
   const { values } = parseArgs({
     args,
     options: {
-      server: text, history: text, trace: { type: 'boolean' },
+      server: text, history: text, trace: { type: 'boolean' }, plain: { type: 'boolean' },
+      'data-dir': text, 'key-file': text,
       help: { type: 'boolean', short: 'h' }, ...numberFlagOptions(NUMBER_FLAGS),
     },
   });
@@ -1322,6 +1521,9 @@ function parseCommandLine(args: string[]): ClientSettings | null {
     ...DEFAULT_CLIENT_SETTINGS, ...readNumberFlags(NUMBER_FLAGS, values),
     server: (values.server as string | undefined) ?? DEFAULT_CLIENT_SETTINGS.server,
     historyDir: values.history as string | undefined, trace: values.trace === true,
+    plain: values.plain === true, keyFile: values['key-file'] as string | undefined,
+    dataDir: (values['data-dir'] as string | undefined) ??
+      (process.env.P2P_CHAT_HOME || path.join(os.homedir(), '.p2p-chat')),
   };
 }
 

@@ -783,7 +783,10 @@ export type PeerChannelHandlers = {
  * the socket is a SecureSocket (the stream after the handshake): lines are the same.
  */
 export class PeerChannel {
-  readonly socket: net.Socket | SecureSocket;
+  /** What lines travel on: the TCP connection, or on a secure link the secure stream over it. */
+  socket: net.Socket | SecureSocket;
+  /** The key the other side's handshake proved (base64url); '' on a plain link, or until then. */
+  remoteKey = '';
   /** "address:port" of the other end, for messages. */
   readonly remote: string;
   /** False once the channel has ended, by our close() or by anything else. */
@@ -792,8 +795,11 @@ export class PeerChannel {
   private readonly splitter: LineSplitter;
   private silenceTimer: ReturnType<typeof setTimeout> | undefined; // the expectWithin() deadline
 
+  /** `answerSecurely`: we were called, on a secure link. The handshake runs first and lines are
+   * read once it has passed; a failed one ends the channel as an error, saying why. */
   constructor(
     socket: net.Socket | SecureSocket, handlers: PeerChannelHandlers, maxLineBytes = MAX_LINE_BYTES,
+    answerSecurely?: { staticKey: KeyPair; timeoutMs: number },
   ) {
     this.socket = socket;
     this.handlers = handlers;
@@ -803,14 +809,31 @@ export class PeerChannel {
     // Chat lines are small and a person is waiting for each one: send at once instead of letting
     // Nagle's algorithm hold small packets back to batch them.
     tcp.setNoDelay(true);
+    if (answerSecurely === undefined) {
+      this.listen(socket);
+      return;
+    }
+    secureSocket(tcp, { initiator: false, prologue: PROLOGUE, ...answerSecurely }).then((sealed) => {
+      this.socket = sealed;
+      if (this.isOpen) this.listen(sealed);
+      else sealed.destroy();
+    }, (error: Error) => this.end({ kind: 'error', detail: error.message }));
+  }
+
+  private listen(stream: net.Socket | SecureSocket): void {
+    if (stream instanceof SecureSocket) {
+      this.remoteKey = stream.remoteStaticKey.toString('base64url');
+    }
     let errorDetail: string | undefined;
-    socket.on('error', (error: NodeJS.ErrnoException) => {
-      errorDetail = error.code ?? error.message;
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      // A secure stream's error is a sentence ("… was tampered with"); a socket's, a code.
+      errorDetail = error instanceof SecureChannelError ? error.message
+        : error.code ?? error.message;
     });
-    socket.on('close', () => {
+    stream.on('close', () => {
       this.end(errorDetail ? { kind: 'error', detail: errorDetail } : { kind: 'ended' });
     });
-    socket.on('data', (chunk: Uint8Array) => this.receive(chunk));
+    stream.on('data', (chunk: Uint8Array) => this.receive(chunk));
   }
 
   /** Connects to a peer; rejects if no connection is made within timeoutMs. With `secure`, the
@@ -837,7 +860,7 @@ export class PeerChannel {
         openSecure(socket, secure, timeoutMs).then((sealed) => {
           secure.onRemoteKey?.(sealed.remoteStaticKey);
           resolve(new PeerChannel(sealed, handlers));
-        }, reject);
+        }, (error: Error) => reject(new Error(`secure link failed: ${error.message}`)));
       });
     });
   }

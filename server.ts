@@ -356,8 +356,20 @@ function acceptConnection(registry: Registry, socket: net.Socket): void {
 const PLAIN_REFUSAL = encodeLine(errorReply('bad_request', 'this registry speaks only through a ' +
   'secure link (use client.ts); a registry started with --plain speaks JSON in clear')).trimEnd();
 
+const PLAIN_REGISTRY = 'this registry was started with --plain: it speaks JSON in clear';
+
 function readLines(registry: Registry, connection: Connection): void {
-  connection.socket.on('data', (chunk: Buffer) => receive(registry, connection, chunk));
+  const { socket } = connection;
+  const read = (chunk: Buffer) => receive(registry, connection, chunk);
+  // A plain registry answers a secure client's handshake (its first byte is 0, which no JSON
+  // line starts with) in words at once, rather than leave it waiting for a handshake.
+  socket.once('data', (first: Buffer) => {
+    if (registry.identity === undefined && first[0] === 0) {
+      return void socket.end(encodeLine(errorReply('bad_request', PLAIN_REGISTRY)));
+    }
+    read(first);
+    socket.on('data', read);
+  });
   connection.socket.on('drain', () => answerInOrder(registry, connection));
 }
 

@@ -301,12 +301,19 @@ export function spawnScript(
   env: Record<string, string> = {},
 ): ScriptProcess {
   const runtimeArgs = UNDER_DENO ? ['run', '-A', script] : ['--import', 'tsx', script];
+  if (script === 'client.ts') args = clientArgs(args);
   const child = spawn(process.execPath, [...runtimeArgs, ...args], {
     cwd: ROOT,
     env: { ...process.env, NO_COLOR: '1', ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   return new ScriptProcess(child);
+}
+
+/** A client in a test speaks plain JSON, as most test registries do, unless the test gives it
+ * its own --data-dir: then it takes the secure path, keeping its keys there. */
+export function clientArgs(args: string[]): string[] {
+  return args.includes('--data-dir') || args.includes('--help') ? args : ['--plain', ...args];
 }
 
 /** A server.ts process that has started, with the ports it printed. */

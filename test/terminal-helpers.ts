@@ -18,7 +18,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import process from 'node:process';
 import { Buffer } from 'node:buffer';
-import { LineClient, ROOT, UNDER_DENO, sleep } from './helpers.ts';
+import { LineClient, ROOT, UNDER_DENO, clientArgs, sleep } from './helpers.ts';
 
 /** Why tmux tests cannot run here, or undefined when they can. */
 export function tmuxMissing(): string | undefined {
@@ -46,8 +46,8 @@ export function shellQuote(word: string): string {
 /** The command line that runs client.ts under the runtime the tests run in. */
 export function clientCommand(args: string[]): string[] {
   return UNDER_DENO
-    ? [process.execPath, 'run', '-A', 'client.ts', ...args]
-    : [process.execPath, '--import', 'tsx', 'client.ts', ...args];
+    ? [process.execPath, 'run', '-A', 'client.ts', ...clientArgs(args)]
+    : [process.execPath, '--import', 'tsx', 'client.ts', ...clientArgs(args)];
 }
 
 /**
