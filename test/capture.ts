@@ -63,12 +63,18 @@ export async function startCapture(): Promise<Capture> {
       resolve();
     });
   });
+  let stopped: Promise<Buffer> | undefined; // stop() twice (a test's finally) is harmless
   return {
-    async stop() {
-      await new Promise((resolve) => setTimeout(resolve, 300)); // the last frames to arrive
-      child.kill('SIGKILL');
-      await new Promise((resolve) => child.once('exit', resolve));
-      return Buffer.concat(chunks);
+    stop() {
+      stopped ??= (async () => {
+        await new Promise((resolve) => setTimeout(resolve, 300)); // the last frames to arrive
+        child.kill('SIGKILL');
+        if (child.exitCode === null && child.signalCode === null) {
+          await new Promise((resolve) => child.once('exit', resolve));
+        }
+        return Buffer.concat(chunks);
+      })();
+      return stopped;
     },
   };
 }
