@@ -398,3 +398,35 @@ test('the table check itself fails on a wrong row and on an event it does not kn
   assert.match(checkRow({ screen: 'chat', event: 'peer waves', next: 'chat' }) ?? '',
     /unknown event/);
 });
+
+test('on a secure registry a session_unknown is a question: only the registry\'s answer over ' +
+  'the secure link ends the session, and hellos are signed', () => {
+  const secure = { ...SETTINGS, plain: false };
+  const list = { type: 'list' as const, token: 'tok-alice', prefix: 'alice' };
+  const login = { type: 'login' as const, username: 'alice', password: 'pw', chatPort: 7000 };
+  const reply = {
+    type: 'logged_in' as const, username: 'alice', token: 'tok-alice', heartbeatMs: 1,
+    timeoutMs: 10_000, storage: 'memory' as const, session: 'sid', helloKey: 'k'.repeat(43),
+  };
+  const { state } = run(initialState(secure, REGISTRY_UDP, 7000), typed('alice'), typed('pw'),
+    { type: 'answer', request: login, reply, tag: 0 });
+  const hello = run(state, { type: 'heartbeat_due' }).effects.find((e) => e.do === 'hello');
+  assert.deepEqual(hello, { do: 'hello', username: 'alice', token: 'tok-alice', session: 'sid',
+    helloKey: 'k'.repeat(43) });
+
+  const forged = { type: 'datagram' as const, sender: REGISTRY_UDP,
+    message: { type: 'session_unknown' as const } };
+  const asked = run(state, forged, forged);
+  assert.equal(asked.state.screen.name, 'search', 'still logged in');
+  const asks = asked.effects.filter((e) => e.do === 'ask');
+  assert.equal(asks.length, 1, 'one check at a time');
+  const tag = asks[0].do === 'ask' ? asks[0].tag : 0;
+
+  const alive = run(asked.state, { type: 'answer', request: list, tag,
+    reply: { type: 'online', users: ['alice'], total: 1 } });
+  assert.equal(alive.state.screen.name, 'search');
+  assert.equal(alive.said.length, 0, 'the check answers nothing on screen');
+  const gone = run(asked.state, { type: 'answer', request: list, tag,
+    reply: { type: 'error', code: 'not_logged_in', message: 'log in first' } });
+  assert.equal(gone.state.screen.name, 'login_username');
+});
