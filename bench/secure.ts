@@ -10,6 +10,10 @@
  *   S3. a 100-byte line sealed and opened (CPU), vs what the plain path already does per line:
  *       JSON.stringify, to bytes, back to text, JSON.parse
  *   S4. a 100-byte line's round trip through an echo server over loopback, secure vs plain
+ *   S5. the registry's check of one hello (decode, then the signature and counter), vs a plain
+ *       registry's (decode, then the token looked up)
+ *   S6. search requests answered one after another by a registry with a key (each over a new
+ *       secure link, as the client asks), vs a plain registry
  *
  * Client and server share this process, so S1 and S4 count both sides' work. Standalone for now:
  * bench/run.ts does not call it yet.
@@ -21,6 +25,11 @@ import { performance } from 'node:perf_hooks';
 import process from 'node:process';
 import { connect, formatMicros, formatMs, formatRatio, median } from './common.ts';
 import { CipherState, generateKeyPair, Handshake, secureSocket } from '../secure.ts';
+import {
+  askRegistry, decodeDatagram, encodeDatagram, signedHello, signedHelloValid,
+} from '../protocol.ts';
+import type { LoggedIn, Request } from '../protocol.ts';
+import { startServer } from '../server.ts';
 import type { KeyPair } from '../secure.ts';
 
 const QUICK = process.argv.includes('--quick');
@@ -115,6 +124,31 @@ async function roundTrips(runs: number, serverKey: KeyPair, clientKey: KeyPair) 
   }
 }
 
+/** Searches per second, asked one after another as the client asks (a new connection each). */
+async function searchRate(runs: number, serverKey: KeyPair | undefined, clientKey: KeyPair) {
+  const server = await startServer({ host: '127.0.0.1', tcpPort: 0, udpPort: 0, log: () => {},
+    identity: serverKey });
+  const registry = { host: '127.0.0.1', port: server.tcpPort, name: 'bench' };
+  const link = serverKey ? { staticKey: clientKey, expectedRemoteKey: serverKey.publicKey }
+    : undefined;
+  const ask = (request: Request) => askRegistry(request, registry, 5000, undefined, link);
+  try {
+    for (const username of ['alice', 'bob']) {
+      await ask({ type: 'register', username, password: 'bench password' });
+    }
+    const login = await ask({ type: 'login', username: 'alice', password: 'bench password',
+      chatPort: 7000 }) as LoggedIn;
+    await ask({ type: 'login', username: 'bob', password: 'bench password', chatPort: 7001 });
+    const search: Request = { type: 'search', token: login.token, username: 'bob' };
+    for (let i = 0; i < runs / 10; i++) await ask(search); // warm up
+    const started = performance.now();
+    for (let i = 0; i < runs; i++) await ask(search);
+    return Math.round(runs / ((performance.now() - started) / 1000));
+  } finally {
+    await server.close();
+  }
+}
+
 async function main(): Promise<void> {
   const scale = QUICK ? 0.05 : 1;
   const serverKey = generateKeyPair();
@@ -158,6 +192,28 @@ async function main(): Promise<void> {
   rows.push({ figure: `S4. ${LINE.length}-byte line round trip (loopback)`,
     ours: formatMs(trips.secureMs), baseline: `${formatMs(trips.plainMs)} (plain echo)`,
     ratio: formatRatio(trips.secureMs, trips.plainMs) });
+
+  const helloKey = generateKeyPair().privateKey;
+  const signed = encodeDatagram(signedHello(helloKey.toString('base64url'), 'alice', 's1', 1));
+  const plainHello = encodeDatagram({ type: 'hello', username: 'alice', token: 't'.repeat(22) });
+  const tokens = new Map([['t'.repeat(22), { helloCounter: 0 }]]);
+  const signedMicros = microsEach(Math.ceil(50_000 * scale), () => {
+    const hello = decodeDatagram(signed);
+    return hello.ok && hello.message.type === 'hello' && signedHelloValid(helloKey, hello.message);
+  });
+  const tokenMicros = microsEach(Math.ceil(50_000 * scale), () => {
+    const hello = decodeDatagram(plainHello);
+    return hello.ok && hello.message.type === 'hello' && tokens.get(hello.message.token ?? '');
+  });
+  rows.push({ figure: 'S5. one hello checked by the registry', ours: formatMicros(signedMicros),
+    baseline: `${formatMicros(tokenMicros)} (token looked up)`,
+    ratio: formatRatio(signedMicros, tokenMicros) });
+
+  const searches = Math.ceil(1000 * scale);
+  const secureRate = await searchRate(searches, serverKey, clientKey);
+  const plainRate = await searchRate(searches, undefined, clientKey);
+  rows.push({ figure: 'S6. searches per second, one at a time', ours: `${secureRate}/s`,
+    baseline: `${plainRate}/s (plain registry)`, ratio: formatRatio(plainRate, secureRate) });
 
   const columns: (keyof Row)[] = ['figure', 'ours', 'baseline', 'ratio'];
   const all = [{ figure: 'figure', ours: 'secure', baseline: 'baseline (same run)',
