@@ -475,7 +475,7 @@ export function transition(state: ClientState, event: ClientEvent, now: number) 
   // A new screen may take lines that were typed ahead, oldest first.
   while (next.typedAhead.length > 0) {
     const [line, ...rest] = next.typedAhead;
-    const taken = offerLine({ ...next, typedAhead: rest }, line, out, now);
+    const taken = offerLine({ ...next, typedAhead: rest }, line, out, now, true);
     if (taken === NOT_NOW) break;
     next = taken;
   }
@@ -491,7 +491,8 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       // behind an answer on its way, for registryTimeoutMs at most.
       const line = event.type === 'typed' ? event.line : null;
       if (state.typedAhead.length === 0) {
-        const taken = offerLine(state, line, out, now);
+        const taken = offerLine(state, line, out, now, event.type === 'input_ended' ||
+          event.piped === true);
         if (taken !== NOT_NOW) return taken;
         if (event.type === 'typed' && !event.piped) return notNow(state, event.line, out);
       }
@@ -540,10 +541,13 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
 }
 
 /** A typed line (null: the end of input). /quit, /help and the end of input mean the same on
- * every screen, so they are answered here; a password, though, may be anything. */
-function offerLine(state: ClientState, line: string | null, out: Out, now: number): Next {
-  const waitingForRegistry = ['logging_in', 'registering', 'asking'].includes(state.screen.name);
-  if (line === null) return waitingForRegistry ? NOT_NOW : quit(state, out);
+ * every screen, so they are answered here; a password, though, may be anything. A script's
+ * lines wait while the registry's answer to the line before them is on its way. */
+function offerLine(state: ClientState, line: string | null, out: Out, now: number,
+  fromScript: boolean): Next {
+  const waiting = ['logging_in', 'registering', 'asking'].includes(state.screen.name);
+  if (fromScript && waiting) return NOT_NOW;
+  if (line === null) return quit(state, out);
   const command = isSecret(state.screen) ? null : commandOf(line.trim().split(/\s+/)[0]);
   const help = command === '/help' ? textOf(state)[1] : '';
   if (command === '/quit') return quit(state, out);

@@ -1,0 +1,152 @@
+/**
+ * test/client-input.test.ts — where typed lines go (issue 16, items 1 to 3 and 16), wherever
+ * pipes can show it: a real registry process, real client.ts processes fed through a pipe, and a
+ * peer written by hand (RawPeer) where the test must choose what the peer answers. What only a
+ * screen shows (a draft, a paste, Ctrl-C, the bell) is in terminal.test.ts.
+ *
+ *   printf 'alice\npw\n/list\n/quit\n' ──stdin──▶ client.ts ──TCP──▶ server.ts ◀── RawPeer
+ */
+
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { STARTUP_MS, SpawnedProcesses, registerAccount, spawnScript } from './helpers.ts';
+import type { ScriptProcess, SpawnedServer } from './helpers.ts';
+import { RawPeer } from './terminal-helpers.ts';
+
+const spawned = new SpawnedProcesses();
+let registry: Promise<SpawnedServer> | undefined;
+const clients: ScriptProcess[] = [];
+
+/** One registry process for the whole file (each test uses its own user names). */
+function theRegistry(): Promise<SpawnedServer> {
+  registry ??= spawned.server(['--heartbeat-ms', '200', '--timeout-ms', '30000']);
+  return registry;
+}
+
+after(async () => {
+  RawPeer.closeAll();
+  await Promise.all(clients.map(async (client) => {
+    if (client.exitCode === null) client.kill('SIGKILL');
+    await client.exited;
+  }));
+  await spawned.stopAll();
+});
+
+/** client.ts with all of `script` already in its stdin; the pipe ends when `end` is set. */
+async function pipedClient(script: string[], { end = true, args = [] as string[] } = {}) {
+  const { tcpPort, udpPort } = await theRegistry();
+  const client = spawnScript('client.ts', ['--tcp-port', String(tcpPort),
+    '--udp-port', String(udpPort), '--registry-timeout-ms', '3000', ...args]);
+  clients.push(client);
+  client.child.stdin!.write(script.map((line) => `${line}\n`).join(''));
+  if (end) client.endInput();
+  return client;
+}
+
+/** Waits for the client to exit; returns its code, with its output in the failure message. */
+async function exitCode(client: ScriptProcess, ms = 15_000): Promise<number | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const code = await Promise.race([client.exited,
+    new Promise<'running'>((resolve) => (timer = setTimeout(() => resolve('running'), ms)))]);
+  clearTimeout(timer);
+  assert.notEqual(code, 'running', `still running after ${ms} ms:\n${client.stdout}`);
+  return code as number | null;
+}
+
+test('item 1: `alice pw /list /quit` through a pipe logs in, lists, then quits, in that order',
+  async () => {
+    const { server, tcpPort } = await theRegistry();
+    await registerAccount(tcpPort, 'pipe-ann', 'pw-ann');
+    const client = await pipedClient(['pipe-ann', 'pw-ann', '/list', '/quit']);
+    assert.equal(await exitCode(client, STARTUP_MS), 0);
+    const out = client.stdout;
+    const order = ['Logged in as pipe-ann', 'Online (', 'Bye.'].map((text) => out.indexOf(text));
+    console.log(`piped script: ${order.join(' < ')} (positions in stdout)`);
+    assert.ok(order.every((at, i) => at >= 0 && (i === 0 || at > order[i - 1])), out);
+    assert.match(out, /Online \(\d+\): [^\n]*pipe-ann/);
+    await server.waitFor(/ logout user=pipe-ann /, 5000);
+  });
+
+test('item 1: without /quit, the answer to the last /list is printed before the client leaves',
+  async () => {
+    const { server, tcpPort } = await theRegistry();
+    await registerAccount(tcpPort, 'pipe-bea', 'pw-bea');
+    const client = await pipedClient(['pipe-bea', 'pw-bea', '/list pipe-b']);
+    assert.equal(await exitCode(client, STARTUP_MS), 0);
+    assert.match(client.stdout, /Online \(1\): pipe-bea\n[^]*Bye\./, client.stdout);
+    await server.waitFor(/ logout user=pipe-bea /, 5000);
+  });
+
+test('item 1: lines behind a call wait for the peer\'s answer, then go to that chat in order',
+  async () => {
+    const { tcpPort, udpPort } = await theRegistry();
+    await registerAccount(tcpPort, 'pipe-cat', 'pw-cat');
+    const dan = await RawPeer.login(tcpPort, udpPort, 'pipe-dan');
+    const client = await pipedClient(['pipe-cat', 'pw-cat', 'pipe-dan', 'first', '/list', 'second',
+      '/quit']); // /quit too waits its turn: it once jumped the queue, and no chat happened
+    const chat = await dan.waitForChat(STARTUP_MS);
+    await chat.waitFor((message) => message.type === 'bye', 'bye after /quit');
+    assert.deepEqual(chat.texts(), ['first', 'second']);
+    assert.equal(await exitCode(client), 0);
+  });
+
+test('item 2: while waiting for a peer, /help and /list are answered at once', async () => {
+  const { tcpPort, udpPort } = await theRegistry();
+  await registerAccount(tcpPort, 'wait-eve', 'pw-eve');
+  const fay = await RawPeer.login(tcpPort, udpPort, 'wait-fay', { accept: false });
+  const client = await pipedClient(['wait-eve', 'pw-eve', 'wait-fay'], { end: false });
+  await client.waitFor('Waiting for wait-fay', STARTUP_MS);
+  client.type('/help');
+  await client.waitFor(/\/cancel gives up/i);
+  client.type('/list wait-');
+  await client.waitFor(/Online \(2\): wait-eve, wait-fay/);
+  assert.equal(fay.chat, null, 'the call was answered');
+  client.type('/cancel');
+  await client.waitFor('Cancelled the request to wait-fay');
+  client.type('/quit');
+  assert.equal(await exitCode(client), 0);
+});
+
+test('item 3: when a call is declined, a line a script meant for the chat is not run on Search',
+  async () => {
+    const { tcpPort, udpPort } = await theRegistry();
+    await registerAccount(tcpPort, 'decl-gus', 'pw-gus');
+    const hal = await RawPeer.login(tcpPort, udpPort, 'decl-hal', { accept: false });
+    await registerAccount(tcpPort, 'thanks', 'pw-thanks'); // a user the line would have called
+    const client = await pipedClient(['decl-gus', 'pw-gus', 'decl-hal', 'thanks']);
+    await waitFor(() => hal.connections.find((c) => c.received.length > 0));
+    hal.connections[0].send({ type: 'chat_decline', reason: 'declined' });
+    assert.equal(await exitCode(client), 0);
+    assert.match(client.stdout, /declined/);
+    assert.match(client.stdout, /Not sent: 1 line/);
+    assert.doesNotMatch(client.stdout, /Looking up thanks/, client.stdout);
+  });
+
+test('item 16: --no-bell is a flag, and a pipe never gets the bell, even for a request',
+  async () => {
+    const { tcpPort, udpPort } = await theRegistry();
+    for (const args of [[], ['--no-bell']]) {
+      const name = `bell-ida${args.length}`;
+      await registerAccount(tcpPort, name, 'pw-ida');
+      const client = await pipedClient([name, 'pw-ida'], { end: false, args });
+      await client.waitFor(`${name}> `, STARTUP_MS);
+      const caller = await RawPeer.login(tcpPort, udpPort, `bell-jo${args.length}`);
+      await caller.call(name);
+      await client.waitFor('wants to chat');
+      client.type('n');
+      await client.waitFor(/Declined/);
+      client.endInput();
+      assert.equal(await exitCode(client), 0);
+      assert.ok(!client.stdout.includes('\x07'), `a BEL went down the pipe (${args})`);
+    }
+  });
+
+async function waitFor<T>(found: () => T | undefined, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = found();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`nothing found within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
