@@ -9,6 +9,9 @@
 
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { initialState, transition } from '../client.ts';
+import type { ClientEvent, ClientSettings, ClientState, Effect } from '../client.ts';
+import { makeTicket } from '../protocol.ts';
 import { STARTUP_MS, SpawnedProcesses, registerAccount, spawnScript } from './helpers.ts';
 import type { ScriptProcess, SpawnedServer } from './helpers.ts';
 import { RawPeer } from './terminal-helpers.ts';
@@ -150,3 +153,96 @@ async function waitFor<T>(found: () => T | undefined, ms = 10_000): Promise<T> {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+// ---- The same rules in transition() alone: no sockets, no clock ----
+
+const SETTINGS: ClientSettings = {
+  server: '127.0.0.1', tcpPort: 5000, udpPort: 5001, chatPort: 0, historyDir: undefined,
+  trace: false, bell: true, registryTimeoutMs: 5000, answerTimeoutMs: 45_000,
+  decideTimeoutMs: 30_000, greetingTimeoutMs: 5000, maxPendingPeers: 16,
+  maxPendingPeersPerAddress: 4, dropReportMs: 5000,
+};
+const T0 = 1_800_000_000_000;
+
+/** Feeds [event, at] pairs in order; returns the last state and every effect. */
+function feed(state: ClientState, ...events: Array<[ClientEvent, number?]>) {
+  const effects: Effect[] = [];
+  for (const [event, at = T0] of events) {
+    const step = transition(state, event, at);
+    state = step.state;
+    effects.push(...step.effects);
+  }
+  const said = effects.flatMap((e) => (e.do === 'say' ? [e.text] : []));
+  return { state, effects, said, sent: sentTexts(effects) };
+}
+const sentTexts = (effects: Effect[]) => effects.flatMap((e) =>
+  e.do === 'send' && e.message.type === 'msg' ? [e.message.text] : []);
+const typed = (line: string, piped = false): [ClientEvent] => [{ type: 'typed', line, piped }];
+
+/** Logged in as ann, then in a chat with bob (who called), at time T0. */
+function annChattingWithBob(settings = SETTINGS): ClientState {
+  const login = { type: 'login' as const, username: 'ann', password: 'pw', chatPort: 7000 };
+  const reply = { type: 'logged_in' as const, username: 'ann', token: 'tok-ann', heartbeatMs: 1000,
+    timeoutMs: 10_000, storage: 'memory' as const };
+  const ticket = makeTicket('tok-ann', 'bob', 'ann', T0 + 60_000);
+  return feed(initialState(settings, '127.0.0.1:5001', 7000), typed('ann'), typed('pw'),
+    [{ type: 'answer', request: login, reply, tag: 0 }],
+    [{ type: 'peer_arrived', conn: 1, address: '127.0.0.1', remote: '127.0.0.1:4000' }],
+    [{ type: 'peer_said', conn: 1, remote: 'x', message: { type: 'chat_request', from: 'bob',
+      ticket } }], typed('y')).state;
+}
+
+test('item 3: a typed line the waiting screen cannot take is dropped with a note, a piped one ' +
+  'waits', () => {
+  const chatting = annChattingWithBob();
+  const search = feed(chatting, typed('/back')).state;
+  const calling = feed(search, typed('carol')).state;
+  assert.equal(calling.screen.name, 'calling');
+  const byHand = feed(calling, typed('thanks'), typed('/cancel'));
+  assert.ok(byHand.said.some((line) => /Not sent: "thanks"; still waiting for carol/.test(line)));
+  assert.equal(byHand.state.screen.name, 'search');
+  assert.equal(byHand.effects.filter((e) => e.do === 'ask').length, 0, 'looked up "thanks"');
+  const piped = feed(calling, typed('thanks', true));
+  assert.deepEqual(piped.state.typedAhead, ['thanks']);
+});
+
+test('item 4: pasted lines in a chat are text; more than three wait for a yes; elsewhere none run',
+  () => {
+    const chatting = annChattingWithBob();
+    const two = feed(chatting, [{ type: 'pasted', lines: ['/back', '//x'] }]);
+    assert.deepEqual(two.sent, ['/back', '//x']);
+    assert.equal(two.state.screen.name, 'chat');
+    const five = ['a', 'b', 'c', 'd', 'e'];
+    const asked = feed(chatting, [{ type: 'pasted', lines: five }]);
+    assert.deepEqual(asked.sent, []);
+    assert.ok(asked.effects.some((e) => e.do === 'prompt' && /Send 5 pasted lines/.test(e.text)));
+    assert.deepEqual(feed(asked.state, typed('y')).sent, five);
+    assert.deepEqual(feed(asked.state, typed('n')).sent, []);
+    const onSearch = feed(feed(chatting, typed('/back')).state,
+      [{ type: 'pasted', lines: ['/logout', 'carol'] }]);
+    assert.deepEqual(onSearch.effects.filter((e) => e.do === 'ask'), [], 'a pasted line ran');
+  });
+
+test('item 16: a request rings; a message rings after 30 s without typing, once; --no-bell', () => {
+  const rings = (effects: Effect[]) => effects.filter((e) => e.do === 'bell').length;
+  const msg = (text: string, at: number): [ClientEvent, number] =>
+    [{ type: 'peer_said', conn: 1, remote: 'x', message: { type: 'msg', text, at } }, at];
+  const chatting = annChattingWithBob(); // ann typed "y" at T0
+  const soon = feed(chatting, msg('soon', T0 + 10_000));
+  assert.equal(rings(soon.effects), 0);
+  const later = feed(chatting, msg('later', T0 + 31_000), msg('again', T0 + 32_000));
+  assert.equal(rings(later.effects), 1);
+  const quiet = feed(annChattingWithBob({ ...SETTINGS, bell: false }), msg('later', T0 + 31_000));
+  assert.equal(rings(quiet.effects), 0);
+});
+
+test('item 1: end of input waits for an answer on its way, for the registry timeout at most',
+  () => {
+    const search = feed(annChattingWithBob(), typed('/back')).state;
+    const listing = feed(search, typed('/list', true), [{ type: 'input_ended' }]);
+    assert.equal(listing.state.screen.name, 'asking');
+    assert.ok(listing.effects.some((e) => e.do === 'timer' && e.name === 'input_end' &&
+      e.ms === SETTINGS.registryTimeoutMs));
+    const gaveUp = feed(listing.state, [{ type: 'timer', name: 'input_end', conn: 0 }]);
+    assert.equal(gaveUp.state.screen.name, 'quitting');
+  });
