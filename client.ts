@@ -182,7 +182,6 @@ export type ClientState = {
    * waiting screen leaves them here, so a script that types ahead loses nothing. */
   typedAhead: ReadonlyArray<string | null>;
   lastAttention: number; // when the user last typed, or the bell last rang
-
   pendingPeers: ReadonlyMap<number, string>; // not yet sent their chat_request: conn → address
   seenTickets: ReadonlyMap<string, number>; // used tickets → expiry; a replay gets bad_ticket
   /** Drops counted since the last report ("dropped %d … from 10.0.0.7" → count), or null when
@@ -753,7 +752,8 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
     }
     case 'typed': {
       const [word, ...rest] = event.line.trim().split(/\s+/);
-      if (commandOf(word) === '/list') return askList(state, rest.join(' '), out), state;
+      if (commandOf(word) === '/list') askList(state, rest.join(' '), out);
+      if (commandOf(word) === '/list') return state;
       if (commandOf(word) !== '/cancel') return NOT_NOW;
       if (screen.conn !== null) hangUp(out, screen.conn, BYE);
       if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
@@ -853,7 +853,11 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
   switch (event.type) {
     case 'typed': {
       const line = event.line.trim();
-      if (screen.pasted) return answerPasteQuestion(state, screen.pasted, line, out, now);
+      if (screen.pasted) { // our user answers the question about a long paste
+        const next = { ...state, screen: { name: 'chat' as const, peer, conn } };
+        if (/^y(es)?$/i.test(line)) return sendPasted(next, screen.pasted, out, now);
+        return sayAgain(next, out, 'The pasted lines were not sent.');
+      }
       const [word, ...rest] = line.split(/\s+/);
       const command = line.startsWith('//') ? null : commandOf(word);
       if (line === '') return reprompt(state, out);
@@ -920,14 +924,6 @@ function pasteInChat(state: ClientState, lines: string[], out: Out, now: number)
   if (lines.length <= MAX_PASTED_LINES_UNASKED) return sendPasted(state, lines, out, now);
   prompt(out, `Send ${lines.length} pasted lines to ${screen.peer}? (y/n) `);
   return { ...state, screen: { ...screen, pasted: lines } };
-}
-
-function answerPasteQuestion(state: ClientState, pasted: ReadonlyArray<string>, answer: string,
-  out: Out, now: number): ClientState {
-  const screen = state.screen as Screen & { name: 'chat' };
-  const next = { ...state, screen: { name: 'chat' as const, peer: screen.peer, conn: screen.conn } };
-  if (!/^y(es)?$/i.test(answer)) return sayAgain(next, out, 'The pasted lines were not sent.');
-  return sendPasted(next, pasted, out, now);
 }
 
 function sendPasted(state: ClientState, lines: ReadonlyArray<string>, out: Out, now: number) {
@@ -1257,7 +1253,7 @@ function notAUsername(state: ClientState, line: string, out: Out): ClientState {
 // One line for each effect the handlers ask for.
 const say = (out: Out, text: string, colour?: Colour) => out.push({ do: 'say', text, colour });
 const prompt = (out: Out, text: string, secret = false, newScreen = false) =>
-  out.push({ do: 'prompt', text, secret, ...(newScreen ? { newScreen } : {}) });
+  out.push({ do: 'prompt', text, secret, newScreen });
 const ring = (state: ClientState, out: Out) => state.settings.bell && out.push({ do: 'bell' });
 const ask = (out: Out, request: Request, tag = 0) => out.push({ do: 'ask', request, tag });
 const send = (out: Out, conn: number, message: PeerMessage) =>

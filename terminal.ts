@@ -214,6 +214,8 @@ export function redactSecrets(line: string): string {
 
 const PASTE_START = '\x1b[200~';
 const PASTE_END = '\x1b[201~';
+// deno-lint-ignore no-control-regex
+const MARKERS = /(\x1b\[20[01]~)/; // split() keeps what the brackets match
 
 /** The keys from stdin, pastes with line breaks taken out and handed to `onPaste`. It stands in
  * for stdin, so readline can switch the terminal to raw mode (one key at a time) through it. */
@@ -224,35 +226,20 @@ function keysWithoutPastes(onPaste: (text: string) => void): PassThrough {
   });
   Object.defineProperty(keys, 'isRaw', { get: () => process.stdin.isRaw });
   let pasted: string | null = null; // the paste so far, while one goes on
-  let held = ''; // the end of a chunk that may be the start of a marker
+  let held = ''; // the end of a read that may be the start of a marker: it waits for the next
   process.stdin.setEncoding('utf8');
   process.stdin.on('data', (chunk: string) => {
-    let text = held + chunk;
-    let typed = '';
-    for (;;) {
-      const marker = pasted === null ? PASTE_START : PASTE_END;
-      const at = text.indexOf(marker);
-      const upTo = at !== -1 ? at : text.length - startOfMarker(text, marker);
-      if (pasted === null) typed += text.slice(0, upTo);
-      else pasted += text.slice(0, upTo);
-      held = at !== -1 ? '' : text.slice(upTo);
-      if (at === -1) break;
-      text = text.slice(at + marker.length);
-      if (pasted === null) {
-        pasted = '';
-        continue;
-      }
-      const paste: string = pasted;
-      pasted = null;
-      if (!/[\r\n]/.test(paste)) {
-        typed += paste;
-        continue;
-      }
-      if (typed !== '') keys.write(typed);
-      typed = '';
-      onPaste(paste);
+    const text = held + chunk;
+    held = text.slice(text.length - startOfMarker(text));
+    for (const piece of text.slice(0, text.length - held.length).split(MARKERS)) {
+      if (piece === PASTE_START) pasted = '';
+      else if (piece === PASTE_END && pasted !== null) {
+        if (/[\r\n]/.test(pasted)) onPaste(pasted);
+        else keys.write(pasted); // one line, or part of one: the user edits it, then sends it
+        pasted = null;
+      } else if (pasted !== null) pasted += piece;
+      else if (piece !== '') keys.write(piece);
     }
-    if (typed !== '') keys.write(typed);
   });
   process.stdin.on('end', () => keys.end());
   process.stdout.write('\x1b[?2004h');
@@ -260,10 +247,12 @@ function keysWithoutPastes(onPaste: (text: string) => void): PassThrough {
   return keys;
 }
 
-/** How many characters at the end of `text` begin `marker` (the rest may be in the next read). */
-function startOfMarker(text: string, marker: string): number {
-  for (let length = marker.length - 1; length >= 2; length--) {
-    if (text.endsWith(marker.slice(0, length))) return length;
+/** How many characters at the end of `text` may begin a marker (the rest comes in the next
+ * read). A lone ESC is not held: it is a key of its own. */
+function startOfMarker(text: string): number {
+  for (let length = PASTE_START.length - 1; length >= 2; length--) {
+    const end = text.slice(-length);
+    if (PASTE_START.startsWith(end) || PASTE_END.startsWith(end)) return length;
   }
   return 0;
 }
