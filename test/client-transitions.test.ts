@@ -17,8 +17,9 @@ import type { ClientEvent, ClientSettings, ClientState, Effect } from '../client
 const NOW = 1_800_000_000_000;
 const SETTINGS: ClientSettings = {
   server: '127.0.0.1', tcpPort: 5000, udpPort: 5001, chatPort: 0, historyDir: undefined,
-  trace: false, bell: true, registryTimeoutMs: 5000, answerTimeoutMs: 45_000, decideTimeoutMs: 30_000,
+  trace: false, registryTimeoutMs: 5000, answerTimeoutMs: 45_000, decideTimeoutMs: 30_000,
   greetingTimeoutMs: 5000, maxPendingPeers: 16, maxPendingPeersPerAddress: 4, dropReportMs: 5000,
+  bell: true,
 };
 const REGISTRY_UDP = '127.0.0.1:5001';
 

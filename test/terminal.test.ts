@@ -499,7 +499,8 @@ test('item 16: an incoming request rings the bell at a terminal; --no-bell keeps
       const alice = `alicebell${args.length}`;
       const name = await loggedInTerminal(alice, 'pw-alicebell', args);
       const raw = await recordOutput(name);
-      const caller = await RawPeer.login(registry.tcpPort, registry.udpPort, `bobbell${args.length}`);
+      const caller = await RawPeer.login(registry.tcpPort, registry.udpPort,
+        `bobbell${args.length}`);
       try {
         await caller.call(alice);
         await tmux.waitForText(name, /wants to chat/);
