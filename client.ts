@@ -182,6 +182,7 @@ export type ClientState = {
    * waiting screen leaves them here, so a script that types ahead loses nothing. */
   typedAhead: ReadonlyArray<string | null>;
   lastAttention: number; // when the user last typed, or the bell last rang
+  listsOnTheWay: number; // /list answers not yet here (a chat's /list leaves the screen as it is)
   pendingPeers: ReadonlyMap<number, string>; // not yet sent their chat_request: conn → address
   seenTickets: ReadonlyMap<string, number>; // used tickets → expiry; a replay gets bad_ticket
   /** Drops counted since the last report ("dropped %d … from 10.0.0.7" → count), or null when
@@ -236,7 +237,7 @@ export type Effect =
 export function initialState(settings: ClientSettings, registryUdp: string, chatPort: number) {
   return {
     settings, registryUdp, chatPort, screen: { name: 'login_username' }, session: null,
-    typedAhead: [], lastAttention: 0, pendingPeers: new Map(), seenTickets: new Map(), drops: null,
+    typedAhead: [], lastAttention: 0, listsOnTheWay: 0, pendingPeers: new Map(), seenTickets: new Map(), drops: null,
     lastStorage: null, accountMayBeGone: false, lastCall: 0,
   } as ClientState;
 }
@@ -522,6 +523,8 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       }
       break;
     case 'answer': case 'answer_failed': {
+      const listsOnTheWay = state.listsOnTheWay - (event.request.type === 'list' ? 1 : 0);
+      state = { ...state, listsOnTheWay };
       const reply = event.type === 'answer' ? event.reply : null;
       if (state.session === null) break; // logged out since: only the screen may care
       // Only a lost session sends the user back to Login; other failures leave the screen be.
@@ -545,7 +548,7 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
 function offerLine(state: ClientState, line: string | null, out: Out, now: number,
   fromScript: boolean): Next {
   const waiting = ['logging_in', 'registering', 'asking'].includes(state.screen.name);
-  if (fromScript && waiting) return NOT_NOW;
+  if (fromScript && (waiting || state.listsOnTheWay > 0)) return NOT_NOW;
   if (line === null) return quit(state, out);
   const command = isSecret(state.screen) ? null : commandOf(line.trim().split(/\s+/)[0]);
   const help = command === '/help' ? textOf(state)[1] : '';
@@ -641,8 +644,7 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next 
   const argument = rest.join(' ');
   if (line === '') return reprompt(state, out);
   if (command === '/list') {
-    askList(state, argument, out);
-    return show(state, { name: 'asking', about: 'list' }, out);
+    return show(askList(state, argument, out), { name: 'asking', about: 'list' }, out);
   }
   if (command === '/logout') {
     // Tell the registry at once, instead of letting it notice our silence.
@@ -655,8 +657,11 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next 
   return callPeer(state, line, out);
 }
 
-const askList = (state: ClientState, prefix: string, out: Out) =>
+/** Asks who is online; a script's next lines wait for the answer (see listsOnTheWay). */
+function askList(state: ClientState, prefix: string, out: Out): ClientState {
   ask(out, { type: 'list', token: state.session?.token ?? '', ...(prefix ? { prefix } : {}) });
+  return { ...state, listsOnTheWay: state.listsOnTheWay + 1 };
+}
 
 /** An answer to /list (asked on Search or in a chat), printed wherever it arrives. */
 function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientState {
@@ -752,8 +757,7 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
     }
     case 'typed': {
       const [word, ...rest] = event.line.trim().split(/\s+/);
-      if (commandOf(word) === '/list') askList(state, rest.join(' '), out);
-      if (commandOf(word) === '/list') return state;
+      if (commandOf(word) === '/list') return askList(state, rest.join(' '), out);
       if (commandOf(word) !== '/cancel') return NOT_NOW;
       if (screen.conn !== null) hangUp(out, screen.conn, BYE);
       if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
@@ -865,10 +869,7 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
         hangUp(out, conn, BYE);
         return endChat(state, `You left the chat with ${peer}.`, out);
       }
-      if (command === '/list') {
-        askList(state, rest.join(' '), out);
-        return state;
-      }
+      if (command === '/list') return askList(state, rest.join(' '), out);
       if (command !== null) return unknownCommand(state, line, out);
       const text = line.startsWith('//') ? line.slice(1) : line;
       const message: PeerMessage = { type: 'msg', text, at: now };

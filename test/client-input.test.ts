@@ -80,7 +80,8 @@ test('item 1: without /quit, the answer to the last /list is printed before the 
     await server.waitFor(/ logout user=pipe-bea /, 5000);
   });
 
-test('item 1: lines behind a call wait for the peer\'s answer, then go to that chat in order',
+test('item 1: lines behind a call wait for the peer\'s answer, then go to that chat in order; ' +
+  'a /list there holds the next lines until its answer',
   async () => {
     const { tcpPort, udpPort } = await theRegistry();
     await registerAccount(tcpPort, 'pipe-cat', 'pw-cat');
@@ -91,6 +92,8 @@ test('item 1: lines behind a call wait for the peer\'s answer, then go to that c
     await chat.waitFor((message) => message.type === 'bye', 'bye after /quit');
     assert.deepEqual(chat.texts(), ['first', 'second']);
     assert.equal(await exitCode(client), 0);
+    // The chat's /list held "second" and /quit until its answer came.
+    assert.match(client.stdout, /Online \(\d+\): [^\n]*pipe-dan[^]*Bye\./, client.stdout);
   });
 
 test('item 2: while waiting for a peer, /help and /list are answered at once', async () => {
