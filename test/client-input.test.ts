@@ -12,7 +12,9 @@ import { after, test } from 'node:test';
 import { initialState, transition } from '../client.ts';
 import type { ClientEvent, ClientSettings, ClientState, Effect } from '../client.ts';
 import { makeTicket } from '../protocol.ts';
-import { STARTUP_MS, SpawnedProcesses, registerAccount, spawnScript } from './helpers.ts';
+import {
+  STARTUP_MS, SpawnedProcesses, registerAccount, spawnScript, waitUntil,
+} from './helpers.ts';
 import type { ScriptProcess, SpawnedServer } from './helpers.ts';
 import { RawPeer } from './terminal-helpers.ts';
 
@@ -120,7 +122,8 @@ test('item 3: when a call is declined, a line a script meant for the chat is not
     const hal = await RawPeer.login(tcpPort, udpPort, 'decl-hal', { accept: false });
     await registerAccount(tcpPort, 'thanks', 'pw-thanks'); // a user the line would have called
     const client = await pipedClient(['decl-gus', 'pw-gus', 'decl-hal', 'thanks']);
-    await waitFor(() => hal.connections.find((c) => c.received.length > 0));
+    await waitUntil(() => hal.connections.some((c) => c.received.length > 0), 10_000,
+      'the chat_request');
     hal.connections[0].send({ type: 'chat_decline', reason: 'declined' });
     assert.equal(await exitCode(client), 0);
     assert.match(client.stdout, /declined/);
@@ -146,16 +149,6 @@ test('item 16: --no-bell is a flag, and a pipe never gets the bell, even for a r
       assert.ok(!client.stdout.includes('\x07'), `a BEL went down the pipe (${args})`);
     }
   });
-
-async function waitFor<T>(found: () => T | undefined, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = found();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`nothing found within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 // ---- The same rules in transition() alone: no sockets, no clock ----
 
