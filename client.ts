@@ -49,6 +49,7 @@
  *   calling            peer chat_accept        chat
  *   calling            peer chat_decline       search
  *   calling            typed /cancel           search
+ *   calling            typed /list             calling            answered at once
  *   calling            request(they win)       chat               glare: their name sorts first
  *   calling            request(we win)         calling            glare: we hold their request
  *   deciding           typed y                 chat
@@ -56,6 +57,7 @@
  *   deciding           timer decide            search             declined for us
  *   deciding           peer bye                search             the caller gave up
  *   chat               typed /back             search
+ *   chat               pasted lines            chat               text, even "/back"
  *   chat               peer bye                search             or the connection ended
  *   chat               session_unknown         chat(lost)         the chat goes on
  *   chat(lost)         peer bye                login_username
@@ -105,6 +107,7 @@ export type ClientSettings = {
   chatPort: number; // where peers reach us; 0: any free port (the registry learns it at login)
   historyDir: string | undefined; // when set, conversations go to historyDir/<you>/<peer>.log
   trace: boolean; // print protocol messages (hellos only when something changes)
+  bell: boolean; // ring the terminal's bell for a chat request, and a message after a quiet spell
   registryTimeoutMs: number; // the registry's answer; also connecting to a peer
   answerTimeoutMs: number; // a called peer's answer (> decideTimeoutMs: a slow yes still arrives)
   decideTimeoutMs: number; // our user's yes or no
@@ -122,7 +125,7 @@ export type ClientSettings = {
 
 const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
   server: '127.0.0.1', tcpPort: DEFAULT_TCP_PORT, udpPort: DEFAULT_UDP_PORT, chatPort: 0,
-  historyDir: undefined, trace: false,
+  historyDir: undefined, trace: false, bell: true,
   registryTimeoutMs: 5000, answerTimeoutMs: 45_000, decideTimeoutMs: 30_000,
   greetingTimeoutMs: 5000, maxPendingPeers: 16, maxPendingPeersPerAddress: 4, dropReportMs: 5000,
   plain: false, dataDir: '', keyFile: undefined,
@@ -134,6 +137,10 @@ const HEARTBEAT_MS_RANGE = [100, 60_000] as const;
 /** How many used tickets we remember (each until it expires) to refuse a replay. Only tickets
  * the registry really signed for us get here, so this is a safety bound, not a working limit. */
 const MAX_SEEN_TICKETS = 1000;
+/** A message rings the bell when the user has neither typed nor been rung for this long. */
+const BELL_AFTER_QUIET_MS = 30_000;
+/** A paste of more lines than this is sent only after the user says yes. */
+const MAX_PASTED_LINES_UNASKED = 3;
 
 // === State and events ============================================================================
 //
@@ -162,7 +169,8 @@ type Screen =
   }
   /** `peer` asked us on `conn`; our user says yes or no before the 'decide' timer says no. */
   | { name: 'deciding'; peer: string; conn: number }
-  | { name: 'chat'; peer: string; conn: number }
+  /** `pasted`: a paste of many lines, waiting for our user's yes before it is sent. */
+  | { name: 'chat'; peer: string; conn: number; pasted?: ReadonlyArray<string> }
   | { name: 'quitting' }; // leaving: waiting for the logout's answer, then exit
 
 /** Our session at the registry, from `logged_in` until we log out or lose it. */
@@ -187,9 +195,11 @@ export type ClientState = {
   readonly chatPort: number; // where our chat listener takes calls; told at login
   screen: Screen;
   session: RegistrySession | null;
-  /** Lines typed but not yet taken by a screen, oldest first; null is the end of input. A
+  /** Lines from a pipe not yet taken by a screen, oldest first; null is the end of input. A
    * waiting screen leaves them here, so a script that types ahead loses nothing. */
   typedAhead: ReadonlyArray<string | null>;
+  lastAttention: number; // when the user last typed, or the bell last rang
+  listsOnTheWay: number; // /list answers not yet here (a chat's /list leaves the screen as it is)
   pendingPeers: ReadonlyMap<number, string>; // not yet sent their chat_request: conn → address
   seenTickets: ReadonlyMap<string, number>; // used tickets → expiry; a replay gets bad_ticket
   /** Drops counted since the last report ("dropped %d … from 10.0.0.7" → count), or null when
@@ -205,7 +215,8 @@ export type ClientState = {
 /** Everything that can happen to the client. */
 export type ClientEvent =
   | { type: 'started' }
-  | { type: 'typed'; line: string }
+  | { type: 'typed'; line: string; piped?: boolean } // piped: from a script, not a person
+  | { type: 'pasted'; lines: string[] } // a paste of several lines at a terminal: text, not keys
   | { type: 'input_ended' } // Ctrl-D, end of a pipe, or the terminal went away
   | { type: 'signal'; name: string } // SIGINT, SIGTERM, SIGHUP
   | { type: 'answer'; request: Request; reply: Reply; tag: number } // a reply that fits request
@@ -221,12 +232,14 @@ export type ClientEvent =
   | { type: 'timer'; name: TimerName; conn: number };
 
 type EventOf<T extends ClientEvent['type']> = Extract<ClientEvent, { type: T }>;
-type TimerName = 'decide' | 'drop_report';
+type TimerName = 'decide' | 'drop_report' | 'input_end';
 
 /** Everything the client can do about an event. */
 export type Effect =
   | { do: 'say'; text: string; colour?: Colour; replacesTypedLine?: boolean }
-  | { do: 'prompt'; text: string; secret: boolean } // '' hides the prompt while we wait
+  /** '' hides the prompt while we wait. newScreen: a half-typed line is not carried over. */
+  | { do: 'prompt'; text: string; secret: boolean; newScreen?: boolean }
+  | { do: 'bell' }
   | { do: 'ask'; request: Request; tag: number }
   | { do: 'connect'; call: number; host: string; port: number; key?: string } // key: must prove
   | { do: 'send'; conn: number; message: PeerMessage }
@@ -244,7 +257,7 @@ export type Effect =
 export function initialState(settings: ClientSettings, registryUdp: string, chatPort: number) {
   return {
     settings, registryUdp, chatPort, screen: { name: 'login_username' }, session: null,
-    typedAhead: [], pendingPeers: new Map(), seenTickets: new Map(), drops: null,
+    typedAhead: [], lastAttention: 0, listsOnTheWay: 0, pendingPeers: new Map(), seenTickets: new Map(), drops: null,
     lastStorage: null, accountMayBeGone: false, lastCall: 0,
   } as ClientState;
 }
@@ -295,7 +308,8 @@ async function startClient(settings: ClientSettings): Promise<Client> {
   const client: Client = {
     state: initialState(settings, `${plainAddress(host)}:${udpPort}`, chatPort), inbox: [],
     terminal: createTerminal({
-      onLine: (line) => dispatch(client, { type: 'typed', line }),
+      onLine: (line, piped) => dispatch(client, { type: 'typed', line, piped }),
+      onPaste: (lines) => dispatch(client, { type: 'pasted', lines }),
       onEnd: () => dispatch(client, { type: 'input_ended' }),
       onInterrupt: () => dispatch(client, { type: 'signal', name: 'SIGINT' }),
     }),
@@ -350,7 +364,8 @@ function run(client: Client, effect: Effect): void {
   const { settings } = client.state;
   switch (effect.do) {
     case 'say': return client.terminal.say(effect.text, effect.colour, effect.replacesTypedLine);
-    case 'prompt': return client.terminal.prompt(effect.text, effect.secret);
+    case 'prompt': return client.terminal.prompt(effect.text, effect.secret, effect.newScreen);
+    case 'bell': return client.terminal.bell();
     case 'ask': {
       // askRegistry checks that the answer fits the question; one that does not is a failure.
       const { request, tag } = effect;
@@ -480,7 +495,8 @@ export function helloNews(username: string, last: string | null | undefined,
 // it returns the effects for dispatch() (in the effects section) to run. Events that mean the
 // same on every screen (signals, datagrams, new connections, /quit, /help) are handled first;
 // the rest go to the handler of the current screen. A handler returns the next state, or NOT_NOW
-// for a typed line it cannot take yet (a waiting screen), which then waits in typedAhead.
+// for a typed line it cannot take yet (a waiting screen): a line from a pipe then waits in
+// typedAhead, and one typed by a person is not kept (see notNow).
 
 const NOT_NOW = Symbol('not now');
 type Out = Effect[];
@@ -503,7 +519,7 @@ export function transition(state: ClientState, event: ClientEvent, now: number) 
   // A new screen may take lines that were typed ahead, oldest first.
   while (next.typedAhead.length > 0) {
     const [line, ...rest] = next.typedAhead;
-    const taken = offerLine({ ...next, typedAhead: rest }, line, out, now);
+    const taken = offerLine({ ...next, typedAhead: rest }, line, out, now, true);
     if (taken === NOT_NOW) break;
     next = taken;
   }
@@ -511,19 +527,28 @@ export function transition(state: ClientState, event: ClientEvent, now: number) 
 }
 
 function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: number): ClientState {
+  if (event.type === 'typed' || event.type === 'pasted') state = { ...state, lastAttention: now };
   switch (event.type) {
     case 'typed': case 'input_ended': {
-      // A line is offered at once when nothing waits ahead of it; /cancel and /quit jump the
-      // queue (that is what they are for). End of input waits behind typed-ahead lines, so
-      // those still reach the chat.
+      // A line is offered at once when nothing waits ahead of it: a script's lines run in order,
+      // each after the answer the one before it waits for. End of input waits behind them, and
+      // behind an answer on its way, for registryTimeoutMs at most.
       const line = event.type === 'typed' ? event.line : null;
-      const urgent = line !== null && /^\/(cancel|quit)$/i.test(line.trim());
-      if (state.typedAhead.length === 0 || urgent) {
-        const taken = offerLine(state, line, out, now);
+      if (state.typedAhead.length === 0) {
+        const taken = offerLine(state, line, out, now, event.type === 'input_ended' ||
+          event.piped === true);
         if (taken !== NOT_NOW) return taken;
+        if (event.type === 'typed' && !event.piped) return notNow(state, event.line, out);
+      }
+      if (line === null) {
+        out.push({ do: 'timer', name: 'input_end', conn: 0, ms: state.settings.registryTimeoutMs });
       }
       return { ...state, typedAhead: [...state.typedAhead, line] };
     }
+    case 'pasted':
+      if (state.screen.name === 'chat') return pasteInChat(state, event.lines, out, now);
+      return sayAgain(state, out, `Not run: ${event.lines.length} pasted lines (pasted lines are ` +
+        'only sent in a chat, as text).', 'yellow');
     case 'started': return sayAgain(state, out,
       `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`, 'bold');
     case 'signal': return quit(state, out);
@@ -538,8 +563,14 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
     case 'peer_arrived': return onPeerArrived(state, event, out);
     case 'timer':
       if (event.name === 'drop_report') return reportDrops(state, out);
+      if (event.name === 'input_end' && state.typedAhead.includes(null)) {
+        say(out, 'End of input: stopped waiting.', 'yellow');
+        return quit(state, out);
+      }
       break;
     case 'answer': case 'answer_failed': {
+      const listsOnTheWay = state.listsOnTheWay - (event.request.type === 'list' ? 1 : 0);
+      state = { ...state, listsOnTheWay };
       const reply = event.type === 'answer' ? event.reply : null;
       if (event.tag === CHECK || event.tag === CHECK_REPLACED) return checked(state, event, out);
       if (state.session === null) break; // logged out since: only the screen may care
@@ -559,8 +590,12 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
 }
 
 /** A typed line (null: the end of input). /quit, /help and the end of input mean the same on
- * every screen, so they are answered here; a password, though, may be anything. */
-function offerLine(state: ClientState, line: string | null, out: Out, now: number): Next {
+ * every screen, so they are answered here; a password, though, may be anything. A script's
+ * lines wait while the registry's answer to the line before them is on its way. */
+function offerLine(state: ClientState, line: string | null, out: Out, now: number,
+  fromScript: boolean): Next {
+  const waiting = ['logging_in', 'registering', 'asking'].includes(state.screen.name);
+  if (fromScript && (waiting || state.listsOnTheWay > 0)) return NOT_NOW;
   if (line === null) return quit(state, out);
   const command = isSecret(state.screen) ? null : commandOf(line.trim().split(/\s+/)[0]);
   const help = command === '/help' ? textOf(state)[1] : '';
@@ -644,6 +679,7 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next 
     return show(state, { name: 'login_username' }, out);
   }
   if (event.type === 'request' && state.session !== null) {
+    ring(state, out);
     if (event.key !== undefined) out.push({ do: 'peer_key', peer: event.from, key: event.key });
     say(out, `${event.from} wants to chat with you.`, 'bold');
     out.push({ do: 'timer', name: 'decide', conn: event.conn, ms: state.settings.decideTimeoutMs });
@@ -657,8 +693,7 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next 
   const argument = rest.join(' ');
   if (line === '') return reprompt(state, out);
   if (command === '/list') {
-    askList(state, argument, out);
-    return show(state, { name: 'asking', about: 'list' }, out);
+    return show(askList(state, argument, out), { name: 'asking', about: 'list' }, out);
   }
   if (command === '/logout') {
     // Tell the registry at once, instead of letting it notice our silence.
@@ -672,8 +707,11 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next 
   return callPeer(state, line, out);
 }
 
-const askList = (state: ClientState, prefix: string, out: Out) =>
+/** Asks who is online; a script's next lines wait for the answer (see listsOnTheWay). */
+function askList(state: ClientState, prefix: string, out: Out): ClientState {
   ask(out, { type: 'list', token: state.session?.token ?? '', ...(prefix ? { prefix } : {}) });
+  return { ...state, listsOnTheWay: state.listsOnTheWay + 1 };
+}
 
 /** An answer to /list (asked on Search or in a chat), printed wherever it arrives. */
 function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientState {
@@ -772,12 +810,15 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
       if (screen.conn !== null) hangUp(out, screen.conn, BYE);
       return acceptRequest(state, event.from, event.conn, out, now);
     }
-    case 'typed':
-      if (commandOf(event.line.trim()) !== '/cancel') return NOT_NOW;
+    case 'typed': {
+      const [word, ...rest] = event.line.trim().split(/\s+/);
+      if (commandOf(word) === '/list') return askList(state, rest.join(' '), out);
+      if (commandOf(word) !== '/cancel') return NOT_NOW;
       if (screen.conn !== null) hangUp(out, screen.conn, BYE);
       if (screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
       say(out, `Cancelled the request to ${peer}.`, 'yellow');
       return show(state, { name: 'search' }, out);
+    }
   }
   return orElse(state, event, out);
 }
@@ -789,7 +830,11 @@ function callFailed(state: ClientState, why: string, out: Out, now: number): Cli
   if (screen.name === 'calling' && screen.crossing !== null) {
     return acceptRequest(state, screen.peer, screen.crossing, out, now);
   }
-  return show(state, { name: 'search' }, out);
+  // A script's lines behind the call were meant for the chat: Search must not take them as names.
+  const queued = state.typedAhead.filter((line) => line !== null).length;
+  if (queued > 0) say(out, `Not sent: ${queued} line(s) meant for the chat.`, 'yellow');
+  const typedAhead = state.typedAhead.filter((line) => line === null);
+  return show({ ...state, typedAhead }, { name: 'search' }, out);
 }
 
 function declineInWords(peer: string, reason: DeclineReason): string {
@@ -867,6 +912,11 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
   switch (event.type) {
     case 'typed': {
       const line = event.line.trim();
+      if (screen.pasted) { // our user answers the question about a long paste
+        const next = { ...state, screen: { name: 'chat' as const, peer, conn } };
+        if (/^y(es)?$/i.test(line)) return sendPasted(next, screen.pasted, out, now);
+        return sayAgain(next, out, 'The pasted lines were not sent.');
+      }
       const [word, ...rest] = line.split(/\s+/);
       const command = line.startsWith('//') ? null : commandOf(word);
       if (line === '') return reprompt(state, out);
@@ -874,10 +924,7 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
         hangUp(out, conn, BYE);
         return endChat(state, `You left the chat with ${peer}.`, out);
       }
-      if (command === '/list') {
-        askList(state, rest.join(' '), out);
-        return state;
-      }
+      if (command === '/list') return askList(state, rest.join(' '), out);
       if (command === '/verify') return verify(state, rest.join(' ') || peer, out);
       if (command !== null) return unknownCommand(state, line, out);
       const text = line.startsWith('//') ? line.slice(1) : line;
@@ -897,6 +944,10 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
     case 'peer_said':
       if (event.conn !== conn) return orElse(state, event, out);
       if (event.message.type === 'msg') {
+        if (now - state.lastAttention >= BELL_AFTER_QUIET_MS) { // one bell per quiet spell
+          ring(state, out);
+          state = { ...state, lastAttention: now };
+        }
         // Shown with our own clock: `at` is only the peer's claim, and clocks disagree.
         chatLine(state, peer, peer, event.message.text, now, out);
         return state;
@@ -919,6 +970,26 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       return state;
   }
   return orElse(state, event, out);
+}
+
+/** A paste in a chat is text, every line, even one that starts with "/" (as if typed with the
+ * "//" escape). A long one is sent only after our user's yes: a paste of a whole file into a
+ * chat is more often a slip than a message. */
+function pasteInChat(state: ClientState, lines: string[], out: Out, now: number): ClientState {
+  const screen = state.screen;
+  if (screen.name !== 'chat') return state;
+  if (lines.length <= MAX_PASTED_LINES_UNASKED) return sendPasted(state, lines, out, now);
+  prompt(out, `Send ${lines.length} pasted lines to ${screen.peer}? (y/n) `);
+  return { ...state, screen: { ...screen, pasted: lines } };
+}
+
+function sendPasted(state: ClientState, lines: ReadonlyArray<string>, out: Out, now: number) {
+  for (const line of lines) {
+    const text = line.trimStart().startsWith('/') ? `/${line.trimStart()}` : line;
+    const next = onChatScreen(state, { type: 'typed', line: text }, out, now);
+    if (next !== NOT_NOW) state = next;
+  }
+  return state;
 }
 
 /** A chat line, ours or the peer's: shown (ours in place of the line just typed) and saved. */
@@ -946,7 +1017,7 @@ function endChat(state: ClientState, words: string, out: Out): ClientState {
 function quit(state: ClientState, out: Out): ClientState {
   if (state.screen.name === 'quitting') return state;
   hangUpEverything(state, out);
-  prompt(out, '');
+  prompt(out, '', false, true);
   if (state.session === null) {
     say(out, 'Bye.');
     out.push({ do: 'exit' });
@@ -1189,8 +1260,7 @@ const CHAT_HELP = `In a chat: type a line to send it; //text sends "/text".
   /back            leave the chat
   /quit            leave, log out and exit`;
 
-/** A screen's prompt and its /help. A screen that waits for an answer has neither: /help typed
- * there waits, like any line, for the next screen. */
+/** A screen's prompt and its /help. A screen that waits for the registry has neither. */
 function textOf(state: ClientState): [prompt: string, help: string] {
   const screen = state.screen;
   const you = state.session?.username ?? '?';
@@ -1205,17 +1275,33 @@ function textOf(state: ClientState): [prompt: string, help: string] {
       return [`Accept ${screen.peer}? (y/n) `,
         `${screen.peer} wants to chat: y accepts, n declines.`];
     case 'chat': return [`${you} → ${screen.peer}> `, CHAT_HELP];
+    case 'calling': return ['', `Waiting for ${screen.peer}: /cancel gives up, ` +
+      '/list [PREFIX] shows who is online, /quit exits.'];
     default: return ['', ''];
   }
 }
 
-/** Switches to `screen` and shows its prompt (none while it waits for an answer). */
+/** Switches to `screen` and shows its prompt (none while it waits for an answer). A line half
+ * typed for another screen is not carried over: the user may not have seen the change. */
 function show(state: ClientState, screen: Screen, out: Out): ClientState {
-  return reprompt({ ...state, screen }, out);
+  return reprompt({ ...state, screen }, out, typedFor(state.screen) !== typedFor(screen));
 }
 
-function reprompt(state: ClientState, out: Out): ClientState {
-  prompt(out, textOf(state)[0], isSecret(state.screen));
+function reprompt(state: ClientState, out: Out, newScreen = false): ClientState {
+  prompt(out, textOf(state)[0], isSecret(state.screen), newScreen);
+  return state;
+}
+
+/** Whom a line typed on `screen` is for: waiting for /list's answer, it is still Search. */
+const typedFor = (screen: Screen) => screen.name === 'asking' ? 'search'
+  : 'peer' in screen ? `${screen.name} ${screen.peer}` : screen.name;
+
+/** A line a person typed while the screen waits for an answer. It was meant for this screen,
+ * so it is not kept for the next one (lines from a pipe are: see typedAhead). */
+function notNow(state: ClientState, line: string, out: Out): ClientState {
+  const screen = state.screen;
+  say(out, `Not sent: "${quoteSafely(line.trim())}"; still waiting for ` + (screen.name ===
+    'calling' ? `${screen.peer} (/cancel gives up).` : "the registry's answer."), 'yellow');
   return state;
 }
 
@@ -1256,7 +1342,9 @@ function verify(state: ClientState, peer: string, out: Out): ClientState {
 
 // One line for each effect the handlers ask for.
 const say = (out: Out, text: string, colour?: Colour) => out.push({ do: 'say', text, colour });
-const prompt = (out: Out, text: string, secret = false) => out.push({ do: 'prompt', text, secret });
+const prompt = (out: Out, text: string, secret = false, newScreen = false) =>
+  out.push({ do: 'prompt', text, secret, newScreen });
+const ring = (state: ClientState, out: Out) => state.settings.bell && out.push({ do: 'bell' });
 const ask = (out: Out, request: Request, tag = 0) => out.push({ do: 'ask', request, tag });
 const send = (out: Out, conn: number, message: PeerMessage) =>
   out.push({ do: 'send', conn, message });
@@ -1493,6 +1581,7 @@ ${helpLine('--data-dir DIR', 'keys and remembered keys (default ~/.p2p-chat)')}
 ${helpLine('--key-file PATH', 'your identity key (default DIR/keys/<you>.key)')}
 ${helpLine('--plain', 'no encryption, for a registry started with --plain')}
 ${helpLine('--trace', 'print the protocol messages sent and received')}
+${helpLine('--no-bell', 'no bell for chat requests, or messages after quiet')}
 ${helpLine('-h, --help', 'show this help')}
 
 Limits (in milliseconds, from 1 to ${DAY_MS}):
@@ -1508,8 +1597,8 @@ function parseCommandLine(args: string[]): ClientSettings | null {
   const { values } = parseArgs({
     args,
     options: {
-      server: text, history: text, trace: { type: 'boolean' }, plain: { type: 'boolean' },
-      'data-dir': text, 'key-file': text,
+      server: text, history: text, trace: { type: 'boolean' }, 'no-bell': { type: 'boolean' },
+      plain: { type: 'boolean' }, 'data-dir': text, 'key-file': text,
       help: { type: 'boolean', short: 'h' }, ...numberFlagOptions(NUMBER_FLAGS),
     },
   });
@@ -1521,7 +1610,8 @@ function parseCommandLine(args: string[]): ClientSettings | null {
     ...DEFAULT_CLIENT_SETTINGS, ...readNumberFlags(NUMBER_FLAGS, values),
     server: (values.server as string | undefined) ?? DEFAULT_CLIENT_SETTINGS.server,
     historyDir: values.history as string | undefined, trace: values.trace === true,
-    plain: values.plain === true, keyFile: values['key-file'] as string | undefined,
+    bell: values['no-bell'] !== true, plain: values.plain === true,
+    keyFile: values['key-file'] as string | undefined,
     dataDir: (values['data-dir'] as string | undefined) ??
       (process.env.P2P_CHAT_HOME || path.join(os.homedir(), '.p2p-chat')),
   };

@@ -6,19 +6,20 @@
  * so far), 2. print the message, 3. draw the prompt and the draft again, below it.
  *
  * client.ts sees only createTerminal(handlers): a Terminal that says a line (maybe in colour),
- * shows a prompt (secret or not) and closes; the handlers hear of a typed line, the end of the
- * input and Ctrl-C. At a TTY readline edits the line, passwords are not echoed and never enter
- * the Up-arrow history, and there is colour unless NO_COLOR is set. From a pipe (a script, or
- * `client.ts < file`): plain lines in and out, every prompt on its own line, no escape code.
+ * shows a prompt (secret or not), rings the bell and closes; the handlers hear of a typed line,
+ * a paste of several lines, the end of the input and Ctrl-C. At a TTY readline edits the line,
+ * passwords are not echoed and never enter the Up-arrow history, and there is colour unless
+ * NO_COLOR is set. From a pipe (a script, or `client.ts < file`): plain lines in and out, every
+ * prompt on its own line, no escape code, no bell.
  *
- * Layout: the interface and the main path (the three steps); refinements that rely on
+ * Layout: the interface and the main path (the three steps); pastes; refinements that rely on
  * readline's internals, each saying where it was checked and what happens without it; measuring
  * the draft's rows as the terminal draws them. Exported: what client.ts uses.
  */
 
 import process from 'node:process';
 import readline from 'node:readline';
-import { Writable } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { stripVTControlCharacters, styleText } from 'node:util';
 
 // === The interface and the main path =============================================================
@@ -26,17 +27,20 @@ import { stripVTControlCharacters, styleText } from 'node:util';
 export type Colour = 'red' | 'green' | 'yellow' | 'cyan' | 'dim' | 'bold';
 
 export type TerminalHandlers = {
-  onLine: (line: string) => void; // the user pressed Enter
+  onLine: (line: string, piped: boolean) => void; // Enter, or a line from a pipe
+  onPaste: (lines: string[]) => void; // a paste holding line breaks (TTY only): text, not keys
   onEnd: () => void; // Ctrl-D, the end of a pipe, or the terminal went away
-  onInterrupt: () => void; // Ctrl-C at a TTY (elsewhere it arrives as a signal)
+  onInterrupt: () => void; // Ctrl-C on an empty line at a TTY (elsewhere it is a signal)
 };
 
 export type Terminal = {
   /** Prints one line without disturbing the draft. `replacesTypedLine`: the line just typed,
    * if still the last thing on the screen, is erased first (a chat line takes its place). */
   say: (text: string, colour?: Colour, replacesTypedLine?: boolean) => void;
-  /** Shows a prompt ('' shows none). `secret`: what is typed is not echoed, nor kept. */
-  prompt: (text: string, secret: boolean) => void;
+  /** Shows a prompt ('' shows none). `secret`: what is typed is not echoed, nor kept.
+   * `newScreen`: a half-typed line was meant for the screen before; it is not carried over. */
+  prompt: (text: string, secret: boolean, newScreen?: boolean) => void;
+  bell: () => void; // BEL, at a TTY only: the user may be looking at another window
   close: () => void;
 };
 
@@ -65,10 +69,13 @@ export function createTerminal(handlers: TerminalHandlers): Terminal {
   });
   Object.defineProperty(echo, 'columns', { get: () => process.stdout.columns });
   if (isTty) surviveRawModeFailure();
+  // At a TTY readline reads the keys without the pastes (see keysWithoutPastes).
+  const input = isTty ? keysWithoutPastes((text) => handlers.onPaste(pastedLines(text)))
+    : process.stdin;
   const screen: Screen = {
     // From a pipe nothing is echoed; we print prompts ourselves.
     lineEditor: readline.createInterface({
-      input: process.stdin, output: isTty ? echo : undefined, terminal: isTty, historySize: 100,
+      input, output: isTty ? echo : undefined, terminal: isTty, historySize: 100,
     }),
     isTty, colour: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
     prompt: '', secret: false, heldAtRow: null, typedRows: 0,
@@ -79,7 +86,7 @@ export function createTerminal(handlers: TerminalHandlers): Terminal {
   editor.on('history', (history: string[]) => screen.secret && history.shift());
   editor.on('line', (line) => {
     noteTypedLine(screen, line);
-    handlers.onLine(line);
+    handlers.onLine(line, !isTty);
   });
   editor.on('close', () => {
     // From now on print plainly: Deno's readline throws if asked to draw a prompt after it
@@ -87,7 +94,8 @@ export function createTerminal(handlers: TerminalHandlers): Terminal {
     screen.isTty = false;
     handlers.onEnd();
   });
-  editor.on('SIGINT', handlers.onInterrupt);
+  // Ctrl-C clears a half-typed line, as a shell does; on an empty line it means leave.
+  editor.on('SIGINT', () => (editor.line === '' ? handlers.onInterrupt() : clearDraft(editor)));
   // When the terminal is gone, writing to it fails (EIO, EPIPE): nobody is left to read it,
   // but the client's goodbyes must still go out.
   process.stdout.on('error', () => {});
@@ -96,11 +104,12 @@ export function createTerminal(handlers: TerminalHandlers): Terminal {
     // A narrower or wider window reflows the draft; draw it again so no stale copy remains.
     process.stdout.on('resize', () => say(screen, ''));
     measureAsDrawn(editor);
-    holdEcho(screen);
+    holdEcho(screen, input);
   }
   return {
     say: (text, colour, replacesTypedLine) => say(screen, text, colour, replacesTypedLine),
-    prompt: (text, secret) => showPrompt(screen, text, secret),
+    prompt: (text, secret, newScreen) => showPrompt(screen, text, secret, newScreen),
+    bell: () => screen.isTty && process.stdout.write('\x07'),
     close: () => {
       try {
         editor.close(); // may throw EIO if the terminal is already gone
@@ -142,7 +151,8 @@ function say(screen: Screen, text: string, colour?: Colour, replacesTypedLine = 
 }
 
 /** Shows a prompt ('' shows none). From a pipe it is a line of its own: scripts wait for it. */
-function showPrompt(screen: Screen, text: string, secret: boolean): void {
+function showPrompt(screen: Screen, text: string, secret: boolean, newScreen = false): void {
+  if (newScreen) dropDraft(screen);
   screen.prompt = text;
   screen.typedRows = 0; // the typed line is no longer the last thing on the screen
   if (!screen.isTty) {
@@ -155,6 +165,22 @@ function showPrompt(screen: Screen, text: string, secret: boolean): void {
   // cursor to the start, and the next keys typed would land in front of the text.
   screen.lineEditor.prompt(true);
   screen.secret = secret;
+}
+
+/** A half-typed line is never run on a screen it was not typed for: the user, busy typing, may
+ * not have seen the screen change (a chat ended, a call came in). So it is taken off the prompt
+ * and shown in a note, to be typed again if still wanted. A password is dropped unshown. */
+function dropDraft(screen: Screen): void {
+  const draft = screen.lineEditor.line;
+  if (!screen.isTty || !draft) return;
+  clearDraft(screen.lineEditor);
+  if (!screen.secret) say(screen, `Not sent: "${draft}" (typed for the screen before).`, 'yellow');
+}
+
+/** Empties the line being edited (the keys Ctrl-E, Ctrl-U), and readline redraws it. */
+function clearDraft(lineEditor: readline.Interface): void {
+  lineEditor.write('', { ctrl: true, name: 'e' });
+  lineEditor.write('', { ctrl: true, name: 'u' });
 }
 
 /** readline just handed over `line`: remember how many rows it takes on the screen. */
@@ -175,6 +201,67 @@ export function redactSecrets(line: string): string {
   return line
     .replace(/"password":"(?:[^"\\]|\\.)*"/, '"password":"***"')
     .replace(/"token":"([^"]{6})[^"]*"/, '"token":"$1…"');
+}
+
+// === Pastes ======================================================================================
+//
+// Pasted text reaches a program as keys, as if typed very fast: a pasted "/quit" and its line
+// break would quit. Terminals can tell a paste from typing: once a program writes ESC[?2004h
+// (bracketed paste mode), each paste comes between ESC[200~ and ESC[201~. readline does not know
+// these markers (Node 20 and Deno 2 alike would type the "~"), so its keys come through a stream
+// that takes pastes out: a paste without a line break goes on to readline as keys, into the
+// line being edited; one with line breaks goes to onPaste as lines of text, and is not echoed.
+
+const PASTE_START = '\x1b[200~';
+const PASTE_END = '\x1b[201~';
+// deno-lint-ignore no-control-regex
+const MARKERS = /(\x1b\[20[01]~)/; // split() keeps what the brackets match
+
+/** The keys from stdin, pastes with line breaks taken out and handed to `onPaste`. It stands in
+ * for stdin, so readline can switch the terminal to raw mode (one key at a time) through it. */
+function keysWithoutPastes(onPaste: (text: string) => void): PassThrough {
+  const keys = Object.assign(new PassThrough(), {
+    isTTY: true,
+    setRawMode: (mode: boolean) => (process.stdin.setRawMode(mode), keys),
+  });
+  Object.defineProperty(keys, 'isRaw', { get: () => process.stdin.isRaw });
+  let pasted: string | null = null; // the paste so far, while one goes on
+  let held = ''; // the end of a read that may be the start of a marker: it waits for the next
+  process.stdin.setEncoding('utf8');
+  process.stdin.on('data', (chunk: string) => {
+    const text = held + chunk;
+    held = text.slice(text.length - startOfMarker(text));
+    for (const piece of text.slice(0, text.length - held.length).split(MARKERS)) {
+      if (piece === PASTE_START) pasted = '';
+      else if (piece === PASTE_END && pasted !== null) {
+        if (/[\r\n]/.test(pasted)) onPaste(pasted);
+        else keys.write(pasted); // one line, or part of one: the user edits it, then sends it
+        pasted = null;
+      } else if (pasted !== null) pasted += piece;
+      else if (piece !== '') keys.write(piece);
+    }
+  });
+  process.stdin.on('end', () => keys.end());
+  process.stdout.write('\x1b[?2004h');
+  process.on('exit', () => process.stdout.write('\x1b[?2004l')); // the shell expects it off
+  return keys;
+}
+
+/** How many characters at the end of `text` may begin a marker (the rest comes in the next
+ * read). A lone ESC is not held: it is a key of its own. */
+function startOfMarker(text: string): number {
+  for (let length = PASTE_START.length - 1; length >= 2; length--) {
+    const end = text.slice(-length);
+    if (PASTE_START.startsWith(end) || PASTE_END.startsWith(end)) return length;
+  }
+  return 0;
+}
+
+/** A paste's lines. Terminals send a line break as "\r"; a last line break ends the last line. */
+function pastedLines(text: string): string[] {
+  const lines = text.replace(/\r\n?/g, '\n').split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  return lines;
 }
 
 // === Refinements on readline's internals =========================================================
@@ -242,7 +329,7 @@ function measureAsDrawn(lineEditor: readline.Interface): void {
  * then redraws the whole draft from the row it started on. Uses `_refreshLine` (the redraw) and
  * `isCompletionEnabled` (false while a paste goes on), both in Node 20 and Deno 2. Without
  * `_refreshLine` the echo is left as it is: pasted emoji may then leave a stale row. */
-function holdEcho(screen: Screen): void {
+function holdEcho(screen: Screen, keys: NodeJS.ReadableStream): void {
   const editor = screen.lineEditor as unknown as EditableLine;
   const redraw = editor._refreshLine?.bind(editor);
   if (redraw === undefined) return;
@@ -254,7 +341,7 @@ function holdEcho(screen: Screen): void {
   };
   let pastedInside: { line: string; cursor: number } | null = null; // see the second listener
   // prependListener: this runs before readline handles the key, the other one after.
-  process.stdin.prependListener('keypress', (text?: string, key?: { name?: string }) => {
+  keys.prependListener('keypress', (text?: string, key?: { name?: string }) => {
     pastedInside = null;
     if (key?.name === 'return' || key?.name === 'enter') return release();
     const pasting = editor.isCompletionEnabled === false; // readline's sign: more keys follow
@@ -265,7 +352,7 @@ function holdEcho(screen: Screen): void {
       screen.heldAtRow = screen.lineEditor.getCursorPos().rows;
     }
   });
-  process.stdin.on('keypress', (text?: string) => {
+  keys.on('keypress', (text?: string) => {
     // Node's readline adds a pasted key at the end of the line, wherever the cursor is (and moves
     // the cursor as if it had not): the key goes where the cursor was. (Deno 2's does the same;
     // a readline that inserts at the cursor never matches the test below.)

@@ -19,7 +19,7 @@ const SETTINGS: ClientSettings = {
   server: '127.0.0.1', tcpPort: 5000, udpPort: 5001, chatPort: 0, historyDir: undefined,
   trace: false, registryTimeoutMs: 5000, answerTimeoutMs: 45_000, decideTimeoutMs: 30_000,
   greetingTimeoutMs: 5000, maxPendingPeers: 16, maxPendingPeersPerAddress: 4, dropReportMs: 5000,
-  plain: true, dataDir: '/nonexistent', keyFile: undefined,
+  plain: true, dataDir: '/nonexistent', keyFile: undefined, bell: true,
 };
 const REGISTRY_UDP = '127.0.0.1:5001';
 
@@ -352,6 +352,7 @@ function eventsFor(label: string, at: Reached): ClientEvent[] | undefined {
     'peer chat_accept': () => peerSaid({ type: 'chat_accept' }),
     'peer chat_decline': () => peerSaid({ type: 'chat_decline', reason: 'declined' }),
     'peer bye': () => peerSaid({ type: 'bye' }),
+    'pasted lines': () => [{ type: 'pasted', lines: ['/back', 'hi'] }],
     'peer silent': () => [{ type: 'peer_gone', conn, remote: 'x',
       why: { kind: 'silent', waitedMs: 45_000 } }],
     'peer gone': () => [{ type: 'peer_gone', conn, remote: 'x',

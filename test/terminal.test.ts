@@ -13,6 +13,10 @@
  */
 
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import process from 'node:process';
 import { after, before, test } from 'node:test';
 import { registerAccount, startTestServer, waitUntil } from './helpers.ts';
 import type { TestServer } from './helpers.ts';
@@ -369,5 +373,142 @@ test('a window resize redraws the draft: no stale copy, arrivals and Enter still
       assert.equal(sent.text, draft);
     } finally {
       bob.close();
+    }
+  });
+
+// ---- Issue 16: where typed and pasted lines go, Ctrl-C, the bell ----
+
+/** Holds until `ms` has passed: for "nothing more happens" checks, after what should happen. */
+const settle = (ms = 500) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Pastes `text` into session `name` as a terminal does: bracketed, if the program asked. */
+async function paste(name: string, text: string): Promise<void> {
+  await tmux.run(['set-buffer', '-b', 'paste', text]);
+  await tmux.run(['paste-buffer', '-p', '-b', 'paste', '-t', name]);
+}
+
+/** Everything the program in `name` writes from now on, raw (escape codes and BEL kept). */
+async function recordOutput(name: string): Promise<() => string> {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'p2p-raw-')), 'out');
+  await tmux.run(['pipe-pane', '-o', '-t', name, `cat > ${file}`]);
+  return () => (existsSync(file) ? readFileSync(file, 'latin1') : '');
+}
+
+test('item 3: a line typed while waiting for a peer is not kept for the Search screen', { skip },
+  async () => {
+    const bob = await RawPeer.login(registry.tcpPort, registry.udpPort, 'bobwait',
+      { accept: false });
+    await registerAccount(registry.tcpPort, 'thanks', 'pw-thanks'); // a user it would call
+    try {
+      const name = await loggedInTerminal('alicewait', 'pw-alicewait');
+      await tmux.typeLine(name, 'bobwait');
+      await tmux.waitForText(name, /Waiting for bobwait/);
+      await tmux.typeLine(name, 'thanks');
+      await tmux.waitForText(name, /Not sent: "thanks"; still waiting for bobwait/);
+      await tmux.typeLine(name, '/cancel');
+      await tmux.waitForText(name, /Cancelled the request to bobwait/);
+      await settle();
+      assert.doesNotMatch(await tmux.history(name), /Looking up thanks/);
+    } finally {
+      bob.close();
+    }
+  });
+
+test('item 3: a chat draft is not carried to Search when the peer leaves', { skip }, async () => {
+  const { bob, chat, terminal } = await chatWithRawPeer('bobleaves');
+  try {
+    await tmux.type(terminal, 'thanks');
+    await tmux.waitForScreen(terminal, (screen) => screen.endsWith('> thanks'), 'the draft');
+    chat.send({ type: 'bye' });
+    await tmux.waitForText(terminal, /bobleaves left the chat/);
+    await tmux.waitForText(terminal, /Not sent: "thanks"/);
+    const screen = await tmux.waitForScreen(terminal, (text) => text.endsWith('alice-bobleaves> '),
+      'an empty Search prompt');
+    assert.equal(linesWith(screen, 'thanks').length, 1, `the draft is still there:\n${screen}`);
+    await tmux.press(terminal, 'Enter');
+    await settle();
+    assert.doesNotMatch(await tmux.history(terminal), /Looking up thanks/);
+  } finally {
+    bob.close();
+  }
+});
+
+test('item 4: pasted lines in a chat are text ("/back" too); more than three ask once',
+  { skip }, async () => {
+    const { bob, chat, terminal } = await chatWithRawPeer('bobpaste');
+    try {
+      await paste(terminal, '/back\n/quit\n');
+      await chat.waitFor(() => chat.texts().length === 2, 'two pasted lines');
+      assert.deepEqual(chat.texts(), ['/back', '/quit']);
+      await paste(terminal, 'l1\nl2\nl3\nl4\nl5');
+      await tmux.waitForText(terminal, /Send 5 pasted lines to bobpaste\? \(y\/n\)/);
+      await tmux.typeLine(terminal, 'y');
+      await chat.waitFor(() => chat.texts().length === 7, 'five more lines');
+      assert.deepEqual(chat.texts().slice(2), ['l1', 'l2', 'l3', 'l4', 'l5']);
+      await paste(terminal, 'n1\nn2\nn3\nn4\n');
+      await tmux.waitForText(terminal, /Send 4 pasted lines/);
+      await tmux.typeLine(terminal, 'n');
+      await tmux.waitForText(terminal, /The pasted lines were not sent/);
+      // A paste without a line break is part of the line being typed, to edit and send.
+      await paste(terminal, 'one line');
+      await tmux.waitForScreen(terminal, (text) => text.endsWith('> one line'), 'the draft');
+      await tmux.typeLine(terminal, '!');
+      await chat.waitFor(() => chat.texts().length === 8, 'the edited line');
+      assert.equal(chat.texts().at(-1), 'one line!');
+      assert.ok(!chat.received.some((message) => message.type === 'bye'), 'the chat ended');
+    } finally {
+      bob.close();
+    }
+  });
+
+test('item 5: Ctrl-C clears a half-typed line; on an empty line it quits', { skip }, async () => {
+  const name = await loggedInTerminal('alicectrlc', 'pw-alicectrlc');
+  await tmux.type(name, 'half typed');
+  await tmux.waitForScreen(name, (text) => text.endsWith('> half typed'), 'the draft');
+  await tmux.press(name, 'C-c');
+  await tmux.waitForScreen(name, (text) => text.endsWith('alicectrlc> '), 'the empty prompt');
+  await settle();
+  assert.doesNotMatch(await tmux.history(name), /Bye\./);
+  await tmux.press(name, 'C-c');
+  await tmux.waitForText(name, /Bye\./);
+  await waitUntil(() => registry.logLines.some((line) => line.includes(' logout user=alicectrlc ')),
+    5000, 'the logout');
+});
+
+test('item 13: leaving with a draft never prints it after "Bye."; bracketed paste is turned off',
+  { skip }, async () => {
+    const { bob, terminal } = await chatWithRawPeer('bobdraft');
+    try {
+      const raw = await recordOutput(terminal);
+      await tmux.type(terminal, 'unsent-draft');
+      await tmux.waitForScreen(terminal, (text) => text.endsWith('> unsent-draft'), 'the draft');
+      const pid = Number(await tmux.run(['display', '-p', '-t', terminal, '#{pane_pid}']));
+      process.kill(pid, 'SIGTERM');
+      const screen = await tmux.waitForText(terminal, /Bye\./);
+      const afterBye = screen.slice(screen.lastIndexOf('Bye.'));
+      assert.doesNotMatch(afterBye, /unsent-draft/, `the draft came back:\n${screen}`);
+      await waitUntil(() => raw().includes('\x1b[?2004l'), 5000, 'bracketed paste mode off');
+    } finally {
+      bob.close();
+    }
+  });
+
+test('item 16: an incoming request rings the bell at a terminal; --no-bell keeps it quiet',
+  { skip }, async () => {
+    for (const args of [[], ['--no-bell']]) {
+      const alice = `alicebell${args.length}`;
+      const name = await loggedInTerminal(alice, 'pw-alicebell', args);
+      const raw = await recordOutput(name);
+      const caller = await RawPeer.login(registry.tcpPort, registry.udpPort,
+        `bobbell${args.length}`);
+      try {
+        await caller.call(alice);
+        await tmux.waitForText(name, /wants to chat/);
+        await settle(300);
+        console.log(`bell ${args.join(' ') || '(default)'}: ${raw().split('\x07').length - 1} BEL`);
+        assert.equal(raw().includes('\x07'), args.length === 0, JSON.stringify(raw()));
+      } finally {
+        caller.close();
+      }
     }
   });
