@@ -179,8 +179,7 @@ type Screen =
 type Delivery = {
   acks: boolean; // the peer announced acknowledgements; an older client does not
   lastId: number; // our latest line
-  acked: number; // the peer has our lines up to this one
-  checkpoint: number; // our latest line when the running 'ack' timer started
+  acked: number; // the peer has our lines up to this one; an 'ack' timer runs while < lastId
   toldLate: number; // the user was told lines up to this one are not delivered yet
   stalled: boolean; // the peer is not reading: new lines are refused until it catches up
 };
@@ -903,7 +902,7 @@ function acceptRequest(state: ClientState, peer: string, conn: number, acks: boo
 function chatScreen(state: ClientState, peer: string, conn: number, acks: boolean, out: Out,
   now: number) {
   save(out, state, peer, `--- conversation with ${peer}, began ${localTime(now)} (local time)`);
-  const delivery = { acks, lastId: 0, acked: 0, checkpoint: 0, toldLate: 0, stalled: false };
+  const delivery = { acks, lastId: 0, acked: 0, toldLate: 0, stalled: false };
   return show(state, { name: 'chat', peer, conn, delivery }, out);
 }
 
@@ -956,7 +955,7 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       chatLine(state, peer, state.session!.username, text, now, out);
       if (!delivery.acks || delivery.lastId > delivery.acked) return withDelivery({ lastId: id });
       out.push({ do: 'timer', name: 'ack', conn, ms: ACK_WAIT_MS }); // the first unacknowledged
-      return withDelivery({ lastId: id, checkpoint: id });
+      return withDelivery({ lastId: id });
     }
     case 'timer':
       if (event.name !== 'ack' || event.conn !== conn) return state;
@@ -999,18 +998,19 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
   return orElse(state, event, out);
 }
 
-/** The 'ack' timer: lines sent before it started and still unacknowledged are late. */
+/** The 'ack' timer, ACK_WAIT_MS after the oldest unacknowledged line: all of them are late (a
+ * working peer acknowledges within milliseconds). Acks are cumulative, so the unacknowledged
+ * lines are always our last few. */
 function ackTimeout(state: ClientState, screen: ChatScreen, out: Out): ClientState {
-  const { peer, conn, delivery } = screen;
-  const { lastId, acked, checkpoint, toldLate } = delivery;
-  const late = checkpoint - Math.max(acked, toldLate);
-  if (late > 0) {
-    say(out, `Not delivered yet: ${lines(late)} to ${peer} (${peer} has not acknowledged ` +
-      `${late === 1 ? 'it' : 'them'}).`, 'yellow');
+  const { peer, conn, delivery: { acks, lastId, acked, toldLate } } = screen;
+  if (!acks || lastId === acked) return state;
+  const late = lastId - acked;
+  if (lastId > toldLate) {
+    say(out, `Not delivered yet: your last ${late === 1 ? 'line' : lines(late)} to ${peer} (${peer} has not ` +
+      `acknowledged ${late === 1 ? 'it' : 'them'}).`, 'yellow');
   }
-  if (lastId > acked) out.push({ do: 'timer', name: 'ack', conn, ms: ACK_WAIT_MS });
-  const changed = { toldLate: Math.max(toldLate, checkpoint), checkpoint: lastId };
-  return { ...state, screen: { ...screen, delivery: { ...delivery, ...changed } } };
+  out.push({ do: 'timer', name: 'ack', conn, ms: ACK_WAIT_MS });
+  return { ...state, screen: { ...screen, delivery: { ...screen.delivery, toldLate: lastId } } };
 }
 
 /** The peer has our lines up to `id`. Those the user was told are late are delivered now. */
@@ -1022,7 +1022,7 @@ function onAck(state: ClientState, screen: ChatScreen, id: number, out: Out): Cl
   return { ...state, screen: { ...screen, delivery: { ...delivery, acked: id } } };
 }
 
-const lines = (count: number) => (count === 1 ? 'your last line' : `your last ${count} lines`);
+const lines = (count: number) => (count === 1 ? '1 line' : `${count} lines`);
 type ChatScreen = Screen & { name: 'chat' };
 
 /** A chat line, ours or the peer's: shown (ours in place of the line just typed) and saved. */
@@ -1078,7 +1078,7 @@ function onQuittingScreen(state: ClientState, event: ScreenEvent, out: Out): Cli
 function notAcknowledged({ peer, delivery }: ChatScreen, weLeft: boolean, out: Out): void {
   const { acks, acked, lastId, toldLate } = delivery;
   const lost = acks ? (weLeft ? toldLate : lastId) - acked : 0;
-  if (lost > 0) say(out, `Lost: ${peer} never acknowledged ${lines(lost)}.`, 'yellow');
+  if (lost > 0) say(out, `Lost: ${peer} never acknowledged ${lines(lost)} of yours.`, 'yellow');
 }
 
 /** Ends whatever conversation the screen holds, telling the peer ("bye": we left, we did not
