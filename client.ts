@@ -92,8 +92,8 @@ import {
   plainAddress, printable, quoteSafely, readNumberFlags, sameUsername,
 } from './protocol.ts';
 import type {
-  DeclineReason, Hello, LoginRequest, NumberFlag, PeerChannelEnd, PeerChannelHandlers, PeerMessage, Reply,
-  Request, SessionUnknown, Storage,
+  DeclineReason, Hello, LoginRequest, NumberFlag, PeerChannelEnd, PeerChannelHandlers,
+  PeerMessage, Reply, Request, SessionUnknown, Storage,
 } from './protocol.ts';
 import { createTerminal, redactSecrets } from './terminal.ts';
 import type { Colour, Terminal } from './terminal.ts';
@@ -164,7 +164,7 @@ type Screen =
   /** We asked for `peer`: first the registry, then (with its `ticket`) the peer's client `at`
    * host:port, on `conn` once connected. `call` tells this call's late answers from those of a
    * call we already cancelled. `crossing` is `peer`'s own request to us, held while our call
-   * (which wins the glare) goes through; `crossed` stays true once it came. `acks`: see Delivery. */
+   * (which wins the glare) goes through; `crossed` stays true once it came. Acks: see Delivery. */
   | {
     name: 'calling'; peer: string; call: number; ticket: string; at: string; conn: number | null;
     crossing: number | null; crossed: boolean; crossingAcks: boolean;
@@ -487,7 +487,8 @@ type ScreenHandler = (state: ClientState, event: ScreenEvent, out: Out, now: num
 const SCREENS: Record<Screen['name'], ScreenHandler> = {
   login_username: onLoginForm, login_password: onLoginForm, logging_in: onLoginForm,
   register_username: onRegisterForm, checking_name: onRegisterForm,
-  register_password: onRegisterForm, register_confirm: onRegisterForm, registering: onRegisterForm, search: onSearchScreen, asking: onSearchScreen,
+  register_password: onRegisterForm, register_confirm: onRegisterForm, registering: onRegisterForm,
+  search: onSearchScreen, asking: onSearchScreen,
   calling: onCallingScreen, deciding: onDecidingScreen, chat: onChatScreen,
   quitting: onQuittingScreen,
 };
@@ -809,8 +810,8 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
       // the call from the name that sorts first goes through, and the other side accepts it.
       if (normaliseUsername(state.session!.username) < normaliseUsername(peer)) {
         if (screen.crossing !== null) close(out, screen.crossing);
-        const crossingAcks = event.acks;
-        return { ...state, screen: { ...screen, crossing: event.conn, crossed: true, crossingAcks } };
+        const crossing = { crossing: event.conn, crossed: true, crossingAcks: event.acks };
+        return { ...state, screen: { ...screen, ...crossing } };
       }
       if (screen.conn !== null) hangUp(out, screen.conn, BYE);
       return acceptRequest(state, event.from, event.conn, event.acks, out, now,
@@ -953,8 +954,9 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       }
       send(out, conn, message);
       chatLine(state, peer, state.session!.username, text, now, out);
-      if (!delivery.acks || delivery.lastId > delivery.acked) return withDelivery({ lastId: id });
-      out.push({ do: 'timer', name: 'ack', conn, ms: ACK_WAIT_MS }); // the first unacknowledged
+      if (delivery.acks && delivery.lastId === delivery.acked) { // the first unacknowledged
+        out.push({ do: 'timer', name: 'ack', conn, ms: ACK_WAIT_MS });
+      }
       return withDelivery({ lastId: id });
     }
     case 'timer':
@@ -1006,8 +1008,8 @@ function ackTimeout(state: ClientState, screen: ChatScreen, out: Out): ClientSta
   if (!acks || lastId === acked) return state;
   const late = lastId - acked;
   if (lastId > toldLate) {
-    say(out, `Not delivered yet: your last ${late === 1 ? 'line' : lines(late)} to ${peer} (${peer} has not ` +
-      `acknowledged ${late === 1 ? 'it' : 'them'}).`, 'yellow');
+    say(out, `Not delivered yet: your last ${late === 1 ? 'line' : lines(late)} to ${peer} ` +
+      `(${peer} has not acknowledged ${late === 1 ? 'it' : 'them'}).`, 'yellow');
   }
   out.push({ do: 'timer', name: 'ack', conn, ms: ACK_WAIT_MS });
   return { ...state, screen: { ...screen, delivery: { ...screen.delivery, toldLate: lastId } } };
@@ -1018,7 +1020,7 @@ function onAck(state: ClientState, screen: ChatScreen, id: number, out: Out): Cl
   const { delivery, peer } = screen;
   if (id <= delivery.acked || id > delivery.lastId) return state; // old news, or nonsense
   const nowDelivered = Math.min(id, delivery.toldLate) - delivery.acked;
-  if (nowDelivered > 0) say(out, `Delivered after all: ${lines(nowDelivered)} to ${peer}.`, 'green');
+  if (nowDelivered > 0) say(out, `Delivered after all: ${lines(nowDelivered)} to ${peer}.`);
   return { ...state, screen: { ...screen, delivery: { ...delivery, acked: id } } };
 }
 
@@ -1173,7 +1175,7 @@ function onDatagram(state: ClientState, event: EventOf<'datagram'>, out: Out) {
       'may speak on this socket', out);
   }
   if (event.message?.type !== 'session_unknown' || state.session === null) return state;
-  const why = event.message.reason === 'replaced' ? REPLACED : forgotten(state.session!);
+  const why = event.message.reason === 'replaced' ? REPLACED : forgotten(state.session);
   return loseSession(state, why, out);
 }
 

@@ -17,7 +17,8 @@ import type { ClientEvent, ClientSettings, ClientState, Effect } from '../client
 const NOW = 1_800_000_000_000;
 const SETTINGS: ClientSettings = {
   server: '127.0.0.1', tcpPort: 5000, udpPort: 5001, chatPort: 0, historyDir: undefined,
-  dataDir: '/nonexistent', trace: false, registryTimeoutMs: 5000, answerTimeoutMs: 45_000, decideTimeoutMs: 30_000,
+  dataDir: '/nonexistent', trace: false, registryTimeoutMs: 5000, answerTimeoutMs: 45_000,
+  decideTimeoutMs: 30_000,
   greetingTimeoutMs: 5000, maxPendingPeers: 16, maxPendingPeersPerAddress: 4, dropReportMs: 5000,
 };
 const REGISTRY_UDP = '127.0.0.1:5001';
@@ -378,8 +379,8 @@ function eventsFor(label: string, at: Reached): ClientEvent[] | undefined {
 }
 
 const ALL_SCREENS = ['login_username', 'login_password', 'logging_in', 'register_username',
-  'checking_name', 'register_password', 'register_confirm', 'registering', 'search', 'asking(list)', 'asking(logout)', 'calling',
-  'deciding', 'chat', 'chat(lost)', 'quitting'];
+  'checking_name', 'register_password', 'register_confirm', 'registering', 'search',
+  'asking(list)', 'asking(logout)', 'calling', 'deciding', 'chat', 'chat(lost)', 'quitting'];
 
 /** Where the row's event leads from its screen, compared with the row's next screen ('exit':
  * the exit effect). Null when they agree; otherwise what differs. */
