@@ -12,7 +12,7 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
-import { makeTicket } from '../protocol.ts';
+import { decodePeerMessage, makeTicket } from '../protocol.ts';
 import type { PeerMessage, Reply, Request } from '../protocol.ts';
 import { initialState, transition } from '../client.ts';
 import type { ClientEvent, ClientSettings, ClientState, Effect } from '../client.ts';
@@ -478,4 +478,17 @@ test('--trace never shows the device proof', async () => {
   } finally {
     registry.server.close();
   }
+});
+
+// ---- The peer protocol's new fields, as the decoder takes them ----
+
+test('the ack shapes: an id is a whole number from 1; acks may only be true', () => {
+  assert.deepEqual(decodePeerMessage('{"type":"ack","id":3}'),
+    { ok: true, message: { type: 'ack', id: 3 } });
+  for (const bad of ['{"type":"ack","id":0}', '{"type":"ack"}', '{"type":"ack","id":1.5}',
+    '{"type":"msg","text":"x","at":1,"id":"1"}', '{"type":"chat_accept","acks":false}']) {
+    assert.equal(decodePeerMessage(bad).ok, false, bad);
+  }
+  assert.deepEqual(decodePeerMessage('{"type":"msg","text":"x","at":1,"id":2}'),
+    { ok: true, message: { type: 'msg', text: 'x', at: 1, id: 2 } });
 });
