@@ -680,13 +680,13 @@ export type PeerChannelHandlers = {
   onClose: (why: PeerChannelEnd, channel: PeerChannel) => void;
   /** Optional: every line sent ('out') or received ('in'), for --trace. */
   onTrace?: (direction: 'in' | 'out', line: string, channel: PeerChannel) => void;
-  /** Optional: more than maxQueuedBytes wait to be sent (true: the peer is not reading), and
+  /** Optional: more than MAX_QUEUED_BYTES wait to be sent (true: the peer is not reading), and
    * later all of it went out (false). */
   onStalled?: (stalled: boolean, channel: PeerChannel) => void;
 };
 
 /** How much may wait to be sent to one peer before the owner hears that it is not reading. */
-export const MAX_QUEUED_BYTES = 1024 * 1024;
+const MAX_QUEUED_BYTES = 1024 * 1024;
 
 /**
  * One TCP connection to another client, speaking the peer protocol.
