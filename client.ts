@@ -70,8 +70,8 @@
  *
  * Layout: settings; state and events; startClient and the effect runner (askRegistry and
  * PeerChannel in protocol.ts turn bytes into checked messages, terminal.ts draws the screen); the
- * dispatcher, one handler per screen; history files; the command line. Exported: what
- * test/client-transitions.test.ts needs.
+ * dispatcher, one handler per screen; history files; device proofs; the command line. Exported:
+ * what test/client-transitions.test.ts and test/client-ux.test.ts need.
  */
 
 import { Buffer } from 'node:buffer';
