@@ -1469,8 +1469,9 @@ function withProof(client: Client, login: LoginRequest): LoginRequest {
     const device = readFileSync(proofFile(client, login.username), 'utf8').trim();
     return /^[\w.-]{1,200}$/.test(device) ? { ...login, device } : login;
   } catch (error) {
-    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
-    if (!missing) client.terminal.say(`Could not read the device proof: ${errorText(error)}`);
+    const code = (error as NodeJS.ErrnoException).code;
+    const none = code === 'ENOENT' || code === 'ENOTDIR'; // none yet (keepProof says why)
+    if (!none) client.terminal.say(`Could not read the device proof: ${errorText(error)}`);
     return login;
   }
 }
