@@ -30,9 +30,13 @@
  *   login_password     typed nothing           login_username     Enter alone goes back
  *   logging_in         answer logged_in        search
  *   logging_in         answer error            login_username     or no answer at all
- *   register_username  typed NAME              register_password
+ *   register_username  typed NAME              checking_name      is the name free?
  *   register_username  typed /login            login_username
- *   register_password  typed PASSWORD          registering
+ *   checking_name      answer username_free    register_password
+ *   checking_name      answer error            register_username  the name is taken
+ *   register_password  typed PASSWORD          register_confirm
+ *   register_confirm   typed PASSWORD          registering        the same password again
+ *   register_confirm   typed OTHER             register_password  they differ: choose again
  *   registering        answer registered       login_username
  *   registering        answer error            register_username  e.g. the name is taken
  *   search             typed /list             asking(list)
@@ -58,6 +62,7 @@
  *   deciding           peer bye                search             the caller gave up
  *   chat               typed /back             search
  *   chat               pasted lines            chat               text, even "/back"
+ *   chat               typed /logout           asking(logout)     leave the chat, then log out
  *   chat               peer bye                search             or the connection ended
  *   chat               session_unknown         chat(lost)         the chat goes on
  *   chat(lost)         peer bye                login_username
@@ -67,13 +72,15 @@
  *
  * Layout: settings; state and events; startClient and the effect runner (askRegistry and
  * PeerChannel in protocol.ts turn bytes into checked messages, terminal.ts draws the screen); the
- * dispatcher, one handler per screen; history files; the command line. Exported: what
- * test/client-transitions.test.ts needs.
+ * dispatcher, one handler per screen; history files; device proofs; the command line. Exported:
+ * what test/client-transitions.test.ts and test/client-ux.test.ts need.
  */
 
 import { Buffer } from 'node:buffer';
 import dns from 'node:dns';
-import { appendFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync,
+} from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
@@ -87,8 +94,8 @@ import {
   plainAddress, printable, quoteSafely, readNumberFlags, sameUsername, signedHello,
 } from './protocol.ts';
 import type {
-  DeclineReason, Hello, NumberFlag, PeerChannelEnd, PeerChannelHandlers, PeerMessage, Reply,
-  Request, SecureLink, SessionUnknown, Storage,
+  DeclineReason, Hello, LoginRequest, NumberFlag, PeerChannelEnd, PeerChannelHandlers,
+  PeerMessage, Reply, Request, SecureLink, SessionUnknown, Storage,
 } from './protocol.ts';
 import {
   SecureChannelError, fingerprint, generateKeyPair, loadOrCreateKeyFile, readKnownKeys,
@@ -106,6 +113,7 @@ export type ClientSettings = {
   udpPort: number; // the registry's port for heartbeats
   chatPort: number; // where peers reach us; 0: any free port (the registry learns it at login)
   historyDir: string | undefined; // when set, conversations go to historyDir/<you>/<peer>.log
+  dataDir: string; // keys, known keys and device proofs: --data-dir, $P2P_CHAT_HOME, ~/.p2p-chat
   trace: boolean; // print protocol messages (hellos only when something changes)
   bell: boolean; // ring the terminal's bell for a chat request, and a message after a quiet spell
   registryTimeoutMs: number; // the registry's answer; also connecting to a peer
@@ -119,16 +127,15 @@ export type ClientSettings = {
   maxPendingPeersPerAddress: number;
   dropReportMs: number; // dropped connections are told in one summary per this many ms
   plain: boolean; // --plain: no secure links (for a registry started with --plain)
-  dataDir: string; // keys and remembered keys: --data-dir, $P2P_CHAT_HOME or ~/.p2p-chat
   keyFile: string | undefined; // --key-file: one identity key for whoever logs in
 };
 
 const DEFAULT_CLIENT_SETTINGS: ClientSettings = {
   server: '127.0.0.1', tcpPort: DEFAULT_TCP_PORT, udpPort: DEFAULT_UDP_PORT, chatPort: 0,
-  historyDir: undefined, trace: false, bell: true,
+  historyDir: undefined, dataDir: '', trace: false, bell: true,
   registryTimeoutMs: 5000, answerTimeoutMs: 45_000, decideTimeoutMs: 30_000,
   greetingTimeoutMs: 5000, maxPendingPeers: 16, maxPendingPeersPerAddress: 4, dropReportMs: 5000,
-  plain: false, dataDir: '', keyFile: undefined,
+  plain: false, keyFile: undefined,
 };
 
 /** The registry's heartbeatMs is obeyed only within these bounds: 1 ms would make us send
@@ -141,6 +148,17 @@ const MAX_SEEN_TICKETS = 1000;
 const BELL_AFTER_QUIET_MS = 30_000;
 /** A paste of more lines than this is sent only after the user says yes. */
 const MAX_PASTED_LINES_UNASKED = 3;
+/** A line the peer has not acknowledged this long after we sent it is marked "not delivered
+ * yet". Acknowledgements take a round trip, milliseconds on any working network. */
+const ACK_WAIT_MS = 3000;
+/** The tags of requests no screen waits for: the check at start, the list after login, and
+ * the check of a session_unknown on a secure registry (see onDatagram). Calls count from 1. */
+const PROBE_TAG = -1;
+const LOGIN_LIST_TAG = -2;
+const CHECK = -3;
+const CHECK_REPLACED = -4;
+/** How many names the line after login shows. */
+const NAMES_AT_LOGIN = 5;
 
 // === State and events ============================================================================
 //
@@ -155,23 +173,37 @@ type Screen =
   | { name: 'login_password'; username: string }
   | { name: 'logging_in' } // waiting for the registry's answer
   | { name: 'register_username' }
+  | { name: 'checking_name'; username: string } // waiting: is the name free?
   | { name: 'register_password'; username: string }
+  | { name: 'register_confirm'; username: string; password: string } // the password again
   | { name: 'registering' } // waiting for the registry's answer
   | { name: 'search' } // home
   | { name: 'asking'; about: 'list' | 'logout' } // waiting for the registry's answer
   /** We asked for `peer`: first the registry, then (with its `ticket`) the peer's client `at`
    * host:port, on `conn` once connected. `call` tells this call's late answers from those of a
    * call we already cancelled. `crossing` is `peer`'s own request to us, held while our call
-   * (which wins the glare) goes through. */
+   * (which wins the glare) goes through; `crossed` stays true once it came. Acks: see Delivery. */
   | {
     name: 'calling'; peer: string; call: number; ticket: string; at: string; conn: number | null;
-    crossing: number | null;
+    crossing: number | null; crossed: boolean; crossingAcks: boolean;
   }
   /** `peer` asked us on `conn`; our user says yes or no before the 'decide' timer says no. */
-  | { name: 'deciding'; peer: string; conn: number }
+  | { name: 'deciding'; peer: string; conn: number; acks: boolean }
   /** `pasted`: a paste of many lines, waiting for our user's yes before it is sent. */
-  | { name: 'chat'; peer: string; conn: number; pasted?: ReadonlyArray<string> }
+  | {
+    name: 'chat'; peer: string; conn: number; delivery: Delivery; pasted?: ReadonlyArray<string>;
+  }
   | { name: 'quitting' }; // leaving: waiting for the logout's answer, then exit
+
+/** Our lines in one chat, by id (1, 2, …): which the peer acknowledged, which the user was told
+ * are late. Acks are cumulative (TCP keeps order), so numbers are enough: no line is kept. */
+type Delivery = {
+  acks: boolean; // the peer announced acknowledgements; an older client does not
+  lastId: number; // our latest line
+  acked: number; // the peer has our lines up to this one; an 'ack' timer runs while < lastId
+  toldLate: number; // the user was told lines up to this one are not delivered yet
+  stalled: boolean; // the peer is not reading: new lines are refused until it catches up
+};
 
 /** Our session at the registry, from `logged_in` until we log out or lose it. */
 type RegistrySession = {
@@ -187,6 +219,9 @@ type RegistrySession = {
   /** Set when the registry forgot this session while we were chatting: the chat goes on (it
    * never passed through the registry) and we return to Login when it ends. Says why. */
   lostBecause: string | null;
+  timeoutMs: number; // the registry forgets a session silent this long
+  lastHelloAt: number; // when we last said hello (or logged in)
+  helloGapMs: number; // the time between the last two hellos: longer than timeoutMs if we slept
 };
 
 export type ClientState = {
@@ -229,10 +264,11 @@ export type ClientEvent =
   /** `key`: what the peer's handshake proved (base64url); absent on a plain link. */
   | { type: 'peer_said'; conn: number; remote: string; message: PeerMessage; key?: string }
   | { type: 'peer_gone'; conn: number; remote: string; why: PeerChannelEnd }
+  | { type: 'peer_stalled'; conn: number; stalled: boolean } // see PeerChannel.onStalled
   | { type: 'timer'; name: TimerName; conn: number };
 
 type EventOf<T extends ClientEvent['type']> = Extract<ClientEvent, { type: T }>;
-type TimerName = 'decide' | 'drop_report' | 'input_end';
+type TimerName = 'decide' | 'drop_report' | 'input_end' | 'ack';
 
 /** Everything the client can do about an event. */
 export type Effect =
@@ -251,6 +287,7 @@ export type Effect =
   | { do: 'verify'; peer: string } // show the safety number with peer
   | { do: 'timer'; name: TimerName; conn: number; ms: number | null } // null cancels
   | { do: 'save'; you: string; peer: string; line: string }
+  | { do: 'keep_proof'; username: string; proof: string } // see "Device proofs"
   | { do: 'exit' };
 
 /** A fresh client at the Login screen. */
@@ -368,7 +405,9 @@ function run(client: Client, effect: Effect): void {
     case 'bell': return client.terminal.bell();
     case 'ask': {
       // askRegistry checks that the answer fits the question; one that does not is a failure.
-      const { request, tag } = effect;
+      const { tag } = effect;
+      const request = effect.request.type === 'login' ? withProof(client, effect.request)
+        : effect.request;
       const failed = (error: unknown) => dispatch(client,
         { type: 'answer_failed', request, why: registryFailure(client, error), tag });
       let link: SecureLink | undefined;
@@ -438,6 +477,7 @@ function run(client: Client, effect: Effect): void {
       return;
     }
     case 'save': return saveToHistory(client, effect.you, effect.peer, effect.line);
+    case 'keep_proof': return keepProof(client, effect.username, effect.proof);
     case 'peer_key': return notePeerKey(client, effect.peer, effect.key);
     case 'verify': return showSafetyNumber(client, effect.peer);
     case 'exit':
@@ -469,6 +509,7 @@ function peerHandlers(client: Client, conn: number): PeerChannelHandlers {
       const who = 'conn' in screen && screen.conn === conn ? screen.peer : channel.remote;
       traceOnScreen(client, `${arrow(direction)} peer ${who} ${line}`);
     },
+    onStalled: (stalled) => dispatch(client, { type: 'peer_stalled', conn, stalled }),
   };
 }
 
@@ -501,14 +542,17 @@ export function helloNews(username: string, last: string | null | undefined,
 const NOT_NOW = Symbol('not now');
 type Out = Effect[];
 /** A screen also hears of 'request': a caller whose ticket passed (see onIntroduction). */
-type ScreenEvent = ClientEvent | { type: 'request'; conn: number; from: string; key?: string };
+type ScreenEvent =
+  | ClientEvent
+  | { type: 'request'; conn: number; from: string; acks: boolean; key?: string };
 type Next = ClientState | typeof NOT_NOW;
 type ScreenHandler = (state: ClientState, event: ScreenEvent, out: Out, now: number) => Next;
 
 const SCREENS: Record<Screen['name'], ScreenHandler> = {
   login_username: onLoginForm, login_password: onLoginForm, logging_in: onLoginForm,
-  register_username: onRegisterForm, register_password: onRegisterForm,
-  registering: onRegisterForm, search: onSearchScreen, asking: onSearchScreen,
+  register_username: onRegisterForm, checking_name: onRegisterForm,
+  register_password: onRegisterForm, register_confirm: onRegisterForm, registering: onRegisterForm,
+  search: onSearchScreen, asking: onSearchScreen,
   calling: onCallingScreen, deciding: onDecidingScreen, chat: onChatScreen,
   quitting: onQuittingScreen,
 };
@@ -549,16 +593,18 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       if (state.screen.name === 'chat') return pasteInChat(state, event.lines, out, now);
       return sayAgain(state, out, `Not run: ${event.lines.length} pasted lines (pasted lines are ` +
         'only sent in a chat, as text).', 'yellow');
-    case 'started': return sayAgain(state, out,
-      `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`, 'bold');
+    case 'started': // is the registry there? The banner says, once the answer is in
+      ask(out, { type: 'list', token: '' }, PROBE_TAG);
+      return state;
     case 'signal': return quit(state, out);
     case 'datagram': return onDatagram(state, event, out);
     case 'heartbeat_due': { // no hellos once the registry has forgotten us
       const session = state.session;
-      if (session?.lostBecause !== null || session === null) return state;
+      if (session === null || session.lostBecause !== null) return state;
       const { username, token, session: name, helloKey } = session;
       out.push({ do: 'hello', username, token, session: name, helloKey });
-      return state;
+      const helloGapMs = now - session.lastHelloAt;
+      return { ...state, session: { ...session, lastHelloAt: now, helloGapMs } };
     }
     case 'peer_arrived': return onPeerArrived(state, event, out);
     case 'timer':
@@ -572,11 +618,12 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       const listsOnTheWay = state.listsOnTheWay - (event.request.type === 'list' ? 1 : 0);
       state = { ...state, listsOnTheWay };
       const reply = event.type === 'answer' ? event.reply : null;
+      if (event.tag === PROBE_TAG) return onProbe(state, event, out);
       if (event.tag === CHECK || event.tag === CHECK_REPLACED) return checked(state, event, out);
       if (state.session === null) break; // logged out since: only the screen may care
       // Only a lost session sends the user back to Login; other failures leave the screen be.
       if (reply?.type === 'error' && reply.code === 'not_logged_in') {
-        return loseSession(state, SESSION_FORGOTTEN, out);
+        return loseSession(state, forgotten(state.session), out);
       }
       if (event.request.type === 'list') return onListAnswer(state, event, out);
       break;
@@ -606,24 +653,35 @@ function offerLine(state: ClientState, line: string | null, out: Out, now: numbe
 
 // ---- Login and Register ----
 
-function onLoginForm(state: ClientState, event: ScreenEvent, out: Out): Next {
-  return onForm(true, state, event, out);
+function onLoginForm(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+  return onForm(true, state, event, out, now);
 }
-function onRegisterForm(state: ClientState, event: ScreenEvent, out: Out): Next {
-  return onForm(false, state, event, out);
+function onRegisterForm(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
+  return onForm(false, state, event, out, now);
 }
 
 /** Login and Register are one form. It waits for a username (checked against the rule before
  * anything else), then a password (Enter alone goes back), then the registry's answer: logged
- * in (to Search), registered (to Login), or a refusal (back to the username). */
-function onForm(login: boolean, state: ClientState, event: ScreenEvent, out: Out): Next {
+ * in (to Search), registered (to Login), or a refusal (back to the username). Register asks the
+ * registry first whether the name is free, and the password twice, so a typo costs nothing. */
+function onForm(login: boolean, state: ClientState, event: ScreenEvent, out: Out,
+  now: number): Next {
   const screen = state.screen;
   const form: Screen = { name: login ? 'login_username' : 'register_username' };
   const waiting = login ? 'logging_in' : 'registering';
+  if (isAnswerTo('check_username', event)) {
+    if (screen.name !== 'checking_name') return state;
+    const reply = event.type === 'answer' ? event.reply : null;
+    // A registry older than check_username calls it a bad request: then Register finds out.
+    if (reply?.type === 'username_free' || (reply?.type === 'error' && reply.code ===
+      'bad_request')) return show(state, { ...screen, name: 'register_password' }, out);
+    say(out, `Registration failed: ${failure(event)}`, 'yellow');
+    return show(state, form, out);
+  }
   if (isAnswerTo(login ? 'login' : 'register', event)) {
     if (screen.name !== waiting) return state;
     const reply = event.type === 'answer' ? event.reply : null;
-    if (reply?.type === 'logged_in') return loggedIn(state, reply, out);
+    if (reply?.type === 'logged_in') return loggedIn(state, reply, out, now);
     if (reply?.type === 'registered') {
       say(out, `Registered ${reply.username}. Now log in.`, 'green');
       return show(state, { name: 'login_username' }, out);
@@ -636,8 +694,15 @@ function onForm(login: boolean, state: ClientState, event: ScreenEvent, out: Out
     return show(state, form, out);
   }
   if (event.type !== 'typed') return orElse(state, event, out);
-  if (screen.name === waiting) return NOT_NOW;
-  if (screen.name === 'login_password' || screen.name === 'register_password') {
+  if (screen.name === waiting || screen.name === 'checking_name') return NOT_NOW;
+  if (screen.name === 'register_password' && event.line !== '') {
+    return show(state, { ...screen, name: 'register_confirm', password: event.line }, out);
+  }
+  if (screen.name === 'register_confirm' && event.line !== screen.password) {
+    say(out, 'The two passwords differ; choose one again.', 'yellow');
+    return show(state, { name: 'register_password', username: screen.username }, out);
+  }
+  if ('username' in screen) { // a password typed: the last step
     if (event.line === '') return show(state, form, out);
     const [username, password] = [screen.username, event.line];
     ask(out, login ? { type: 'login', username, password, chatPort: state.chatPort }
@@ -647,24 +712,38 @@ function onForm(login: boolean, state: ClientState, event: ScreenEvent, out: Out
   const line = event.line.trim();
   const command = commandOf(line);
   if (line === '') return reprompt(state, out);
-  if (command === (login ? '/register' : '/login')) {
-    return show(state, { name: login ? 'register_username' : 'login_username' }, out);
+  if (command === '/register' || command === '/login') { // either form, from either
+    return show(state, { name: command === '/login' ? 'login_username' : 'register_username' },
+      out);
   }
   if (command !== null) return unknownCommand(state, line, out);
   if (!USERNAME_PATTERN.test(line)) return notAUsername(state, line, out);
-  return show(state, { name: login ? 'login_password' : 'register_password', username: line }, out);
+  if (login) return show(state, { name: 'login_password', username: line }, out);
+  ask(out, { type: 'check_username', username: line });
+  return show(state, { name: 'checking_name', username: line }, out);
 }
 
-function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out: Out) {
+function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out: Out,
+  now: number) {
   const [least, most] = HEARTBEAT_MS_RANGE;
   out.push({ do: 'heartbeat', everyMs: Math.min(most, Math.max(least, reply.heartbeatMs)) });
-  say(out, `Logged in as ${reply.username}. Peers reach you on port ${state.chatPort}. ` +
+  const { username, token, timeoutMs, device } = reply;
+  if (device !== undefined) out.push({ do: 'keep_proof', username, proof: device });
+  say(out, `Logged in as ${username}. Peers reach you on port ${state.chatPort}. ` +
     'Type /help for commands.', 'green');
   if (reply.replaced) say(out, 'This login ended your earlier session (elsewhere).', 'yellow');
-  const { username, token, session: name, helloKey } = reply;
-  const session = { username, token, session: name, helloKey, lostBecause: null };
+  ask(out, { type: 'list', token }, LOGIN_LIST_TAG); // whom to call: the next line says
+  const session = { username, token, session: reply.session, helloKey: reply.helloKey,
+    lostBecause: null, timeoutMs, lastHelloAt: now, helloGapMs: 0 };
   const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false };
   return show(next, { name: 'search' }, out);
+}
+
+/** The check at start: any answer at all (even "not logged in") means the registry is there. */
+function onProbe(state: ClientState, event: AnswerEvent, out: Out): ClientState {
+  const registry = `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`;
+  return sayAgain(state, out, event.type === 'answer' ? `${registry}: reachable`
+    : `${registry}: not reachable yet — ${event.why}. Log in once it is up.`, 'bold');
 }
 
 // ---- Search ----
@@ -683,7 +762,8 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next 
     if (event.key !== undefined) out.push({ do: 'peer_key', peer: event.from, key: event.key });
     say(out, `${event.from} wants to chat with you.`, 'bold');
     out.push({ do: 'timer', name: 'decide', conn: event.conn, ms: state.settings.decideTimeoutMs });
-    return show(state, { name: 'deciding', peer: event.from, conn: event.conn }, out);
+    const { from: peer, conn, acks } = event;
+    return show(state, { name: 'deciding', peer, conn, acks }, out);
   }
   if (event.type !== 'typed') return orElse(state, event, out);
   if (state.screen.name === 'asking') return NOT_NOW;
@@ -695,16 +775,21 @@ function onSearchScreen(state: ClientState, event: ScreenEvent, out: Out): Next 
   if (command === '/list') {
     return show(askList(state, argument, out), { name: 'asking', about: 'list' }, out);
   }
-  if (command === '/logout') {
-    // Tell the registry at once, instead of letting it notice our silence.
-    out.push({ do: 'heartbeat', everyMs: null });
-    ask(out, { type: 'logout', token: state.session!.token });
-    return show({ ...state, session: null }, { name: 'asking', about: 'logout' }, out);
+  if (command === '/logout') return logOut(state, out);
+  if (command === '/search') {
+    return argument === '' ? sayAgain(state, out, 'Whom? /search NAME, or just type the name.',
+      'yellow') : callPeer(state, argument, out);
   }
-  if (command === '/search' && argument !== '') return callPeer(state, argument, out);
   if (command === '/verify' && argument !== '') return verify(state, argument, out);
   if (command !== null) return unknownCommand(state, line, out);
   return callPeer(state, line, out);
+}
+
+function logOut(state: ClientState, out: Out): ClientState {
+  // Tell the registry at once, instead of letting it notice our silence.
+  out.push({ do: 'heartbeat', everyMs: null });
+  ask(out, { type: 'logout', token: state.session!.token });
+  return show({ ...state, session: null }, { name: 'asking', about: 'logout' }, out);
 }
 
 /** Asks who is online; a script's next lines wait for the answer (see listsOnTheWay). */
@@ -713,10 +798,22 @@ function askList(state: ClientState, prefix: string, out: Out): ClientState {
   return { ...state, listsOnTheWay: state.listsOnTheWay + 1 };
 }
 
-/** An answer to /list (asked on Search or in a chat), printed wherever it arrives. */
+/** An answer to /list (asked on Search or in a chat), printed wherever it arrives; after login,
+ * the first few names only. */
 function onListAnswer(state: ClientState, event: AnswerEvent, out: Out): ClientState {
+  if (event.tag === LOGIN_LIST_TAG) {
+    if (event.type !== 'answer' || event.reply.type !== 'online') return state;
+    const { users, total } = event.reply;
+    const more = total > NAMES_AT_LOGIN ? ', …' : '';
+    say(out, `Online now (${total}): ${users.slice(0, NAMES_AT_LOGIN).join(', ')}${more}`);
+    return state;
+  }
   if (event.type === 'answer_failed') {
     say(out, `Could not list who is online: ${event.why}.`, 'yellow');
+  } else if (event.reply.type === 'online' && event.reply.total === 0) {
+    const prefix = event.request.type === 'list' ? event.request.prefix : undefined;
+    say(out, prefix ? `Nobody online has a name starting with "${quoteSafely(prefix)}".`
+      : 'Nobody is online.');
   } else if (event.reply.type === 'online') {
     const { users, total } = event.reply;
     say(out, `Online (${total}): ${users.join(', ')}`);
@@ -740,6 +837,7 @@ function callPeer(state: ClientState, wanted: string, out: Out): ClientState {
   ask(out, { type: 'search', token: session.token, username: wanted }, call);
   return show({ ...state, lastCall: call }, {
     name: 'calling', peer: wanted, call, ticket: '', at: '', conn: null, crossing: null,
+    crossed: false, crossingAcks: false,
   }, out);
 }
 
@@ -769,7 +867,7 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
     case 'call_connected': {
       if (event.call !== screen.call) return orElse(state, event, out);
       const from = state.session!.username;
-      send(out, event.conn, { type: 'chat_request', from, ticket: screen.ticket });
+      send(out, event.conn, { type: 'chat_request', from, ticket: screen.ticket, acks: true });
       out.push({ do: 'expect', conn: event.conn, ms: state.settings.answerTimeoutMs });
       return { ...state, screen: { ...screen, conn: event.conn } };
     }
@@ -784,17 +882,19 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
       if (event.conn !== screen.conn) return orElse(state, event, out);
       if (event.type === 'peer_said' && event.message.type === 'chat_accept') {
         if (screen.crossing !== null) close(out, screen.crossing);
-        say(out, `${peer} accepted. You are chatting with ${peer}; /back leaves.`, 'green');
-        return chatScreen(state, peer, event.conn, out, now);
+        say(out, `${screen.crossed ? `You and ${peer} called each other.` : `${peer} accepted.`}` +
+          ` You are chatting with ${peer}; /back leaves.`, 'green');
+        return chatScreen(state, peer, event.conn, event.message.acks === true, out, now);
       }
       close(out, event.conn);
       if (event.type === 'peer_said') {
         const { message } = event;
         return failed(message.type === 'chat_decline' ? declineInWords(peer, message.reason)
+          : message.type === 'bye' ? `${peer} left without answering.`
           : `${peer}'s client answered with "${message.type}"; hung up.`);
       }
       const { why } = event;
-      if (why.kind === 'ended') return failed(`${peer} hung up without answering.`);
+      if (why.kind === 'ended') return failed(`${peer} left without answering.`);
       if (why.kind !== 'silent') return failed(`Dropped ${peer}: ${describeEnd(why)}.`);
       return failed(`No answer from ${peer}'s client within ${formatSeconds(why.waitedMs)}: ` +
         'the request timed out.');
@@ -805,10 +905,12 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
       // the call from the name that sorts first goes through, and the other side accepts it.
       if (normaliseUsername(state.session!.username) < normaliseUsername(peer)) {
         if (screen.crossing !== null) close(out, screen.crossing);
-        return { ...state, screen: { ...screen, crossing: event.conn } };
+        const crossing = { crossing: event.conn, crossed: true, crossingAcks: event.acks };
+        return { ...state, screen: { ...screen, ...crossing } };
       }
       if (screen.conn !== null) hangUp(out, screen.conn, BYE);
-      return acceptRequest(state, event.from, event.conn, out, now);
+      return acceptRequest(state, event.from, event.conn, event.acks, out, now,
+        `You and ${event.from} called each other.`);
     }
     case 'typed': {
       const [word, ...rest] = event.line.trim().split(/\s+/);
@@ -828,7 +930,7 @@ function callFailed(state: ClientState, why: string, out: Out, now: number): Cli
   const screen = state.screen;
   say(out, why, 'yellow');
   if (screen.name === 'calling' && screen.crossing !== null) {
-    return acceptRequest(state, screen.peer, screen.crossing, out, now);
+    return acceptRequest(state, screen.peer, screen.crossing, screen.crossingAcks, out, now);
   }
   // A script's lines behind the call were meant for the chat: Search must not take them as names.
   const queued = state.typedAhead.filter((line) => line !== null).length;
@@ -861,7 +963,7 @@ function onDecidingScreen(state: ClientState, event: ScreenEvent, out: Out, now:
       // Typing the asker's name counts as yes: the user was about to call them anyway.
       if (answer === 'y' || answer === 'yes' || answer === normaliseUsername(peer)) {
         cancelDecideTimer(out, conn);
-        return acceptRequest(state, peer, conn, out, now);
+        return acceptRequest(state, peer, conn, screen.acks, out, now);
       }
       if (answer === 'n' || answer === 'no') {
         cancelDecideTimer(out, conn);
@@ -890,17 +992,21 @@ function onDecidingScreen(state: ClientState, event: ScreenEvent, out: Out, now:
   return orElse(state, event, out);
 }
 
-function acceptRequest(state: ClientState, peer: string, conn: number, out: Out, now: number) {
-  send(out, conn, { type: 'chat_accept' });
-  say(out, `You are chatting with ${peer}; /back leaves.`, 'green');
-  return chatScreen(state, peer, conn, out, now);
+/** Accepts `peer`'s request on `conn`; `acks`: theirs announced acknowledgements. */
+function acceptRequest(state: ClientState, peer: string, conn: number, acks: boolean, out: Out,
+  now: number, before = '') {
+  send(out, conn, { type: 'chat_accept', acks: true });
+  say(out, `${before ? `${before} ` : ''}You are chatting with ${peer}; /back leaves.`, 'green');
+  return chatScreen(state, peer, conn, acks, out, now);
 }
 
 // ---- Chat ----
 
-function chatScreen(state: ClientState, peer: string, conn: number, out: Out, now: number) {
+function chatScreen(state: ClientState, peer: string, conn: number, acks: boolean, out: Out,
+  now: number) {
   save(out, state, peer, `--- conversation with ${peer}, began ${localTime(now)} (local time)`);
-  return show(state, { name: 'chat', peer, conn }, out);
+  const delivery = { acks, lastId: 0, acked: 0, toldLate: 0, stalled: false };
+  return show(state, { name: 'chat', peer, conn, delivery }, out);
 }
 
 /** Waits for lines to send (and /back, /list), and for the peer's messages, until one of us
@@ -908,27 +1014,41 @@ function chatScreen(state: ClientState, peer: string, conn: number, out: Out, no
 function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: number): Next {
   const screen = state.screen;
   if (screen.name !== 'chat') return state;
-  const { peer, conn } = screen;
+  const { peer, conn, delivery } = screen;
+  const withDelivery = (changed: Partial<Delivery>): ClientState =>
+    ({ ...state, screen: { ...screen, delivery: { ...delivery, ...changed } } });
   switch (event.type) {
     case 'typed': {
       const line = event.line.trim();
       if (screen.pasted) { // our user answers the question about a long paste
-        const next = { ...state, screen: { name: 'chat' as const, peer, conn } };
+        const next = { ...state, screen: { name: 'chat' as const, peer, conn, delivery } };
         if (/^y(es)?$/i.test(line)) return sendPasted(next, screen.pasted, out, now);
         return sayAgain(next, out, 'The pasted lines were not sent.');
       }
       const [word, ...rest] = line.split(/\s+/);
       const command = line.startsWith('//') ? null : commandOf(word);
       if (line === '') return reprompt(state, out);
-      if (command === '/back') {
+      if (command === '/back' || command === '/logout') {
         hangUp(out, conn, BYE);
-        return endChat(state, `You left the chat with ${peer}.`, out);
+        const left = endChat(state, `You left the chat with ${peer}.`, out, true);
+        return command === '/logout' && left.session !== null ? logOut(left, out) : left;
+      }
+      if (command === '/list' && state.session?.lostBecause) {
+        return sayAgain(state, out, 'No /list: the registry no longer knows this session. ' +
+          'Log in again after this chat.', 'yellow');
       }
       if (command === '/list') return askList(state, rest.join(' '), out);
       if (command === '/verify') return verify(state, rest.join(' ') || peer, out);
       if (command !== null) return unknownCommand(state, line, out);
       const text = line.startsWith('//') ? line.slice(1) : line;
-      const message: PeerMessage = { type: 'msg', text, at: now };
+      // A plain client would queue every line. A peer that does not read would then make us
+      // hold all of them: past MAX_QUEUED_BYTES (PeerChannel says so) lines are refused instead.
+      if (delivery.stalled) {
+        return sayAgain(state, out, `Not sent (${peer} is not reading): ${quoteSafely(text)}`,
+          'yellow');
+      }
+      const id = delivery.lastId + 1;
+      const message: PeerMessage = { type: 'msg', text, at: now, id };
       // A plain client would just send the line. But the peer's client drops a connection whose
       // line passes MAX_LINE_BYTES (see PeerChannel), so a long paste would end the chat:
       // refuse it here, and keep the chat.
@@ -939,8 +1059,19 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
       }
       send(out, conn, message);
       chatLine(state, peer, state.session!.username, text, now, out);
-      return state;
+      if (delivery.acks && delivery.lastId === delivery.acked) { // the first unacknowledged
+        out.push({ do: 'timer', name: 'ack', conn, ms: ACK_WAIT_MS });
+      }
+      return withDelivery({ lastId: id });
     }
+    case 'timer':
+      if (event.name !== 'ack' || event.conn !== conn) return state;
+      return ackTimeout(state, screen, out);
+    case 'peer_stalled':
+      if (event.conn !== conn) return state;
+      say(out, event.stalled ? `${peer} is not reading: lines you type are refused until ` +
+        `${peer} catches up.` : `${peer} is reading again.`, 'yellow');
+      return withDelivery({ stalled: event.stalled });
     case 'peer_said':
       if (event.conn !== conn) return orElse(state, event, out);
       if (event.message.type === 'msg') {
@@ -950,8 +1081,14 @@ function onChatScreen(state: ClientState, event: ScreenEvent, out: Out, now: num
         }
         // Shown with our own clock: `at` is only the peer's claim, and clocks disagree.
         chatLine(state, peer, peer, event.message.text, now, out);
+        // An ack to a peer that is not reading would only pile up; the next one covers it.
+        const { id } = event.message;
+        if (delivery.acks && id !== undefined && !delivery.stalled) {
+          send(out, conn, { type: 'ack', id });
+        }
         return state;
       }
+      if (event.message.type === 'ack') return onAck(state, screen, event.message.id, out);
       close(out, conn);
       if (event.message.type !== 'bye') {
         say(out, `Dropped ${peer}: "${event.message.type}" makes no sense in a chat.`, 'yellow');
@@ -992,6 +1129,33 @@ function sendPasted(state: ClientState, lines: ReadonlyArray<string>, out: Out, 
   return state;
 }
 
+/** The 'ack' timer, ACK_WAIT_MS after the oldest unacknowledged line: all of them are late (a
+ * working peer acknowledges within milliseconds). Acks are cumulative, so the unacknowledged
+ * lines are always our last few. */
+function ackTimeout(state: ClientState, screen: ChatScreen, out: Out): ClientState {
+  const { peer, conn, delivery: { acks, lastId, acked, toldLate } } = screen;
+  if (!acks || lastId === acked) return state;
+  const late = lastId - acked;
+  if (lastId > toldLate) {
+    say(out, `Not delivered yet: your last ${late === 1 ? 'line' : lines(late)} to ${peer} ` +
+      `(${peer} has not acknowledged ${late === 1 ? 'it' : 'them'}).`, 'yellow');
+  }
+  out.push({ do: 'timer', name: 'ack', conn, ms: ACK_WAIT_MS });
+  return { ...state, screen: { ...screen, delivery: { ...screen.delivery, toldLate: lastId } } };
+}
+
+/** The peer has our lines up to `id`. Those the user was told are late are delivered now. */
+function onAck(state: ClientState, screen: ChatScreen, id: number, out: Out): ClientState {
+  const { delivery, peer } = screen;
+  if (id <= delivery.acked || id > delivery.lastId) return state; // old news, or nonsense
+  const nowDelivered = Math.min(id, delivery.toldLate) - delivery.acked;
+  if (nowDelivered > 0) say(out, `Delivered after all: ${lines(nowDelivered)} to ${peer}.`);
+  return { ...state, screen: { ...screen, delivery: { ...delivery, acked: id } } };
+}
+
+const lines = (count: number) => (count === 1 ? '1 line' : `${count} lines`);
+type ChatScreen = Screen & { name: 'chat' };
+
 /** A chat line, ours or the peer's: shown (ours in place of the line just typed) and saved. */
 function chatLine(state: ClientState, peer: string, author: string, text: string, at: number,
   out: Out): void {
@@ -1002,8 +1166,9 @@ function chatLine(state: ClientState, peer: string, author: string, text: string
   save(out, state, peer, `${localTime(at)} ${line}`);
 }
 
-function endChat(state: ClientState, words: string, out: Out): ClientState {
+function endChat(state: ClientState, words: string, out: Out, weLeft = false): ClientState {
   say(out, words, 'yellow');
+  if (state.screen.name === 'chat') notAcknowledged(state.screen, weLeft, out);
   const lostBecause = state.session?.lostBecause;
   if (!lostBecause) return show(state, { name: 'search' }, out);
   say(out, lostBecause === REPLACED ? REPLACED
@@ -1038,13 +1203,24 @@ function onQuittingScreen(state: ClientState, event: ScreenEvent, out: Out): Cli
   return state;
 }
 
-/** Ends whatever conversation the screen holds, telling the peer, and drops strangers. */
+/** A chat ends: what the peer never acknowledged is lost. A peer acknowledges a line before it
+ * says bye, so when they leave that is all our unacknowledged lines. When we leave, acks may
+ * still be on their way: only lines already told late count. */
+function notAcknowledged({ peer, delivery }: ChatScreen, weLeft: boolean, out: Out): void {
+  const { acks, acked, lastId, toldLate } = delivery;
+  const lost = acks ? (weLeft ? toldLate : lastId) - acked : 0;
+  if (lost > 0) say(out, `Lost: ${peer} never acknowledged ${lines(lost)} of yours.`, 'yellow');
+}
+
+/** Ends whatever conversation the screen holds, telling the peer ("bye": we left, we did not
+ * decline), and drops strangers. */
 function hangUpEverything(state: ClientState, out: Out): void {
   const screen = state.screen;
-  if (screen.name === 'deciding') hangUp(out, screen.conn, DECLINED);
+  if (screen.name === 'deciding') hangUp(out, screen.conn, BYE);
   if (screen.name === 'chat') hangUp(out, screen.conn, BYE);
+  if (screen.name === 'chat') notAcknowledged(screen, true, out);
   if (screen.name === 'calling' && screen.conn !== null) hangUp(out, screen.conn, BYE);
-  if (screen.name === 'calling' && screen.crossing !== null) hangUp(out, screen.crossing, DECLINED);
+  if (screen.name === 'calling' && screen.crossing !== null) hangUp(out, screen.crossing, BYE);
   for (const conn of state.pendingPeers.keys()) close(out, conn, true);
 }
 
@@ -1052,13 +1228,19 @@ function hangUpEverything(state: ClientState, out: Out): void {
 
 /** What we say when the registry has forgotten our session (session_unknown, not_logged_in). */
 const SESSION_FORGOTTEN =
-  'the registry no longer knows this session — did it restart? Please log in again.';
+  'The registry no longer knows this session — did it restart? Please log in again.';
+
+/** Why the registry forgot us, when we can tell: if this client could not say hello for longer
+ * than the registry waits (the machine slept, or the process was suspended), it timed us out. */
+function forgotten(session: RegistrySession): string {
+  if (session.helloGapMs <= session.timeoutMs) return SESSION_FORGOTTEN;
+  return `The registry timed this session out: this client was silent for ` +
+    `${formatSeconds(session.helloGapMs)} (suspended, or the computer slept), longer than the ` +
+    `registry's ${formatSeconds(session.timeoutMs)}. Please log in again.`;
+}
 const REPLACED = 'You logged in somewhere else, so the registry ended this session here.';
 const DECLINED: PeerMessage = { type: 'chat_decline', reason: 'declined' };
 const BYE: PeerMessage = { type: 'bye' };
-/** Tags of the question that checks a session_unknown (see onDatagram): calls count from 1. */
-const CHECK = -1;
-const CHECK_REPLACED = -2;
 
 type AnswerEvent = ScreenEvent & { type: 'answer' | 'answer_failed' };
 
@@ -1072,7 +1254,8 @@ function isAnswerTo<T extends Request['type']>(asked: T, event: ScreenEvent):
 /** Why a request failed, in words: what went wrong, or the registry's own error message. */
 function failure(event: AnswerEvent): string {
   if (event.type === 'answer_failed') return `${event.why}.`;
-  return printable(event.reply.type === 'error' ? event.reply.message : INVALID_ANSWER);
+  const text = printable(event.reply.type === 'error' ? event.reply.message : INVALID_ANSWER);
+  return /[.!?]$/.test(text) ? text : `${text}.`;
 }
 
 /** Events a screen has no use for. A connection it does not know is closed, so a late arrival
@@ -1120,11 +1303,11 @@ function onDatagram(state: ClientState, event: EventOf<'datagram'>, out: Out) {
       `ignored a datagram from ${event.sender}: only the registry at ${state.registryUdp} ` +
       'may speak on this socket', out);
   }
-  if (event.message?.type !== 'session_unknown') return state;
+  if (event.message?.type !== 'session_unknown' || state.session === null) return state;
   const replaced = event.message.reason === 'replaced';
   const session = state.session;
-  if (state.settings.plain || session === null || session.lostBecause !== null) {
-    return loseSession(state, replaced ? REPLACED : SESSION_FORGOTTEN, out);
+  if (state.settings.plain || session.lostBecause !== null) {
+    return loseSession(state, replaced ? REPLACED : forgotten(session), out);
   }
   // On a secure registry a datagram proves nothing (anyone may forge the sender): ask the
   // registry over the secure link whether our session is gone, and believe only that answer.
@@ -1140,7 +1323,7 @@ function checked(state: ClientState, event: AnswerEvent, out: Out): ClientState 
   if (session === null) return state;
   if (event.type === 'answer' && event.reply.type === 'error' &&
     event.reply.code === 'not_logged_in') {
-    return loseSession(state, event.tag === CHECK_REPLACED ? REPLACED : SESSION_FORGOTTEN, out);
+    return loseSession(state, event.tag === CHECK_REPLACED ? REPLACED : forgotten(session), out);
   }
   return { ...state, session: { ...session, checking: false } };
 }
@@ -1199,7 +1382,8 @@ function onIntroduction(state: ClientState, event: EventOf<'peer_said' | 'peer_g
   const seenTickets = rememberTicket(state.seenTickets, request.ticket, now);
   if (seenTickets === null) return busy(next, { conn: event.conn, from: request.from }, out);
   const taken = SCREENS[state.screen.name]({ ...next, seenTickets },
-    { type: 'request', conn: event.conn, from: request.from, key: event.key }, out, now);
+    { type: 'request', conn: event.conn, from: request.from, acks: request.acks === true,
+      key: event.key }, out, now);
   return taken === NOT_NOW ? { ...next, seenTickets } : taken;
 }
 
@@ -1243,7 +1427,8 @@ function reportDrops(state: ClientState, out: Out): ClientState {
 const LOGIN_HELP = `Login: type your username, then your password (Enter alone goes back).
   /register   create an account
   /quit       exit`;
-const REGISTER_HELP = `Register: choose a username (${USERNAME_RULE}), then a password.
+const REGISTER_HELP = `Register: choose a username (${USERNAME_RULE}), then a password
+(twice).
   /login      back to the Login screen
   /quit       exit`;
 const SEARCH_HELP = `Commands:
@@ -1258,7 +1443,9 @@ const CHAT_HELP = `In a chat: type a line to send it; //text sends "/text".
   /list [PREFIX]   who is online
   /verify          the safety number to compare with your peer
   /back            leave the chat
-  /quit            leave, log out and exit`;
+  /logout          leave, and log out
+  /quit            leave, log out and exit
+A line not acknowledged within ${ACK_WAIT_MS / 1000} s is marked "not delivered yet".`;
 
 /** A screen's prompt and its /help. A screen that waits for the registry has neither. */
 function textOf(state: ClientState): [prompt: string, help: string] {
@@ -1270,6 +1457,7 @@ function textOf(state: ClientState): [prompt: string, help: string] {
     case 'register_username':
       return ['Register — new username (or /login to go back): ', REGISTER_HELP];
     case 'register_password': return ['new password: ', ''];
+    case 'register_confirm': return ['new password again: ', ''];
     case 'search': return [`${you}> `, SEARCH_HELP];
     case 'deciding':
       return [`Accept ${screen.peer}? (y/n) `,
@@ -1313,7 +1501,8 @@ function sayAgain(state: ClientState, out: Out, text: string, colour?: Colour): 
 
 /** The screens where a password is typed: not echoed, not kept, never a command. */
 function isSecret(screen: Screen): boolean {
-  return screen.name === 'login_password' || screen.name === 'register_password';
+  return screen.name === 'login_password' || screen.name === 'register_password' ||
+    screen.name === 'register_confirm';
 }
 
 /** "/list" for "/LIST" and "/List"; null for a line that is not a command. */
@@ -1406,18 +1595,18 @@ function saveToHistory(client: Client, you: string, peer: string, line: string):
  * names would point elsewhere: those get a "_" in front. */
 function historyFile(dir: string, you: string, peer: string): string | null {
   if (!USERNAME_PATTERN.test(you) || !USERNAME_PATTERN.test(peer)) return null;
-  const safe = (name: string) => normaliseUsername(name).replace(/^\.+$/, '_$&');
   const root = path.resolve(dir);
-  const file = path.resolve(root, safe(you), `${safe(peer)}.log`);
+  const file = path.resolve(root, fileName(you), `${fileName(peer)}.log`);
   return file.startsWith(root + path.sep) ? file : null;
 }
+const fileName = (username: string) => normaliseUsername(username).replace(/^\.+$/, '_$&');
 
 /** Makes `dir` and its missing parents, one folder at a time. (mkdirSync's own `recursive`
  * option spins forever on a filesystem that refuses folders in an odd way, as /proc does.) */
-function makeFolders(dir: string): void {
+function makeFolders(dir: string, mode = 0o777): void {
   const missing: string[] = [];
   for (let at = path.resolve(dir); !existsSync(at); at = path.dirname(at)) missing.unshift(at);
-  for (const folder of missing) mkdirSync(folder);
+  for (const folder of missing) mkdirSync(folder, { mode });
 }
 
 /** --history DIR must be a folder we can write to; found out now, not on the first message.
@@ -1446,8 +1635,6 @@ function checkHistoryDir(dir: string): void {
 // A key seen for the first time is taken on trust and shown; a changed one is the news worth a
 // warning. A real program would also let two users mark a key verified; here /verify shows the
 // safety number and the users compare it themselves.
-
-const fileName = (name: string) => normaliseUsername(name).replace(/^\.+$/, '_$&');
 
 /** How one request reaches the registry, or undefined with --plain. A login proves the user's
  * identity key (the registry gives it to whoever calls them); other requests, the key we hold. */
@@ -1541,6 +1728,45 @@ function showSafetyNumber(client: Client, peer: string): void {
     'in person. The same 60 digits on both screens mean nobody is in between.', 'bold');
 }
 
+// === Effects: device proofs ======================================================================
+//
+// The registry slows down password guessing per address and per user; a login that shows a proof
+// of an earlier login from this device (logged_in.device) is judged on its own, so guessers
+// cannot lock its owner out. The proof is kept, like an ssh key, where only this user can read
+// it: <dataDir>/devices/<host>_<port>/<username>.proof. It is never the password.
+
+function proofFile(client: Client, username: string): string {
+  const { dataDir, server, tcpPort } = client.state.settings;
+  const registry = `${server}_${tcpPort}`.replace(/[^A-Za-z0-9_.-]/g, '_');
+  return path.join(dataDir, 'devices', registry, `${fileName(username)}.proof`);
+}
+
+/** The login request, with the proof for its user when we have one. Without one, the login
+ * goes ahead as a first login from here: a problem with the file is told, never fatal. */
+function withProof(client: Client, login: LoginRequest): LoginRequest {
+  try {
+    const device = readFileSync(proofFile(client, login.username), 'utf8').trim();
+    return /^[\w.-]{1,200}$/.test(device) ? { ...login, device } : login;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const none = code === 'ENOENT' || code === 'ENOTDIR'; // none yet (keepProof says why)
+    if (!none) client.terminal.say(`Could not read the device proof: ${errorText(error)}`);
+    return login;
+  }
+}
+
+/** Replaces the proof at once (a new file renamed over the old), so a crash leaves one whole. */
+function keepProof(client: Client, username: string, proof: string): void {
+  const file = proofFile(client, username);
+  try {
+    makeFolders(path.dirname(file), 0o700);
+    writeFileSync(`${file}.new`, proof + '\n', { mode: 0o600 });
+    renameSync(`${file}.new`, file);
+  } catch (error) {
+    client.terminal.say(`Could not keep the device proof: ${errorText(error)}`, 'yellow');
+  }
+}
+
 // === Command line ================================================================================
 
 type NumberSetting = {
@@ -1577,7 +1803,7 @@ Options:
 ${helpLine('--server HOST', `the registry's address (default ${DEFAULT_CLIENT_SETTINGS.server})`)}
 ${flagLines(PORT_FLAGS)}
 ${helpLine('--history DIR', 'append each chat to DIR/<you>/<peer>.log')}
-${helpLine('--data-dir DIR', 'keys and remembered keys (default ~/.p2p-chat)')}
+${helpLine('--data-dir DIR', 'keys, known keys, login proofs (default ~/.p2p-chat)')}
 ${helpLine('--key-file PATH', 'your identity key (default DIR/keys/<you>.key)')}
 ${helpLine('--plain', 'no encryption, for a registry started with --plain')}
 ${helpLine('--trace', 'print the protocol messages sent and received')}
@@ -1589,16 +1815,18 @@ ${flagLines(LIMIT_FLAGS)}
 
 Environment:
 ${helpLine('NO_COLOR', 'set to turn colour off')}
-${helpLine('P2P_CHAT_HOME', 'the data folder when --data-dir is not given')}`;
+${helpLine('P2P_CHAT_HOME', 'the default for --data-dir')}
+
+Through npm or deno task, flags follow the script: npm run client -- --help`;
 
 /** Turns the command line into settings; null means --help was printed. */
 function parseCommandLine(args: string[]): ClientSettings | null {
   const text = { type: 'string' } as const;
   const { values } = parseArgs({
-    args,
+    args: args[0] === '--' ? args.slice(1) : args, // `deno task client -- --help` passes a "--"
     options: {
-      server: text, history: text, trace: { type: 'boolean' }, 'no-bell': { type: 'boolean' },
-      plain: { type: 'boolean' }, 'data-dir': text, 'key-file': text,
+      server: text, history: text, 'data-dir': text, trace: { type: 'boolean' },
+      'no-bell': { type: 'boolean' }, plain: { type: 'boolean' }, 'key-file': text,
       help: { type: 'boolean', short: 'h' }, ...numberFlagOptions(NUMBER_FLAGS),
     },
   });
@@ -1606,14 +1834,17 @@ function parseCommandLine(args: string[]): ClientSettings | null {
     console.log(USAGE);
     return null;
   }
+  for (const flag of ['server', 'history', 'data-dir'] as const) {
+    if (values[flag] === '') throw new UsageError(`--${flag} needs a value, not ""`);
+  }
+  const home = process.env.P2P_CHAT_HOME || path.join(os.homedir(), '.p2p-chat');
   return {
     ...DEFAULT_CLIENT_SETTINGS, ...readNumberFlags(NUMBER_FLAGS, values),
     server: (values.server as string | undefined) ?? DEFAULT_CLIENT_SETTINGS.server,
     historyDir: values.history as string | undefined, trace: values.trace === true,
     bell: values['no-bell'] !== true, plain: values.plain === true,
     keyFile: values['key-file'] as string | undefined,
-    dataDir: (values['data-dir'] as string | undefined) ??
-      (process.env.P2P_CHAT_HOME || path.join(os.homedir(), '.p2p-chat')),
+    dataDir: (values['data-dir'] as string | undefined) ?? home,
   };
 }
 

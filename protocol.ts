@@ -169,14 +169,20 @@ export type SessionUnknown = { type: 'session_unknown'; reason?: 'replaced' };
 
 // ---- (3) Peer to peer, client ↔ client over TCP ----
 
-export type ChatRequest = { type: 'chat_request'; from: string; ticket: string };
-export type ChatAccept = { type: 'chat_accept' };
+/** `acks: true` (in a request and in its acceptance) says: I acknowledge each msg that has an
+ * `id`, and I understand `ack`. A peer that leaves it out (an older client) is never sent one. */
+export type ChatRequest = { type: 'chat_request'; from: string; ticket: string; acks?: true };
+export type ChatAccept = { type: 'chat_accept'; acks?: true };
 export type DeclineReason = 'declined' | 'busy' | 'timeout' | 'bad_ticket';
 export type ChatDecline = { type: 'chat_decline'; reason: DeclineReason };
-/** `at` is when it was written, in milliseconds since the Unix epoch. */
-export type ChatMessage = { type: 'msg'; text: string; at: number };
+/** `at` is when it was written, in milliseconds since the Unix epoch. `id` counts the sender's
+ * messages in this chat from 1, for the acknowledgements. */
+export type ChatMessage = { type: 'msg'; text: string; at: number; id?: number };
+/** "I have received your messages up to `id`": TCP keeps them in order, so one ack covers all
+ * earlier ones too. */
+export type Ack = { type: 'ack'; id: number };
 export type Bye = { type: 'bye' };
-export type PeerMessage = ChatRequest | ChatAccept | ChatDecline | ChatMessage | Bye;
+export type PeerMessage = ChatRequest | ChatAccept | ChatDecline | ChatMessage | Ack | Bye;
 
 // ============================================================================================
 // The validating decoder
@@ -262,10 +268,11 @@ const DATAGRAM_SCHEMAS = schemas({
 // `from` must follow the username rule before anything else looks at it: lower-casing alone
 // would turn "\u212Aate" (with a KELVIN SIGN) into "kate".
 const PEER_SCHEMAS = schemas({
-  chat_request: { from: 'username', ticket: 'string' },
-  chat_accept: {},
+  chat_request: { from: 'username', ticket: 'string', acks: 'true?' },
+  chat_accept: { acks: 'true?' },
   chat_decline: { reason: 'decline_reason' },
-  msg: { text: 'string', at: 'time' },
+  msg: { text: 'string', at: 'time', id: 'positive?' },
+  ack: { id: 'positive' },
   bye: {},
 });
 
@@ -667,6 +674,14 @@ function openSecure(socket: net.Socket, link: SecureLink, timeoutMs: number) {
  * traced: it may hold anything. */
 export const INVALID_ANSWER = 'the registry sent an invalid answer';
 
+/** What the usual socket error codes mean, for a person who has not met them. */
+const SOCKET_ERRORS: Record<string, string> = {
+  ECONNREFUSED: 'nothing is listening on that port (is the registry running?)',
+  ENOTFOUND: 'no computer has that name', EAI_AGAIN: 'the name could not be looked up',
+  EHOSTUNREACH: 'that computer cannot be reached', ENETUNREACH: 'that network cannot be reached',
+  ETIMEDOUT: 'the computer did not answer', ECONNRESET: 'the connection was cut',
+};
+
 /** Sends `request` to the registry at `host`:`port` and resolves with its answer, decoded and
  * checked to fit the question (answerFits), or rejects with a sentence that names the registry
  * by `name`. `onTrace` sees each line sent and each valid answer, for --trace. With `secure`,
@@ -728,7 +743,9 @@ export function askRegistry(
     // Once a handshake starts, secureSocket and then the secure stream report the failures.
     socket.on('error', (error: NodeJS.ErrnoException) => {
       if (handshaking) return;
-      finish(`cannot reach the registry at ${name} (${error.code ?? error.message})`);
+      const words = SOCKET_ERRORS[error.code ?? ''];
+      finish(`cannot reach the registry at ${name} (${error.code ?? error.message})` +
+        (words ? `: ${words}` : ''));
     });
     socket.on('close', () => {
       if (!handshaking) finish('the registry closed the connection without answering');
@@ -766,7 +783,13 @@ export type PeerChannelHandlers = {
   onClose: (why: PeerChannelEnd, channel: PeerChannel) => void;
   /** Optional: every line sent ('out') or received ('in'), for --trace. */
   onTrace?: (direction: 'in' | 'out', line: string, channel: PeerChannel) => void;
+  /** Optional: more than MAX_QUEUED_BYTES wait to be sent (true: the peer is not reading), and
+   * later all of it went out (false). */
+  onStalled?: (stalled: boolean, channel: PeerChannel) => void;
 };
+
+/** How much may wait to be sent to one peer before the owner hears that it is not reading. */
+const MAX_QUEUED_BYTES = 1024 * 1024;
 
 /**
  * One TCP connection to another client, speaking the peer protocol.
@@ -794,6 +817,8 @@ export class PeerChannel {
   private readonly handlers: PeerChannelHandlers;
   private readonly splitter: LineSplitter;
   private silenceTimer: ReturnType<typeof setTimeout> | undefined; // the expectWithin() deadline
+  /** True from the send that queued more than MAX_QUEUED_BYTES until the queue drains. */
+  stalled = false;
 
   /** `answerSecurely`: we were called, on a secure link. The handshake runs first and lines are
    * read once it has passed; a failed one ends the channel as an error, saying why. */
@@ -871,6 +896,15 @@ export class PeerChannel {
     const line = encodeLine(message);
     this.handlers.onTrace?.('out', line.trimEnd(), this);
     this.socket.write(line);
+    // The socket queues whatever the peer does not read; what the owner keeps sending must stop
+    // somewhere, and the owner decides where (client.ts refuses new lines until 'drain').
+    if (this.stalled || this.socket.writableLength <= MAX_QUEUED_BYTES) return;
+    this.stalled = true;
+    this.handlers.onStalled?.(true, this);
+    this.socket.once('drain', () => {
+      this.stalled = false;
+      if (this.isOpen) this.handlers.onStalled?.(false, this);
+    });
   }
 
   /** Ends the channel (reported as 'silent') unless a message arrives within `ms`. A new call

@@ -200,7 +200,8 @@ function noteTypedLine(screen: Screen, line: string): void {
 export function redactSecrets(line: string): string {
   return line
     .replace(/"password":"(?:[^"\\]|\\.)*"/, '"password":"***"')
-    .replace(/"token":"([^"]{6})[^"]*"/, '"token":"$1…"');
+    .replace(/"token":"([^"]{6})[^"]*"/, '"token":"$1…"')
+    .replace(/"(device|helloKey)":"[^"]*"/g, '"$1":"***"');
 }
 
 // === Pastes ======================================================================================

@@ -112,6 +112,7 @@ class FakeRegistry {
   private defaultAnswer(request: FakeRequest): unknown {
     switch (request.type) {
       case 'register': return { type: 'registered', username: request.username };
+      case 'check_username': return { type: 'username_free', username: request.username };
       case 'login':
         return {
           type: 'logged_in', username: request.username, token: this.token,
@@ -505,7 +506,7 @@ test('1d. a valid request then silence is shown once; its replay gets bad_ticket
     alice.send({ type: 'chat_request', from: 'alice', ticket: fake.ticket('alice') });
     await bob.waitFor('alice wants to chat');
     bob.type('y');
-    assert.equal(await alice.nextLine(5000), '{"type":"chat_accept"}');
+    assert.equal(await alice.nextLine(5000), '{"type":"chat_accept","acks":true}');
     alice.send({ type: 'msg', text: 'made it past 15 silent connections', at: Date.now() });
     await bob.waitFor('alice: made it past 15 silent connections');
     console.log(`with 15 silent connections pending, a real caller was shown and chatted; ` +
@@ -647,6 +648,7 @@ test('3. hostile registry answers: escape codes and ../ never reach the screen o
   const found = (username: string) => ({
     type: 'found', username, host: '127.0.0.1', port: peerPort, ticket: 'v1.x.y.1.ab',
   });
+  let hostileLists = 0;
   fake.answer = (request, n) => {
     if (request.type === 'register') return { type: 'registered', username: `${osc52}eve` };
     if (request.type === 'login' && n === 1) {
@@ -673,11 +675,12 @@ test('3. hostile registry answers: escape codes and ../ never reach the screen o
     if (request.type === 'search' && request.username === 'frank') {
       return { type: 'error', code: 'not_online', message: `frank ${osc52}is \u202Eenilno ton` };
     }
-    if (request.type === 'list' && n === 1) {
+    // (The client also lists at start and after login: the hostile answers go to "/list b".)
+    if (request.type === 'list' && request.prefix === 'b' && ++hostileLists === 1) {
       return { type: 'online', users: ['bob', `${clear}x`], total: 2 };
     }
     // valid, but not an answer to list
-    if (request.type === 'list' && n === 2) return { type: 'logged_out' };
+    if (request.type === 'list' && request.prefix === 'b') return { type: 'logged_out' };
     if (request.type === 'login' && n === 3) fake.heartbeatMs = 1;
     if (request.type === 'login' && n === 4) fake.heartbeatMs = 2 ** 31;
     return undefined;
@@ -697,7 +700,9 @@ test('3. hostile registry answers: escape codes and ../ never reach the screen o
     bob.type('/register');
     await bob.waitFor(/Register — new username/);
     bob.type('eve');
-    await bob.waitFor('password');
+    await bob.waitFor('new password: ');
+    bob.type('secret');
+    await bob.waitFor('new password again: ');
     bob.type('secret');
     await expectInvalid('registered with OSC 52');
     await bob.waitFor(/Register — new username/);
@@ -729,7 +734,7 @@ test('3. hostile registry answers: escape codes and ../ never reach the screen o
     for (const [typed, what] of [
       ['alice', 'found with a title change'], ['carol', 'found with ../../x'],
       ['dave', 'found with an escape-code host'], ['erin', 'found with port 0'],
-      ['/list', 'online with a screen clear'], ['/list', 'logged_out in answer to list'],
+      ['/list b', 'online with a screen clear'], ['/list b', 'logged_out in answer to list'],
     ]) {
       bob.type(typed);
       await expectInvalid(what);
@@ -804,7 +809,7 @@ test('3b. names made only of dots (valid usernames) keep the history inside --hi
     });
     await you.waitFor('. wants to chat');
     you.type('y');
-    assert.equal(await caller.nextLine(), '{"type":"chat_accept"}');
+    assert.equal(await caller.nextLine(), '{"type":"chat_accept","acks":true}');
     caller.send({ type: 'msg', text: 'where does this go', at: Date.now() });
     await you.waitFor('.: where does this go');
     you.type('and this');
@@ -848,7 +853,7 @@ test('4. a ticket replayed after its chat ended gets bad_ticket; ' +
     alice.send({ type: 'chat_request', from: 'alice', ticket });
     await bob.waitFor('alice wants to chat');
     bob.type('y');
-    assert.equal(await alice.nextLine(), '{"type":"chat_accept"}');
+    assert.equal(await alice.nextLine(), '{"type":"chat_accept","acks":true}');
     alice.send({ type: 'msg', text: 'first and only chat', at: Date.now() });
     await bob.waitFor('alice: first and only chat');
     alice.send({ type: 'bye' });
@@ -911,7 +916,7 @@ test('4c. with the real registry: a ticket from a real search works once, then g
     alice.send({ type: 'chat_request', from: 'alice', ticket });
     await bob.waitFor('alice wants to chat');
     bob.type('y');
-    assert.equal(await alice.nextLine(), '{"type":"chat_accept"}');
+    assert.equal(await alice.nextLine(), '{"type":"chat_accept","acks":true}');
     alice.send({ type: 'bye' });
     await bob.waitFor('alice left');
     const replay = await RawPeer.connect(chatPort, '127.0.0.2');
@@ -989,7 +994,7 @@ test('4b. 1000 more valid tickets used while the user decides: ' +
     assert.ok(printed.length <= 10, `${printed.length} lines printed for 1000 calls while busy`);
     // carol's call is still there to answer.
     bob.type('y');
-    assert.equal(await carol.nextLine(), '{"type":"chat_accept"}');
+    assert.equal(await carol.nextLine(), '{"type":"chat_accept","acks":true}');
   } finally {
     for (const peer of peers) peer.destroy();
     await spawned.stopAll();
@@ -1020,7 +1025,7 @@ test('5. bidi controls and invisible separators in peer text never reach the scr
     alice.send({ type: 'chat_request', from: 'alice', ticket: fake.ticket('alice') });
     await bob.waitFor('alice wants to chat');
     bob.type('y');
-    assert.equal(await alice.nextLine(), '{"type":"chat_accept"}');
+    assert.equal(await alice.nextLine(), '{"type":"chat_accept","acks":true}');
     const text = `start ${dangerous.map((char, i) => `${i}${char}`).join('')} family ${family} end`;
     alice.send({ type: 'msg', text, at: Date.now() });
     await bob.waitFor(/alice: start[^\n]*end/);

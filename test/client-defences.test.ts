@@ -121,7 +121,7 @@ test('garbage in the middle of a chat drops the peer with a message', async () =
     );
     await bob.waitFor('mallory wants to chat');
     bob.type('y');
-    assert.equal(await mallory.readLine(5000), '{"type":"chat_accept"}');
+    assert.equal(await mallory.readLine(5000), '{"type":"chat_accept","acks":true}');
     mallory.write('{"type":"msg","text":"a fair message","at":1}\n');
     await bob.waitFor('mallory: a fair message');
     mallory.write('{"type":"msg","text":42}\n'); // the wrong type for "text"

@@ -17,9 +17,10 @@ import type { ClientEvent, ClientSettings, ClientState, Effect } from '../client
 const NOW = 1_800_000_000_000;
 const SETTINGS: ClientSettings = {
   server: '127.0.0.1', tcpPort: 5000, udpPort: 5001, chatPort: 0, historyDir: undefined,
-  trace: false, registryTimeoutMs: 5000, answerTimeoutMs: 45_000, decideTimeoutMs: 30_000,
+  dataDir: '/nonexistent', trace: false, registryTimeoutMs: 5000, answerTimeoutMs: 45_000,
+  decideTimeoutMs: 30_000,
   greetingTimeoutMs: 5000, maxPendingPeers: 16, maxPendingPeersPerAddress: 4, dropReportMs: 5000,
-  plain: true, dataDir: '/nonexistent', keyFile: undefined, bell: true,
+  plain: true, keyFile: undefined, bell: true,
 };
 const REGISTRY_UDP = '127.0.0.1:5001';
 
@@ -71,7 +72,12 @@ test('a password is asked only after the name passes the username rule; /HELP is
   assert.ok(said.some((line) => /not a username/i.test(line)));
   assert.ok(!effects.some((e) => e.do === 'prompt' && e.secret), 'a password prompt was shown');
   const next = run(state, typed('carol'));
-  assert.ok(next.effects.some((e) => e.do === 'prompt' && e.secret));
+  assert.ok(!next.effects.some((e) => e.do === 'prompt' && e.secret), 'asked before the check');
+  const check = { type: 'check_username' as const, username: 'carol' };
+  assert.ok(next.effects.some((e) => e.do === 'ask' && e.request.type === 'check_username'));
+  const free = run(next.state, { type: 'answer', request: check,
+    reply: { type: 'username_free', username: 'carol' }, tag: 0 });
+  assert.ok(free.effects.some((e) => e.do === 'prompt' && e.secret));
 });
 
 test('heartbeatMs from the registry is clamped to 100..60000 ms', () => {
@@ -279,8 +285,13 @@ function reach(screen: string, event: string): Reached {
     login_password: () => [...steps.login_username(), typed(me)],
     logging_in: () => [...steps.login_password(), typed('pw')],
     register_username: () => [...steps.login_username(), typed('/register')],
-    register_password: () => [...steps.register_username(), typed(me)],
-    registering: () => [...steps.register_password(), typed('pw')],
+    checking_name: () => [...steps.register_username(), typed(me)],
+    register_password: () => [...steps.checking_name(), {
+      type: 'answer', request: { type: 'check_username', username: me },
+      reply: { type: 'username_free', username: me }, tag: 0,
+    }],
+    register_confirm: () => [...steps.register_password(), typed('pw')],
+    registering: () => [...steps.register_confirm(), typed('pw')],
     search: () => [loggedIn(me)],
     'asking(list)': () => [...steps.search(), typed('/list')],
     'asking(logout)': () => [...steps.search(), typed('/logout')],
@@ -337,9 +348,13 @@ function eventsFor(label: string, at: Reached): ClientEvent[] | undefined {
       type: 'registered', username: asked && 'username' in asked ? asked.username : '?',
     })],
     'answer error': () => [answer(at, error(asked?.type === 'search' ? 'not_online'
-      : asked?.type === 'register' ? 'username_taken' : 'bad_credentials'))],
+      : asked?.type === 'register' || asked?.type === 'check_username' ? 'username_taken'
+      : 'bad_credentials'))],
     'answer failed': () => [{ type: 'answer_failed', request: asked!, why: 'no registry',
       tag: at.tag }],
+    'answer username_free': () => [answer(at, {
+      type: 'username_free', username: asked && 'username' in asked ? asked.username : '?',
+    })],
     'answer online': () => [answer(at, { type: 'online', users: ['ann'], total: 1 })],
     'answer not_logged_in': () => [answer(at, error('not_logged_in'))],
     'answer logged_out': () => [answer(at, { type: 'logged_out' })],
@@ -366,8 +381,8 @@ function eventsFor(label: string, at: Reached): ClientEvent[] | undefined {
 }
 
 const ALL_SCREENS = ['login_username', 'login_password', 'logging_in', 'register_username',
-  'register_password', 'registering', 'search', 'asking(list)', 'asking(logout)', 'calling',
-  'deciding', 'chat', 'chat(lost)', 'quitting'];
+  'checking_name', 'register_password', 'register_confirm', 'registering', 'search',
+  'asking(list)', 'asking(logout)', 'calling', 'deciding', 'chat', 'chat(lost)', 'quitting'];
 
 /** Where the row's event leads from its screen, compared with the row's next screen ('exit':
  * the exit effect). Null when they agree; otherwise what differs. */

@@ -40,13 +40,14 @@ test('register and log in through the screens, with the failures in between', as
     const client = await spawned.client(tcpPort, udpPort);
     await registerThroughScreens(client, 'Alice', 'pw1');
 
-    // Register again: the name is taken (ignoring case), then invalid; /login goes back.
+    // Register again: the name is taken (ignoring case), said before any password is asked;
+    // then invalid; /login goes back.
     client.type('/register');
     await client.waitFor('new username');
+    const before = client.stdout.length;
     client.type('alice');
-    await client.waitFor('password');
-    client.type('other');
-    await client.waitFor('Registration failed: the username alice is already taken');
+    await client.waitFor('Registration failed: the username alice is already taken.');
+    assert.ok(!client.stdout.slice(before).includes('password'), 'asked for a taken name');
     await client.waitFor('new username'); // asked again
     client.type('no spaces allowed'); // refused before any password is asked
     await client.waitFor(/Not a username: "no spaces allowed" \(a username is 1 to 32 characters/);
@@ -103,8 +104,9 @@ test('search, accept, messages both ways, /back, history, then a decline', async
     bob.type('hi alice, ünïcödé too');
     await alice.waitFor(/\[\d\d:\d\d:\d\d\] bob: hi alice, ünïcödé too/);
     // --trace shows the peer protocol itself, with direction.
-    assert.match(bob.stdout, /← peer alice \{"type":"msg","text":"hello bob","at":\d+\}/);
-    assert.match(bob.stdout, /→ peer alice \{"type":"chat_accept"\}/);
+    assert.match(bob.stdout, /← peer alice \{"type":"msg","text":"hello bob","at":\d+,"id":1\}/);
+    assert.match(bob.stdout, /→ peer alice \{"type":"ack","id":1\}/);
+    assert.match(bob.stdout, /→ peer alice \{"type":"chat_accept","acks":true\}/);
 
     bob.type('/back');
     await bob.waitFor('You left the chat with alice');
@@ -277,7 +279,7 @@ test('session_unknown (the registry restarted) sends the client back to Login', 
     await spawned.server(
       ['--tcp-port', String(first.tcpPort), '--udp-port', String(first.udpPort)],
     );
-    await alice.waitFor('the registry no longer knows this session — did it restart?', 10_000);
+    await alice.waitFor('The registry no longer knows this session — did it restart?', 10_000);
     await alice.waitFor('Login — username');
     // And the client is usable against the new registry.
     await registerThroughScreens(alice, 'alice');
@@ -305,7 +307,8 @@ test('a chat line too long for the peer protocol is refused here, and the chat g
   }
 });
 
-test('/quit while deciding on a request declines it, logs out and exits', async () => {
+test('/quit while deciding on a request leaves (the caller hears "left"), logs out and exits',
+  async () => {
   const spawned = new SpawnedProcesses();
   try {
     const { server, tcpPort, udpPort } = await spawned.server(['--timeout-ms', '60000']);
@@ -316,7 +319,7 @@ test('/quit while deciding on a request declines it, logs out and exits', async 
     // it used to ask "y or n?" again
     await waitUntil(() => bob.exitCode !== null, 5000, 'bob to exit');
     assert.equal(bob.exitCode, 0);
-    await alice.waitFor('bob declined your request');
+    await alice.waitFor('bob left without answering.');
     await server.waitFor(/ logout user=bob /, 2000);
   } finally {
     await spawned.stopAll();

@@ -266,7 +266,7 @@ test('faults: the registry restarted on the same ports → every client learns w
     const restartedAt = performance.now();
     const noticed = await Promise.all([alice, bob].map(async (client) => {
       await client.waitFor(
-        'the registry no longer knows this session — did it restart? Please log in again.',
+        'The registry no longer knows this session — did it restart? Please log in again.',
         heartbeatMs + 5000,
       );
       const ms = since(restartedAt);

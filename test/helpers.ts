@@ -6,6 +6,8 @@
  *   sendDatagram()      one UDP datagram, optionally waiting for an answer
  *   spawnScript()       a real child process of server.ts or client.ts, under the runtime the
  *                       tests run in (tsx on Node, or Deno), with helpers to read its output
+ *   freshDataDir()      an empty temporary folder for a client's device proofs: every client
+ *                       the tests start gets one, so none writes into the real ~/.p2p-chat
  *   SpawnedProcesses    the registries and logged-in clients one test starts, stopped together
  *                       in one call from `finally`
  *
@@ -16,7 +18,10 @@ import { Buffer } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 import { startServer } from '../server.ts';
@@ -293,6 +298,20 @@ function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+/** The folders freshDataDir() made, removed when the test process exits. */
+const dataDirs: string[] = [];
+process.on('exit', () => {
+  for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A new empty folder for one client's data (its device proofs): `P2P_CHAT_HOME` or
+ * `--data-dir`. spawnScript gives every client.ts one unless the test passes its own. */
+export function freshDataDir(): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'p2p-chat-home-'));
+  dataDirs.push(dir);
+  return dir;
+}
+
 /** Starts `script` (relative to the repository root) under the runtime running the tests:
  * `deno run -A` under Deno, `node --import tsx` under Node. */
 export function spawnScript(
@@ -302,9 +321,10 @@ export function spawnScript(
 ): ScriptProcess {
   const runtimeArgs = UNDER_DENO ? ['run', '-A', script] : ['--import', 'tsx', script];
   if (script === 'client.ts') args = clientArgs(args);
+  const home = script === 'client.ts' ? { P2P_CHAT_HOME: freshDataDir() } : {};
   const child = spawn(process.execPath, [...runtimeArgs, ...args], {
     cwd: ROOT,
-    env: { ...process.env, NO_COLOR: '1', ...env },
+    env: { ...process.env, NO_COLOR: '1', ...home, ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   return new ScriptProcess(child);
@@ -399,7 +419,9 @@ export async function registerThroughScreens(
   client.type('/register');
   await client.waitFor(/Register — new username/);
   client.type(username);
-  await client.waitFor('password');
+  await client.waitFor('new password: ');
+  client.type(password);
+  await client.waitFor('new password again: ');
   client.type(password);
   await client.waitFor(`Registered ${username}`);
   await client.waitFor('username');

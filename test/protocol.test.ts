@@ -224,7 +224,7 @@ describe('answers', () => {
       const closed = silent.port;
       silent.close();
       await assert.rejects(ask(closed), { message: `cannot reach the registry at here:${closed} ` +
-        '(ECONNREFUSED)' });
+        '(ECONNREFUSED): nothing is listening on that port (is the registry running?)' });
     } finally {
       good.close();
       garbage.close();

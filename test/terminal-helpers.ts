@@ -18,7 +18,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import process from 'node:process';
 import { Buffer } from 'node:buffer';
-import { LineClient, ROOT, UNDER_DENO, clientArgs, sleep } from './helpers.ts';
+import { LineClient, ROOT, UNDER_DENO, clientArgs, freshDataDir, sleep } from './helpers.ts';
 
 /** Why tmux tests cannot run here, or undefined when they can. */
 export function tmuxMissing(): string | undefined {
@@ -101,7 +101,7 @@ export class Tmux {
 
   /** Starts client.ts with `args` in session `name`. */
   startClient(name: string, args: string[], env: Record<string, string> = {}): Promise<void> {
-    return this.start(name, clientCommand(args), env);
+    return this.start(name, clientCommand(args), { P2P_CHAT_HOME: freshDataDir(), ...env });
   }
 
   /** Types text exactly as given (no Enter). */
