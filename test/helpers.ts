@@ -330,11 +330,13 @@ export function spawnScript(
   return new ScriptProcess(child);
 }
 
-/** A client in a test speaks plain JSON, as most test registries do, unless the test gives it
- * its own --data-dir: then it takes the secure path, keeping its keys there. */
+/** A client in a test speaks plain JSON (--plain), as most test registries do, unless its
+ * arguments hold SECURE_PATH: then it takes the secure path, as users run it. */
 export function clientArgs(args: string[]): string[] {
-  return args.includes('--data-dir') || args.includes('--help') ? args : ['--plain', ...args];
+  if (args.includes(SECURE_PATH)) return args.filter((arg) => arg !== SECURE_PATH);
+  return args.includes('--help') ? args : ['--plain', ...args];
 }
+export const SECURE_PATH = '(the secure path)';
 
 /** A server.ts process that has started, with the ports it printed. */
 export type SpawnedServer = { server: ScriptProcess; tcpPort: number; udpPort: number };

@@ -21,7 +21,8 @@ import type { PeerMessage } from '../protocol.ts';
 import { generateKeyPair } from '../secure.ts';
 import { captureUnavailable, secretsSeen, startCapture } from './capture.ts';
 import {
-  SpawnedProcesses, loginThroughScreens, registerThroughScreens, startChat, startTestServer,
+  SECURE_PATH, SpawnedProcesses, loginThroughScreens, registerThroughScreens, startChat,
+  startTestServer,
 } from './helpers.ts';
 import type { ScriptProcess, TestServer } from './helpers.ts';
 
@@ -38,7 +39,7 @@ function dataDir(): string {
 async function secureClient(spawned: SpawnedProcesses, server: TestServer, username: string,
   folder = dataDir(), register = true): Promise<ScriptProcess> {
   const client = await spawned.client(server.tcpPort, server.udpPort,
-    ['--data-dir', folder, '--server', '127.0.0.1']);
+    [SECURE_PATH, '--data-dir', folder, '--server', '127.0.0.1']);
   if (register) await registerThroughScreens(client, username, `pw of ${username} 7Xq`);
   await loginThroughScreens(client, username, `pw of ${username} 7Xq`);
   return client;
@@ -210,7 +211,7 @@ test('secure demo: a peer\'s new key is a warning before the y/n question; a reg
     const { tcpPort, udpPort } = server;
     await server.close();
     server = await startTestServer({ identity: generateKeyPair(), tcpPort, udpPort });
-    const again = await spawned.client(tcpPort, udpPort, ['--data-dir', bobFolder]);
+    const again = await spawned.client(tcpPort, udpPort, [SECURE_PATH, '--data-dir', bobFolder]);
     again.type('bob');
     await again.waitFor('password');
     again.type('pw of bob 7Xq');

@@ -18,7 +18,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
 import { after, before, test } from 'node:test';
-import { registerAccount, startTestServer, waitUntil } from './helpers.ts';
+import {
+  clientArgs, freshDataDir, registerAccount, startTestServer, waitUntil,
+} from './helpers.ts';
 import type { TestServer } from './helpers.ts';
 import { RawPeer, Tmux, tmuxMissing } from './terminal-helpers.ts';
 
@@ -49,7 +51,10 @@ async function loggedInTerminal(
   const name = `c${sessions++}`;
   const flags = ['--tcp-port', String(registry.tcpPort), '--udp-port', String(registry.udpPort),
     '--registry-timeout-ms', '3000', ...args];
-  if (command) await tmux.start(name, [...command, ...flags], { NO_COLOR: '1' });
+  if (command) {
+    await tmux.start(name, [...command, ...clientArgs(flags)],
+      { NO_COLOR: '1', P2P_CHAT_HOME: freshDataDir() });
+  }
   else await tmux.startClient(name, flags, { NO_COLOR: '1' });
   await tmux.waitForText(name, /username/i, 1, 30_000);
   await tmux.typeLine(name, username);
