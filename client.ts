@@ -615,7 +615,9 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       }
       break;
     case 'answer': case 'answer_failed': {
-      const listsOnTheWay = state.listsOnTheWay - (event.request.type === 'list' ? 1 : 0);
+      // Only /list's own questions (tag 0) count; the start, login and session checks do not.
+      const ownList = event.request.type === 'list' && event.tag === 0;
+      const listsOnTheWay = state.listsOnTheWay - (ownList ? 1 : 0);
       state = { ...state, listsOnTheWay };
       const reply = event.type === 'answer' ? event.reply : null;
       if (event.tag === PROBE_TAG) return onProbe(state, event, out);
