@@ -101,7 +101,7 @@ import {
   SecureChannelError, fingerprint, generateKeyPair, loadOrCreateKeyFile, readKnownKeys,
   rememberKey, safetyNumber,
 } from './secure.ts';
-import type { KeyPair } from './secure.ts';
+import type { KeyPair, KnownKey } from './secure.ts';
 import { createTerminal, redactSecrets } from './terminal.ts';
 import type { Colour, Terminal } from './terminal.ts';
 
@@ -1651,9 +1651,13 @@ function registryLink(client: Client, request: Request): SecureLink | undefined 
     staticKey: client.identity, expectedRemoteKey: pinned?.publicKey,
     onRemoteKey: (key) => {
       if (pinned) return;
-      rememberKey(file, name, key);
-      client.terminal.say(`New registry ${name}: its key is ${fingerprint(key)}, remembered in ` +
-        `${file}. Compare it with the key the registry printed when it started.`, 'dim');
+      try {
+        rememberKey(file, name, key);
+        client.terminal.say(`New registry ${name}: its key is ${fingerprint(key)}, remembered ` +
+          `in ${file}. Compare it with the key the registry printed when it started.`, 'dim');
+      } catch (error) {
+        client.terminal.say(`Could not remember the registry's key: ${errorText(error)}`, 'yellow');
+      }
     },
   };
 }
@@ -1718,8 +1722,14 @@ function notePeerKey(client: Client, peer: string, key: string): void {
 /** /verify NAME: the 60 digits both users see for this pair of keys (Signal's safety number). */
 function showSafetyNumber(client: Client, peer: string): void {
   const you = client.state.session?.username;
-  const known = you && !client.state.settings.plain
-    ? readKnownKeys(knownPeersFile(client, you)).get(fileName(peer)) : undefined;
+  let known: KnownKey | undefined;
+  try {
+    if (you && !client.state.settings.plain) {
+      known = readKnownKeys(knownPeersFile(client, you)).get(fileName(peer));
+    }
+  } catch (error) {
+    return client.terminal.say(`Could not read the keys: ${errorText(error)}`, 'yellow');
+  }
   if (you === undefined || known === undefined) {
     return client.terminal.say(client.state.settings.plain ? 'No keys with --plain.'
       : `No key known for ${peer} yet: it is remembered when you first talk.`, 'yellow');
