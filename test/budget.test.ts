@@ -21,7 +21,11 @@ type Budget = { file: string; most: number; unit: 'lines' | 'bytes'; why: string
 
 const BUDGETS: Budget[] = [
   {
-    file: 'client.ts', most: 1350, unit: 'lines',
+    // 1350 → 1900: issue 16 (lines only on the screen they were typed for, pipes in order,
+    // paste, the bell, registration asked first and twice, acks and delivery marks), issue 17's
+    // device proofs and bounded peer queue, and issue 18's keys: what the client knows of keys,
+    // pinning, warnings and /verify. The first socket is still met in the first fifth.
+    file: 'client.ts', most: 1900, unit: 'lines',
     why: 'the state machine, its screens and the effect runner; the screen lives in terminal.ts',
   },
   {
@@ -31,12 +35,20 @@ const BUDGETS: Budget[] = [
   },
   {
     // 850 → 870: check_username / username_free, and the device proof on login and logged_in.
-    file: 'protocol.ts', most: 870, unit: 'lines',
+    // 870 → 1040: acks, words for socket errors, the bound on a peer's queue (issues 16, 17);
+    // signed hellos, tickets bound to a key, askRegistry and PeerChannel over a secure link (18).
+    file: 'protocol.ts', most: 1040, unit: 'lines',
     why: 'message shapes, the decoder, framing, tickets and the client\'s two socket helpers',
   },
   {
-    file: 'terminal.ts', most: 320, unit: 'lines',
+    // 320 → 410: bracketed paste (readline knows no paste markers, so a stream takes pastes out
+    // of stdin first), a draft dropped when the screen changes, Ctrl-C clearing a draft.
+    file: 'terminal.ts', most: 410, unit: 'lines',
     why: 'the redraw idea in three steps, then the refinements readline needs',
+  },
+  {
+    file: 'secure.ts', most: 720, unit: 'lines',
+    why: 'the Noise handshake token by token, sealed frames as a stream, key files and known keys',
   },
   {
     file: 'README.md', most: 12 * 1024, unit: 'bytes',
