@@ -577,6 +577,7 @@ function breakableStore(): UserStore & { broken: boolean; damaged: boolean } {
       const user = await inner.findUser(name);
       return user && store.damaged ? { ...user, passwordHash: 'abcd' } : user;
     },
+    nameInUse: (name: string) => (store.broken ? failure() : inner.nameInUse(name)),
     close: () => inner.close(),
   };
   return store;
