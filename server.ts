@@ -1561,18 +1561,31 @@ async function main(): Promise<void> {
       host, mongodbUri: process.env.MONGODB_URI || undefined,
       ...readNumberFlags(NUMBER_FLAGS, values), ...readNumberFlags(LIMIT_FLAGS, values),
     };
+    // A timeout no longer than the heartbeat would drop every user between two hellos.
+    const { heartbeatMs, timeoutMs } = given(DEFAULTS, options);
+    if (timeoutMs <= heartbeatMs) {
+      throw new Error(`--timeout-ms (${timeoutMs}) must be longer than --heartbeat-ms ` +
+        `(${heartbeatMs}), or every user is dropped between two hellos`);
+    }
   } catch (error) {
     console.error(`error: ${errorText(error)}\n(see --help)`);
     process.exit(2);
   }
 
-  // Ctrl-C or a service manager's stop: close listeners and storage cleanly, then exit 0. The
-  // handlers go in before start-up, so a signal that arrives while we start is handled too.
+  // Ctrl-C or a service manager's stop: close listeners and storage cleanly, then exit: 130
+  // after Ctrl-C (SIGINT), as shells report a program interrupted (128 + 2); 0 after SIGTERM, a
+  // stop that was asked for. Once: `deno task` and the terminal may each deliver the same
+  // Ctrl-C. The handlers go in before start-up, so a signal that arrives while we start is
+  // handled too.
   let server: RunningServer | undefined;
-  const shutDown = (signal: string) => {
-    if (server === undefined) process.exit(0);
+  let stopping = false;
+  const shutDown = (signal: 'SIGINT' | 'SIGTERM') => {
+    const code = signal === 'SIGINT' ? 130 : 0;
+    if (server === undefined) process.exit(code);
+    if (stopping) return;
+    stopping = true;
     logEvent(server.registry, 'stop', `signal=${signal}`);
-    server.close().then(() => process.exit(0));
+    server.close().then(() => process.exit(code));
   };
   process.on('SIGINT', () => shutDown('SIGINT'));
   process.on('SIGTERM', () => shutDown('SIGTERM'));
