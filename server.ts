@@ -909,7 +909,8 @@ const LIMITS = {
   maxFailedLoginsPerAddress: 20,
   maxFailedLoginsPerUser: 100,
   loginCooldownMs: 30_000,
-  /** Logins to one account per loginWindowMs: people do not log in dozens of times a minute. */
+  /** Logins to one account per loginWindowMs, with a device proof and (apart) without: people
+   * do not log in dozens of times a minute. */
   maxLoginsPerUser: 20,
   loginWindowMs: 60_000,
   /** Password checks one address may have waiting or running at once: a classroom of 30
@@ -1282,8 +1283,9 @@ function dropHashTurn(connection: Connection): void {
 // A login with a device proof (see "Device proofs") is judged by the proof's own failures
 // instead, and does not wait for an address's share of the hasher: a student who has logged in
 // before is not refused because a classmate behind the same address is guessing, nor the owner
-// of an account because a botnet is. All logins, with a proof or not, count against the
-// account's logins per minute (only right passwords count, so strangers cannot use it up).
+// of an account because a botnet is. Right passwords count against the account's logins per
+// minute: those with a proof, and those without, each on their own (so guesses, which hold room
+// among those without while they are checked, never keep a proof waiting).
 
 /** One key's recent attempts. */
 type AttemptCount = {
@@ -1306,9 +1308,9 @@ type AttemptCounts = { entries: Map<string, AttemptCount>; limit: number; window
   /** What a refusal says, before the wait. */
   refusal: string };
 
-/** A count an admitted request settles in: a table, a key in it, and whether the request holds
- * room there while it is checked (false: it is only refused while the key is blocked). */
-type Charge = [counts: AttemptCounts, key: string, holdsRoom?: boolean];
+/** A count an admitted request holds room in while it is checked, and settles in: a table and a
+ * key in it. */
+type Charge = [counts: AttemptCounts, key: string];
 
 /** How a handler settles its ticket, once: 'failed' (a wrong password; a name taken),
  * 'succeeded' (logged in; registered) or 'void' (the client left, or the storage failed). */
@@ -1335,7 +1337,7 @@ async function askToHash(registry: Registry, connection: Connection,
     ? [[registry.failedLoginsByDevice, device], [registry.loginsByUser, name]]
     : [[registry.failedLoginsByUserAtAddress, userAtAddress],
       [registry.failedLoginsByAddress, address], [registry.failedLoginsByUser, name],
-      [registry.loginsByUser, name, false]];
+      [registry.loginsByUser, `${name} new-device`]];
   const share = device === undefined; // a device has its own lane, and no address share
   const refuse = (refused: ErrorReply) => {
     logEvent(registry, `${purpose}_throttled`, `user=${username} from=${connection.remote}`);
@@ -1356,9 +1358,9 @@ async function askToHash(registry: Registry, connection: Connection,
       settled = true;
       if (share) addToCount(registry.hashing.byAddress, address, -1);
       const now = performance.now();
-      for (const [counts, key, holdsRoom = true] of charges) {
+      for (const [counts, key] of charges) {
         const entry = currentCount(counts, key, now);
-        if (holdsRoom && late === undefined && entry !== undefined) entry.pending -= 1;
+        if (late === undefined && entry !== undefined) entry.pending -= 1;
         if (counts.keeps.includes(outcome)) countAttempt(registry, counts, key, now);
         if (entry !== undefined) wakeWaiting(entry);
       }
@@ -1382,8 +1384,8 @@ function waitForRoom(registry: Registry, connection: Connection, charges: Charge
       const now = performance.now();
       const refused = connection.socket.destroyed ? CONNECTION_GONE : throttleRefusal(charges, now);
       if (refused !== undefined) return resolve(refused);
-      const held = charges.filter(([, , holdsRoom = true]) => holdsRoom)
-        .map(([counts, key]) => ({ counts, entry: countFor(registry, counts, key, now) }));
+      const held = charges.map(([counts, key]) =>
+        ({ counts, entry: countFor(registry, counts, key, now) }));
       const full = held.find(({ counts, entry }) => entry.attempts + entry.pending >= counts.limit);
       if (full !== undefined) return full.entry.waiting.push(look);
       for (const { entry } of held) entry.pending += 1;
