@@ -31,28 +31,12 @@ import { MAX_LINE_BYTES } from '../protocol.ts';
 import { openSession } from '../server.ts';
 import type { RunningServer } from '../server.ts';
 import {
-  LineClient, memoryMiB, sendDatagram, sleep, spawnEval, startTestServer, waitUntil,
+  LineClient, memoryMiB, p95, sendDatagram, sleep, spawnEval, startTestServer, tally, waitUntil,
 } from './helpers.ts';
 import type { TestServer } from './helpers.ts';
 
 const ATTACKER = '127.0.0.2';
 const VICTIM = '127.0.0.3';
-
-/** p95 of a list of milliseconds (nearest rank: of 20 values, the 19th smallest). */
-function p95(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.ceil(0.95 * sorted.length) - 1];
-}
-
-/** Tallies answers by their code (or type, for answers that are not errors). */
-function tally(answers: Array<Record<string, unknown>>): Record<string, number> {
-  const counts: Record<string, number> = {};
-  for (const answer of answers) {
-    const key = String(answer.code ?? answer.type);
-    counts[key] = (counts[key] ?? 0) + 1;
-  }
-  return counts;
-}
 
 /** Registers through a fresh connection from `from`; returns the answer. */
 async function register(server: RunningServer, username: string, password: string, from = VICTIM) {
