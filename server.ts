@@ -476,11 +476,11 @@ async function handleCheckUsername(registry: Registry, request: CheckUsernameReq
   connection: Connection): Promise<Reply> {
   const { username } = request;
   if (!USERNAME_PATTERN.test(username)) return errorReply('invalid_username', USERNAME_RULE);
-  const [counts, key] = [registry.registrationsByAddress, connection.address];
+  const charge: Charge = [registry.registrationsByAddress, connection.address];
   const now = performance.now();
-  const refused = throttleRefusal([[counts, key]], now);
+  const refused = throttleRefusal([charge], now);
   if (refused !== undefined) return refused;
-  countAttempt(registry, counts, key, now);
+  countAttempt(registry, ...charge, now);
   try {
     const found = await registry.store.nameInUse(normaliseUsername(username));
     if (found !== 'free') return nameInUse(username, found);
@@ -1066,6 +1066,7 @@ function makeRoom(registry: Registry, address: string): boolean {
   logEvent(registry, 'evict', `from=${idlest.remote} idle_ms=${idleMs} held=${fullest.size} ` +
     `for=${address}`);
   forgetConnection(registry, idlest);
+  idlest.socket.removeAllListeners('data'); // what it sends now is not answered
   sayAndHangUp(idlest.socket,
     'the registry is full: this idle connection was closed to make room for another address');
   return true;
@@ -1347,9 +1348,13 @@ async function askToHash(registry: Registry, connection: Connection,
     (share ? shareRefusal(registry, address) : undefined);
   if (refused !== undefined) return refuse(refused);
   if (share) addToCount(registry.hashing.byAddress, address, +1);
-  const late = await waitForRoom(registry, connection, charges);
+  const room = await waitForRoom(registry, connection, charges);
+  if (!Array.isArray(room)) {
+    if (share) addToCount(registry.hashing.byAddress, address, -1);
+    return room === CONNECTION_GONE ? { refused: room } : refuse(room);
+  }
   let settled = false;
-  const ticket: HashTicket = {
+  return {
     refused: undefined,
     hash: (password, salt) => hashInTurn(registry, connection,
       registry.hashing.lanes[share ? 1 : 0], password, salt),
@@ -1357,39 +1362,34 @@ async function askToHash(registry: Registry, connection: Connection,
       if (settled) return;
       settled = true;
       if (share) addToCount(registry.hashing.byAddress, address, -1);
+      for (const entry of room) entry.pending -= 1;
       const now = performance.now();
       for (const [counts, key] of charges) {
-        const entry = currentCount(counts, key, now);
-        if (late === undefined && entry !== undefined) entry.pending -= 1;
         if (counts.keeps.includes(outcome)) countAttempt(registry, counts, key, now);
-        if (entry !== undefined) wakeWaiting(entry);
       }
       if (purpose === 'login' && outcome === 'succeeded') {
         registry.failedLoginsByUserAtAddress.entries.delete(userAtAddress);
       }
+      room.forEach(wakeWaiting);
     },
   };
-  if (late === undefined) return ticket;
-  ticket.settle('void');
-  return late === CONNECTION_GONE ? { refused: late } : refuse(late);
 }
 
-/** Resolves once every key this request holds room under has room (failures and checks under
- * way below its limit), and takes it; or with a refusal, if a key became blocked meanwhile or
- * the connection closed. */
+/** Resolves once every key of this request has room (failures and checks under way below its
+ * limit), with the counts it then holds room in; or with a refusal, if a key became blocked
+ * meanwhile or the connection closed. */
 function waitForRoom(registry: Registry, connection: Connection, charges: Charge[]):
-  Promise<ErrorReply | undefined> {
+  Promise<ErrorReply | AttemptCount[]> {
   return new Promise((resolve) => {
     const look = () => {
       const now = performance.now();
       const refused = connection.socket.destroyed ? CONNECTION_GONE : throttleRefusal(charges, now);
       if (refused !== undefined) return resolve(refused);
-      const held = charges.map(([counts, key]) =>
-        ({ counts, entry: countFor(registry, counts, key, now) }));
-      const full = held.find(({ counts, entry }) => entry.attempts + entry.pending >= counts.limit);
-      if (full !== undefined) return full.entry.waiting.push(look);
-      for (const { entry } of held) entry.pending += 1;
-      resolve(undefined);
+      const held = charges.map(([counts, key]) => countFor(registry, counts, key, now));
+      const full = held.find((entry, i) => entry.attempts + entry.pending >= charges[i][0].limit);
+      if (full !== undefined) return full.waiting.push(look);
+      for (const entry of held) entry.pending += 1;
+      resolve(held);
     };
     look();
   });
