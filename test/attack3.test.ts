@@ -97,7 +97,9 @@ test('attack3 1: 30 right passwords at once from one address all log in; a refus
   const server = await startTestServer(); // the defaults: 20 failures per address, 32 at once
   try {
     const students = Array.from({ length: 30 }, (_, i) => `student${i}`);
-    for (const name of students) assert.equal((await register(server, name, CLASS)).type, 'registered');
+    for (const name of students) {
+      assert.equal((await register(server, name, CLASS)).type, 'registered');
+    }
     const clients = await Promise.all(students.map(() =>
       LineClient.connect(server.tcpPort, '127.0.0.1', CLASS)));
     const answers = await Promise.all(clients.map((client, i) => client.request(
@@ -172,9 +174,8 @@ test('attack3 2: an attacker on the class\'s address guessing one name, then fou
 
 test('attack3 3: 40 addresses guessing one account: the owner with a proof is never refused; ' +
   'the per-user ceiling holds', async () => {
-  // The issue: 200 addresses for 60 s against a 30 s cooldown. Here 40 for 4 s against 2 s:
-  // each address still reaches its 5 per cooldown, and together they pass the user's 100.
-  // The user's ceiling is scaled with the addresses (issue: 100 against 200 × 5; here 20 against
+  // The issue: 200 addresses for 60 s against a 30 s cooldown. Here 40 for 4 s against 2 s, and
+  // the user's ceiling scaled with the addresses (issue: 100 against 200 × 5; here 20 against
   // 40 × 5), so that the botnet reaches it within a cooldown, as it did in the issue.
   const cooldownMs = 2000;
   const ceiling = 20;
@@ -269,16 +270,16 @@ test('attack3 4: a registry stopped (SIGSTOP) for 3 timeouts keeps the users who
     const after = await online().catch(() => []);
     const stall = /stall stalled_for=([\d.]+)s/.exec(server.stdout)?.[1];
     const swept = [...server.stdout.matchAll(/ timeout user=(\w+)/g)].map((match) => match[1]);
+    const sweptAlive = swept.filter((name) => name.startsWith('alive'));
+    const sweptSilent = swept.filter((name) => name.startsWith('silent'));
     console.log(`attack3 4: registry stopped ${3 * timeoutMs} ms (timeout ${timeoutMs}, ` +
       `heartbeat ${heartbeatMs}): logged stall_for=${stall}s; of 20 alive users ` +
-      `${20 - swept.filter((name) => name.startsWith('alive')).length} still online ` +
-      `(issue: 493 of 1001), of 5 silent ${swept.filter((name) => name.startsWith('silent')).length}` +
-      ` swept`);
+      `${20 - sweptAlive.length} still online (issue: 493 of 1001), of 5 silent ` +
+      `${sweptSilent.length} swept`);
     assert.ok(stall !== undefined && Number(stall) >= 2, 'the stall was noticed');
-    assert.deepEqual(swept.filter((name) => name.startsWith('alive')), []);
+    assert.deepEqual(sweptAlive, []);
     assert.equal(after.filter((name) => name.startsWith('alive')).length, 20);
-    assert.deepEqual(swept.filter((name) => name.startsWith('silent')).sort(),
-      users.slice(20).sort());
+    assert.deepEqual(sweptSilent.sort(), users.slice(20).sort());
   } finally {
     clearInterval(sending);
     hellos.close();
@@ -357,14 +358,15 @@ test('attack3 5: 100 held slots from 10 addresses (the whole table): made-up tok
     console.log(`attack3 5: 100 slots held from 10 addresses with a made-up token every 500 ms: ` +
       `${closedMadeUp.length} closed for idleness (idle ${idleMs} ms), after ` +
       `${Math.min(...closedMadeUp)}–${Math.max(...closedMadeUp)} ms; held with a live token: ` +
-      `8 clean logins from another address → ${JSON.stringify(tally(answers))} (issue: 35 of 35 ` +
-      `refused), ${evictions.length - evictionsBefore} evictions logged, e.g. ` +
+      `8 clean logins from another address → ${JSON.stringify(tally(answers))} ` +
+      `(issue: 35 of 35 refused), ${evictions.length - evictionsBefore} evictions logged, e.g. ` +
       `"${evictions.at(-1)?.replace(/^\S+ /, '')}"`);
     assert.ok(closedMadeUp.length >= 100, 'every made-up-token holder was closed');
     assert.ok(Math.min(...closedMadeUp) >= idleMs - 50, 'not before idleMs');
     assert.deepEqual(tally(answers), { logged_in: 8 });
     assert.ok(evictions.length - evictionsBefore >= 1, 'logins made room for themselves');
-    assert.match(evictions.at(-1)!, / evict from=127\.0\.3\.\d+:\d+ idle_ms=\d+ held=10 for=127\.0\.0\.3$/);
+    assert.match(evictions.at(-1)!,
+      / evict from=127\.0\.3\.\d+:\d+ idle_ms=\d+ held=10 for=127\.0\.0\.3$/);
     assert.ok(server.logLines.every((line) => !line.includes(live)), 'no token in the log');
   } finally {
     await server.close();
@@ -514,7 +516,8 @@ test('attack3 8: look-alike names are refused as "too similar to an existing nam
     const lookAlikes = ['aIice', 'a1ice', 'rnallory', 'b0b', 'alice.', 'teacher.', '_B0B-'];
     const answers = [];
     for (const name of lookAlikes) answers.push(await register(server, name, VICTIM));
-    const checked = await requestFrom(server, VICTIM, { type: 'check_username', username: 'aIice' });
+    const checked =
+      await requestFrom(server, VICTIM, { type: 'check_username', username: 'aIice' });
     const exact = await register(server, 'Alice', VICTIM);
     const other = await register(server, 'carol', VICTIM);
     console.log(`attack3 8: ${lookAlikes.join(' ')} next to alice mallory bob teacher → ` +
@@ -523,7 +526,8 @@ test('attack3 8: look-alike names are refused as "too similar to an existing nam
       `carol → ${other.type}`);
     for (const [i, answer] of answers.entries()) {
       assert.equal(answer.code, 'username_taken', lookAlikes[i]);
-      assert.equal(answer.message, `the username ${lookAlikes[i]} is too similar to an existing name`);
+      assert.equal(answer.message,
+        `the username ${lookAlikes[i]} is too similar to an existing name`);
     }
     assert.equal(checked.message, 'the username aIice is too similar to an existing name');
     assert.equal(exact.message, 'the username Alice is already taken');
