@@ -1066,9 +1066,11 @@ function makeRoom(registry: Registry, address: string): boolean {
   logEvent(registry, 'evict', `from=${idlest.remote} idle_ms=${idleMs} held=${fullest.size} ` +
     `for=${address}`);
   forgetConnection(registry, idlest);
-  idlest.socket.removeAllListeners('data'); // what it sends now is not answered
-  sayAndHangUp(idlest.socket,
-    'the registry is full: this idle connection was closed to make room for another address');
+  const { socket } = idlest;
+  socket.removeAllListeners('data'); // what it sends now is not answered
+  socket.end(encodeLine(errorReply('too_many_connections',
+    'the registry is full: this idle connection was closed to make room for another address')));
+  setTimeout(() => socket.destroy(), 2000);
   return true;
 }
 
