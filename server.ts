@@ -1031,17 +1031,12 @@ function admitConnection(registry: Registry, socket: net.Socket, address: string
   } else {
     return true;
   }
-  sayAndHangUp(socket, refusal);
-  return false;
-}
-
-/** Sends one too_many_connections line and closes. It keeps reading (and discarding) until the
- * client closes: closing a socket with unread input sends a reset, which could destroy our
- * explanation before the client reads it. */
-function sayAndHangUp(socket: net.Socket, refusal: string): void {
+  // Keep reading (and discarding) until the client closes: closing a socket with unread input
+  // sends a reset, which could destroy our explanation before the client reads it.
   socket.end(encodeLine(errorReply('too_many_connections', refusal)));
   socket.resume();
   socket.setTimeout(2000, () => socket.destroy());
+  return false;
 }
 
 /** The table is full and `address` knocks. A plain server would refuse it; but then whoever
