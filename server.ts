@@ -38,7 +38,7 @@
  */
 
 import { Buffer } from 'node:buffer';
-import { randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
@@ -130,8 +130,9 @@ export type LiveSession = {
   helloKey: Buffer;
   helloCounter: number;
   key: string | undefined;
-  /** performance.now() when we last heard from it (login or hello). A monotonic clock, so a
-   * change of the wall-clock time cannot make everyone expire at once. */
+  /** sessionClock() when we last heard from it (login or hello): performance.now(), a
+   * monotonic clock, so a change of the wall-clock time cannot make everyone expire at once,
+   * less the time the registry itself was stalled (see "Limits"). */
   lastHeardAt: number;
   /** This session's neighbours in the last-heard queue (see Registry.oldestSession): the
    * session heard just before it, and the one heard just after it. */
@@ -199,7 +200,7 @@ function createRegistry(settings: Settings, store: UserStore, log: (line: string
     passwordHash: '00'.repeat(SCRYPT_KEY_BYTES) };
   return { settings, store, sessionsByToken: new Map(), sessionsByName: new Map(),
     oldestSession: undefined, newestSession: undefined, replacedTokens: new Map(),
-    connections: new Set(), decoy, log, identity, ...createLimitState(settings) };
+    connections: new Set(), decoy, log, identity, ...createLimitState(settings, store) };
 }
 
 /** The event log: one line per event, "<ISO time> <event> key=value …". Passwords and tokens
@@ -250,10 +251,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
   udp.on('error', (error) => logEvent(registry, 'udp_error', errorText(error)));
 
-  // Often enough that a session goes within a second of its deadline (sooner with short ones).
-  const sweepEveryMs = Math.max(10, Math.min(1000, Math.floor(settings.timeoutMs / 4)));
-  const sweep = () => sweepExpiredSessions(registry, performance.now());
-  const sweeper = setInterval(sweep, sweepEveryMs);
+  const sweep = () => sweepExpiredSessions(registry, sessionClock(registry));
+  const sweeper = setInterval(sweep, sweepEveryMs(settings));
 
   const tcpPort = (tcp.address() as net.AddressInfo).port;
   const udpPort = udp.address().port;
@@ -329,12 +328,9 @@ function acceptConnection(registry: Registry, socket: net.Socket): void {
     remoteKey: undefined, splitter: new LineSplitter(), queue: [], busy: false, hangingUp: false,
     ...connectionLimits() };
   registry.connections.add(connection);
-  countConnection(registry, connection, +1); // for its address; closed if idle (see Limits)
+  countConnection(registry, connection); // for its address; closed if idle (see Limits)
   socket.setNoDelay(true); // answers are small; send them now rather than batching (Nagle)
-  socket.on('close', () => {
-    registry.connections.delete(connection);
-    countConnection(registry, connection, -1);
-  });
+  socket.on('close', () => forgetConnection(registry, connection));
   if (registry.identity === undefined) return readLines(registry, connection);
   // A secure registry runs the handshake first (secure.ts), and reads lines from the secure
   // stream once it has passed. A failed handshake closes the socket: 'close' above tidies up.
@@ -417,6 +413,7 @@ function answerInOrder(registry: Registry, connection: Connection): void {
       connection.busy = true;
       answer.then((reply) => {
         connection.busy = false;
+        noteActivity(connection, reply);
         if (!socket.destroyed) socket.write(encodeLine(reply));
         answerInOrder(registry, connection);
       }, (error) => {
@@ -428,6 +425,7 @@ function answerInOrder(registry: Registry, connection: Connection): void {
       });
       break;
     }
+    noteActivity(connection, answer);
     socket.write(encodeLine(answer));
   }
   if (gathering) socket.uncork();
@@ -440,7 +438,6 @@ function answerRequest(registry: Registry, connection: Connection,
   line: Uint8Array): Reply | Promise<Reply> {
   const decoded = decodeRequest(line);
   if (!decoded.ok) return errorReply('bad_request', decoded.error);
-  connection.lastRequestAt = performance.now(); // a whole, valid request: not idle (watchIdle)
   const request = decoded.message;
   switch (request.type) {
     case 'register': return handleRegister(registry, request, connection);
@@ -469,7 +466,7 @@ function handleHello(registry: Registry, udp: dgram.Socket, bytes: Uint8Array,
     : findSignedSession(registry, hello);
   if (session === 'forged') return; // a forged or replayed hello: not worth an answer
   if (typeof session === 'object' && sameUsername(session.username, hello.username)) {
-    refreshSession(registry, session, performance.now());
+    refreshSession(registry, session, sessionClock(registry));
     return;
   }
   // Tell the sender, so a client whose session we lost (we restarted, swept it, or a login
@@ -521,33 +518,33 @@ const CONNECTION_GONE = errorReply('bad_request', 'the connection closed');
 
 // register and login hash a password. A plain server would call hashPassword(); here each asks
 // askToHash() (in "Limits") once, and gets a refusal to send back, or a ticket to hash with and
-// settle once: did the attempt count against the address and the user?
+// settle once with what happened: the limits count what is known to have happened.
 
 async function handleRegister(registry: Registry, request: RegisterRequest,
   connection: Connection): Promise<Reply> {
   const { username, password } = request;
   const invalid = invalidCredentials(username, password);
   if (invalid !== undefined) return invalid;
-  const ticket = askToHash(registry, connection, 'register', username);
+  const ticket = await askToHash(registry, connection, 'register', username);
   if (ticket.refused) return ticket.refused;
   let outcome: HashOutcome = 'void'; // a registration never hashed (its client left) is void
-  let added: 'added' | 'taken';
+  let added: 'added' | 'taken' | 'similar';
   try {
     const salt = randomBytes(16);
     const hash = await ticket.hash(password, salt);
     if (hash === undefined) return CONNECTION_GONE;
-    outcome = 'counted';
     added = await registry.store.addUser({ name: normaliseUsername(username),
       displayName: username, passwordHash: hash.toString('hex'), salt: salt.toString('hex') });
+    outcome = added === 'added' ? 'succeeded' : 'failed';
   } catch (error) {
     return storageFailed(registry, 'register', error);
   } finally {
     ticket.settle(outcome);
   }
-  if (added === 'taken') {
+  if (added !== 'added') {
     logEvent(registry, 'register_refused',
-      `user=${username} from=${connection.remote} reason=taken`);
-    return errorReply('username_taken', `the username ${username} is already taken`);
+      `user=${username} from=${connection.remote} reason=${added}`);
+    return nameInUse(username, added);
   }
   logEvent(registry, 'register', `user=${username} from=${connection.remote}`);
   return { type: 'registered', username };
@@ -562,17 +559,24 @@ async function handleCheckUsername(registry: Registry, request: CheckUsernameReq
   if (!USERNAME_PATTERN.test(username)) return errorReply('invalid_username', USERNAME_RULE);
   const charge: Charge = [registry.registrationsByAddress, connection.address];
   const now = performance.now();
-  const refused = throttleRefusal(registry, connection.address, [charge], 'register', now);
+  const refused = throttleRefusal([charge], now);
   if (refused !== undefined) return refused;
   countAttempt(registry, ...charge, now);
   try {
-    if (await registry.store.findUser(normaliseUsername(username)) !== null) {
-      return errorReply('username_taken', `the username ${username} is already taken`);
-    }
+    const found = await registry.store.nameInUse(normaliseUsername(username));
+    if (found !== 'free') return nameInUse(username, found);
   } catch (error) {
     return storageFailed(registry, 'check_username', error);
   }
   return { type: 'username_free', username };
+}
+
+/** The answer for a name that is taken, or that looks like one taken (see nameSkeleton). Which
+ * name it resembles is not said: that would hand out the account names one by one. */
+function nameInUse(username: string, why: 'taken' | 'similar'): ErrorReply {
+  return errorReply('username_taken', why === 'taken'
+    ? `the username ${username} is already taken`
+    : `the username ${username} is too similar to an existing name`);
 }
 
 async function handleLogin(registry: Registry, request: LoginRequest,
@@ -580,12 +584,15 @@ async function handleLogin(registry: Registry, request: LoginRequest,
   const { username, password, chatPort } = request;
   const invalid = invalidCredentials(username, password);
   if (invalid !== undefined) return invalid;
-  const ticket = askToHash(registry, connection, 'login', username);
+  const name = normaliseUsername(username);
+  // A proof that this device logged in as this user before: such a login is judged by its own
+  // count and has its own lane to the hasher (see "Device proofs", in "Limits").
+  const device = provenDevice(registry, name, request.device);
+  const ticket = await askToHash(registry, connection, 'login', username, device);
   if (ticket.refused) return ticket.refused;
-  let outcome: HashOutcome = 'void'; // only a wrong password counts against anyone
+  let outcome: HashOutcome = 'void'; // the client left, or the storage failed
   try {
     // A user who does not exist is checked against the decoy: both failures take as long.
-    const name = normaliseUsername(username);
     const user = await registry.store.findUser(name);
     const stored = user ?? registry.decoy;
     const attempt = await ticket.hash(password, Buffer.from(stored.salt, 'hex'));
@@ -593,11 +600,11 @@ async function handleLogin(registry: Registry, request: LoginRequest,
     // In constant time: how long the comparison takes must not tell how much of it matched.
     const matches = timingSafeEqual(attempt, Buffer.from(stored.passwordHash, 'hex'));
     if (user === null || !matches) {
-      outcome = 'counted';
+      outcome = 'failed';
       logEvent(registry, 'login_failed', `user=${username} from=${connection.remote}`);
       return errorReply('bad_credentials', 'wrong username or password');
     }
-    outcome = 'passed';
+    outcome = 'succeeded';
     if (connection.socket.destroyed) return CONNECTION_GONE; // nobody to give the token to
     // The right password takes over: a session still open elsewhere (a crashed client, or a
     // replayed hello keeping a dead one alive) ends now, like IRC's GHOST.
@@ -610,6 +617,7 @@ async function handleLogin(registry: Registry, request: LoginRequest,
     const { heartbeatMs, timeoutMs } = registry.settings;
     return { type: 'logged_in', username: session.username, token: session.token, heartbeatMs,
       timeoutMs, storage: registry.store.storage, ...(replaced ? { replaced: true } : {}),
+      device: deviceProof(registry, name, device),
       ...(registry.identity ? { session: session.id, helloKey: session.helloKey.toString(
         'base64url') } : {}) };
   } catch (error) {
@@ -732,7 +740,7 @@ export function openSession(registry: Registry, username: string, host: string,
     // 128 random bits: unguessable, yet short (22 characters): the registry holds one per user.
     username, token: randomBytes(16).toString('base64url'), host, chatPort,
     id: randomBytes(16).toString('base64url'), helloKey: randomBytes(32), helloCounter: 0, key,
-    lastHeardAt: performance.now(), heardBefore: undefined, heardAfter: undefined,
+    lastHeardAt: sessionClock(registry), heardBefore: undefined, heardAfter: undefined,
   };
   registry.sessionsByToken.set(session.token, session);
   registry.sessionsByName.set(normaliseUsername(username), session);
@@ -755,8 +763,8 @@ function endReplacedSession(registry: Registry, session: LiveSession): void {
   while (remembered.size >= registry.settings.maxThrottleEntries - 1) {
     remembered.delete(remembered.keys().next().value as string);
   }
-  remembered.set(session.token, performance.now());
-  remembered.set(session.id, performance.now()); // what its signed hellos name
+  remembered.set(session.token, sessionClock(registry));
+  remembered.set(session.id, sessionClock(registry)); // what its signed hellos name
 }
 
 /** A hello arrived: move the session to the newest end of the last-heard queue. */
@@ -772,7 +780,7 @@ export function refreshSession(registry: Registry, session: LiveSession, now: nu
 export function sweepExpiredSessions(registry: Registry, now: number): number {
   const { timeoutMs } = registry.settings;
   let removed = 0;
-  for (;;) {
+  while (now >= registry.stall.graceUntil) { // after a stall, clients get time to be heard
     const session = registry.oldestSession;
     if (session === undefined) break;
     const silentFor = now - session.lastHeardAt;
@@ -847,10 +855,16 @@ export type UserStore = {
   readonly description: string;
   /** What `logged_in` tells clients: "mongodb" if accounts outlive a restart, "memory" if not. */
   readonly storage: Storage;
-  /** Adds the user unless the name is taken. Must be atomic: of two racing calls for one name,
-   * exactly one gets 'added'. */
-  addUser(user: StoredUser): Promise<'added' | 'taken'>;
+  /** Adds the user unless the name is taken, or 'similar': another name has its skeleton
+   * (nameSkeleton, in "Limits"). Must be atomic: of two racing calls for one name, or for two
+   * look-alike names, exactly one gets 'added'. */
+  addUser(user: StoredUser): Promise<'added' | 'taken' | 'similar'>;
   findUser(name: string): Promise<StoredUser | null>;
+  /** Whether registering `name` would be 'taken', 'similar', or 'free' (for check_username). */
+  nameInUse(name: string): Promise<'taken' | 'similar' | 'free'>;
+  /** The key of the device proofs, for a store that several registries share, so that each
+   * accepts the others' proofs. Without it the registry makes its own at start. */
+  readonly deviceSecret?: Uint8Array;
   /** A secure registry's long-term key kept with the accounts, so every registry sharing them
    * is the same registry to clients (MongoDB; the memory store has none). */
   registryKey?(): Promise<KeyPair>;
@@ -878,19 +892,27 @@ function hashPassword(password: string, salt: Buffer): Promise<Buffer> {
 /** Accounts in a Map: gone when the process ends. Fine for a demo, a class, or the tests. */
 export function createMemoryUserStore(): UserStore {
   const users = new Map<string, StoredUser>();
+  const skeletons = new Set<string>();
+  const inUse = (name: string) => users.has(name) ? 'taken'
+    : skeletons.has(nameSkeleton(name)) ? 'similar' : 'free';
   return {
     description: 'accounts are kept in memory; set MONGODB_URI to keep them in MongoDB',
     storage: 'memory',
     async addUser(user) {
       // No await between the check and the set: nothing else can run in between, so this is
       // atomic in JavaScript's single-threaded world.
-      if (users.has(user.name)) return 'taken';
+      const found = inUse(user.name);
+      if (found !== 'free') return found;
       users.set(user.name, { ...user });
+      skeletons.add(nameSkeleton(user.name));
       return 'added';
     },
     async findUser(name) {
       const user = users.get(name);
       return user ? { ...user } : null;
+    },
+    async nameInUse(name) {
+      return inUse(name);
     },
     async close() {},
   };
@@ -898,16 +920,26 @@ export function createMemoryUserStore(): UserStore {
 
 /** Accounts in MongoDB's `users` collection (database: the one named in the URI). A unique index
  * on `name` is what makes registration race-free: the database itself refuses the second
- * insert. */
+ * insert; one on `skeleton` does the same for look-alike names (sparse: accounts made before
+ * it have none). The device proofs' key is kept in the `registry` collection. */
 export async function openMongoUserStore(uri: string, timeoutMs: number): Promise<UserStore> {
   const { MongoClient: Client, MongoServerError } = await import('mongodb');
   const timeouts = { serverSelectionTimeoutMS: timeoutMs, connectTimeoutMS: timeoutMs };
   const client: MongoClient = new Client(uri, timeouts);
-  let users: Collection<StoredUser>;
+  let users: Collection<StoredUser & { skeleton?: string }>;
+  let deviceSecret: Uint8Array;
   try {
     await client.connect();
-    users = client.db().collection<StoredUser>('users');
+    users = client.db().collection('users');
     await users.createIndex({ name: 1 }, { unique: true });
+    await users.createIndex({ skeleton: 1 }, { unique: true, sparse: true });
+    // The first registry to start writes a key; every one that shares the database reads it.
+    const secrets = client.db().collection<{ _id: string; secret: string }>('registry');
+    const mine = { $setOnInsert: { secret: randomBytes(32).toString('hex') } };
+    await secrets.updateOne({ _id: 'device-secret' }, mine, { upsert: true }).catch(() => {});
+    const stored = await secrets.findOne({ _id: 'device-secret' });
+    if (stored === null) throw new Error('cannot keep the device key in the registry collection');
+    deviceSecret = Buffer.from(stored.secret, 'hex');
   } catch (error) {
     await client.close().catch(() => {});
     throw new Error(`cannot use MongoDB at ${redactUri(uri)}: ${errorText(error)}`);
@@ -916,17 +948,22 @@ export async function openMongoUserStore(uri: string, timeoutMs: number): Promis
   return {
     description: `accounts are kept in MongoDB at ${redactUri(uri)}`,
     storage: 'mongodb',
+    deviceSecret,
     async addUser(user) {
       try {
-        await users.insertOne({ ...user });
+        await users.insertOne({ ...user, skeleton: nameSkeleton(user.name) });
         return 'added';
       } catch (error) {
-        if (error instanceof MongoServerError && error.code === DUPLICATE_KEY) return 'taken';
-        throw error;
+        if (!(error instanceof MongoServerError && error.code === DUPLICATE_KEY)) throw error;
+        return await users.findOne({ name: user.name }) ? 'taken' : 'similar';
       }
     },
     async findUser(name) {
-      return users.findOne({ name }, { projection: { _id: 0 } });
+      return users.findOne({ name }, { projection: { _id: 0, skeleton: 0 } });
+    },
+    async nameInUse(name) {
+      if (await users.findOne({ name })) return 'taken';
+      return await users.findOne({ skeleton: nameSkeleton(name) }) ? 'similar' : 'free';
     },
     async registryKey() {
       // The first registry to start stores a new key; every later one reads that one. Two that
@@ -957,10 +994,12 @@ function redactUri(uri: string): string {
 // ============================================================================================
 //
 // Everything above is the registry working for people who use it as meant. This part keeps one
-// host from taking it from everyone else: caps on connections (in all, and per address), idle
-// connections closed, at most MAX_QUEUED_REQUESTS read ahead of their answers, a fair line for
-// the password hasher, and counts of failed logins and registrations. Each says what it defends
-// against; the numbers are in LIMITS, their flags below it, and docs/security.md lists them.
+// host from taking it from everyone else: caps on connections (in all, and per address, and who
+// makes room when they are full), idle connections closed, at most MAX_QUEUED_REQUESTS read
+// ahead of their answers, a fair line for the password hasher, counts of failed logins and
+// registrations, proofs that let a known device past them, a clock that does not count the
+// registry's own stalls, and look-alike names. Each says what it defends against; the numbers
+// are in LIMITS, their flags below it, and docs/security.md lists them.
 
 /** The limits' defaults, written once like DEFAULTS: startServer() and --help read them here. */
 const LIMITS = {
@@ -973,11 +1012,16 @@ const LIMITS = {
   maxRegistrationsPerAddress: 60,
   registrationWindowMs: 60_000,
   /** Failed logins before a wait of loginCooldownMs, counted three ways (see "Failed logins and
-   * registrations"): one user at one address, one address, one user. */
+   * registrations"): one user at one address, one address, one user. A device with a proof
+   * (see "Device proofs") is allowed as many as one user at one address. */
   maxFailedLoginsPerUserAtAddress: 5,
   maxFailedLoginsPerAddress: 20,
   maxFailedLoginsPerUser: 100,
   loginCooldownMs: 30_000,
+  /** Logins to one account per loginWindowMs, with a device proof and (apart) without: people
+   * do not log in dozens of times a minute. */
+  maxLoginsPerUser: 20,
+  loginWindowMs: 60_000,
   /** Password checks one address may have waiting or running at once: a classroom of 30
    * logging in at the same moment fits. */
   maxHashesPerAddress: 32,
@@ -1003,6 +1047,7 @@ const PASSWORD_LIMIT_FLAGS: ReadonlyArray<NumberFlag<keyof Limits>> = [
   ['max-failed-logins-per-user', 'maxFailedLoginsPerUser', 1, 1_000_000,
     'failures: a user, any address'],
   ['login-cooldown-ms', 'loginCooldownMs', 1, 86_400_000, 'window and wait for failures'],
+  ['max-logins-per-user', 'maxLoginsPerUser', 1, 1_000_000, 'logins to an account per minute'],
   ['max-hashes-per-address', 'maxHashesPerAddress', 1, 1_000_000,
     'waiting or running, per address'],
 ];
@@ -1020,34 +1065,50 @@ function resolveLimits(options: ServerOptions): Limits {
 
 /** What the limits keep on the Registry. */
 type LimitState = {
-  /** How many open connections each address holds. */
-  connectionsByAddress: Map<string, number>;
+  /** The open connections of each address. */
+  connectionsByAddress: Map<string, Set<Connection>>;
   /** Password hashes running, and the connections waiting for a turn (the hasher's line). */
   hashing: Hashing;
   /** Attempts counted against the throttles (see "Failed logins and registrations"). */
   failedLoginsByUserAtAddress: AttemptCounts;
   failedLoginsByAddress: AttemptCounts;
   failedLoginsByUser: AttemptCounts;
+  failedLoginsByDevice: AttemptCounts;
+  loginsByUser: AttemptCounts;
   registrationsByAddress: AttemptCounts;
+  /** The key of the device proofs (see "Device proofs"). */
+  deviceSecret: Uint8Array;
+  /** What the session clock knows about the registry's own stalls (see sessionClock). */
+  stall: { lastReadingAt: number; stalledMs: number; graceUntil: number };
 };
 
-function createLimitState(limits: Limits): LimitState {
-  const counts = (limit: number, windowMs = limits.loginCooldownMs): AttemptCounts =>
-    ({ entries: new Map(), limit, windowMs });
+function createLimitState(limits: Limits, store: UserStore): LimitState {
+  const counts = (limit: number, keeps: HashOutcome[], refusal: string,
+    windowMs = limits.loginCooldownMs): AttemptCounts =>
+    ({ entries: new Map(), limit, windowMs, keeps, refusal });
+  const failures = (limit: number, whose: string) =>
+    counts(limit, ['failed'], `too many failed logins ${whose}`);
   return {
     connectionsByAddress: new Map(),
-    hashing: { running: 0, waiting: new Map(), byAddress: new Map() },
-    failedLoginsByUserAtAddress: counts(limits.maxFailedLoginsPerUserAtAddress),
-    failedLoginsByAddress: counts(limits.maxFailedLoginsPerAddress),
-    failedLoginsByUser: counts(limits.maxFailedLoginsPerUser),
-    registrationsByAddress: counts(limits.maxRegistrationsPerAddress, limits.registrationWindowMs),
+    hashing: { running: 0, lanes: [new Map(), new Map()], byAddress: new Map() },
+    failedLoginsByUserAtAddress: failures(limits.maxFailedLoginsPerUserAtAddress,
+      'for this user from your address'),
+    failedLoginsByAddress: failures(limits.maxFailedLoginsPerAddress, 'from your address'),
+    failedLoginsByUser: failures(limits.maxFailedLoginsPerUser, 'for this user'),
+    failedLoginsByDevice: failures(limits.maxFailedLoginsPerUserAtAddress, 'from this device'),
+    loginsByUser: counts(limits.maxLoginsPerUser, ['succeeded'],
+      'too many logins to this account lately', limits.loginWindowMs),
+    registrationsByAddress: counts(limits.maxRegistrationsPerAddress, ['succeeded', 'failed'],
+      'too many registrations from your address', limits.registrationWindowMs),
+    deviceSecret: store.deviceSecret ?? randomBytes(32),
+    stall: { lastReadingAt: performance.now(), stalledMs: 0, graceUntil: 0 },
   };
 }
 
 /** What the limits keep on each Connection. */
 type ConnectionLimits = {
-  /** performance.now() when it connected or last sent a whole, valid request. Blank lines and
-   * garbage do not count: a connection that sends no request for idleMs is closed. */
+  /** performance.now() when it connected or last had a request answered that it was allowed
+   * to make (see noteActivity): a connection that has none for idleMs is closed. */
   lastRequestAt: number;
   /** The timer that checks for that (see watchIdle). */
   idleTimer: ReturnType<typeof setTimeout> | undefined;
@@ -1066,16 +1127,16 @@ const MAX_QUEUED_REQUESTS = 64;
 // ---- Connections ----
 
 /** True if a new connection from `address` may come in. A plain server accepts everyone; this
- * one refuses a connection over either cap with one line saying why, and hangs up. Existing
- * connections are not affected. */
+ * one refuses a connection over its address's cap, or over the total when no one can make room
+ * (see makeRoom), with one line saying why, and hangs up. */
 function admitConnection(registry: Registry, socket: net.Socket, address: string): boolean {
   const { maxConnections, maxConnectionsPerAddress: perAddress } = registry.settings;
   let refusal: string;
-  if (registry.connections.size >= maxConnections) {
-    refusal = `the registry has ${maxConnections} connections open; try again later`;
-  } else if ((registry.connectionsByAddress.get(address) ?? 0) >= perAddress) {
+  if ((registry.connectionsByAddress.get(address)?.size ?? 0) >= perAddress) {
     refusal = `your address already has ${perAddress} connections open to the registry; ` +
       'close one or try again later';
+  } else if (registry.connections.size >= maxConnections && !makeRoom(registry, address)) {
+    refusal = `the registry has ${maxConnections} connections open; try again later`;
   } else {
     return true;
   }
@@ -1087,13 +1148,54 @@ function admitConnection(registry: Registry, socket: net.Socket, address: string
   return false;
 }
 
-/** A connection came in (+1): count it for its address and watch it for idleness. Or it closed
- * (-1): uncount it, stop its idle timer, and take it out of the hasher's line. */
-function countConnection(registry: Registry, connection: Connection, change: 1 | -1): void {
-  addToCount(registry.connectionsByAddress, connection.address, change);
-  if (change === 1) return watchIdle(registry, connection);
+/** The table is full and `address` knocks. A plain server would refuse it; but then whoever
+ * holds the slots (many addresses, each under its cap, each sending a request now and then)
+ * keeps everyone else out. So an address holding fewer connections than the one holding most
+ * takes the place of that one's idlest connection (never one whose request is being worked
+ * on). Holding slots then only evicts the holder's own. Returns true if a slot was freed. */
+function makeRoom(registry: Registry, address: string): boolean {
+  let fullest: Set<Connection> | undefined;
+  for (const held of registry.connectionsByAddress.values()) {
+    if (held.size > (fullest?.size ?? 0)) fullest = held;
+  }
+  const mine = registry.connectionsByAddress.get(address)?.size ?? 0;
+  if (fullest === undefined || mine + 1 >= fullest.size) return false;
+  let idlest: Connection | undefined;
+  for (const connection of fullest) {
+    if (connection.busy) continue;
+    if (connection.lastRequestAt < (idlest?.lastRequestAt ?? Infinity)) idlest = connection;
+  }
+  if (idlest === undefined) return false;
+  const idleMs = Math.round(performance.now() - idlest.lastRequestAt);
+  logEvent(registry, 'evict', `from=${idlest.remote} idle_ms=${idleMs} held=${fullest.size} ` +
+    `for=${address}`);
+  forgetConnection(registry, idlest);
+  const { socket } = idlest;
+  socket.removeAllListeners('data'); // what it sends now is not answered
+  socket.end(encodeLine(errorReply('too_many_connections',
+    'the registry is full: this idle connection was closed to make room for another address')));
+  setTimeout(() => socket.destroy(), 2000);
+  return true;
+}
+
+/** A connection came in: count it for its address and watch it for idleness. */
+function countConnection(registry: Registry, connection: Connection): void {
+  const { connectionsByAddress } = registry;
+  const held = connectionsByAddress.get(connection.address);
+  if (held === undefined) connectionsByAddress.set(connection.address, new Set([connection]));
+  else held.add(connection);
+  watchIdle(registry, connection);
+}
+
+/** A connection closed, or was evicted: uncount it, stop its idle timer, and take it out of the
+ * hasher's line. (Once only: an evicted connection closes later.) */
+function forgetConnection(registry: Registry, connection: Connection): void {
+  if (!registry.connections.delete(connection)) return;
+  const held = registry.connectionsByAddress.get(connection.address)!;
+  held.delete(connection);
+  if (held.size === 0) registry.connectionsByAddress.delete(connection.address);
   clearTimeout(connection.idleTimer);
-  dropHashTurn(registry, connection);
+  dropHashTurn(connection);
 }
 
 /** Adds `change` to a per-address count; a count that reaches 0 leaves the Map, so addresses
@@ -1104,10 +1206,21 @@ function addToCount(counts: Map<string, number>, key: string, change: number): v
   else counts.delete(key);
 }
 
-/** Closes the connection once it has sent no whole, valid request for idleMs: neither silence,
- * blank lines, garbage nor a line dribbled a byte at a time keeps a slot. A connection whose
- * request we are still working on (hashing, storage) is ours to wait for, not idle. One timer per
- * connection, re-armed at most once per idleMs: nothing is done per byte or per request. */
+/** An answer was sent: was the request activity, which keeps the connection open? A plain
+ * server would say yes to every request. But then a made-up token, refused at no cost to its
+ * sender, would hold a slot forever. So a request refused for who is asking (a token that is
+ * not live, a throttle) or unreadable is not activity. */
+function noteActivity(connection: Connection, reply: Reply): void {
+  const refused = reply.type === 'error' && (reply.code === 'not_logged_in' ||
+    reply.code === 'too_many_attempts' || reply.code === 'bad_request');
+  if (!refused) connection.lastRequestAt = performance.now();
+}
+
+/** Closes the connection once it has had no request answered as activity for idleMs (see
+ * noteActivity): neither silence, blank lines, garbage, made-up tokens nor a line dribbled a
+ * byte at a time keeps a slot. A connection whose request we are still working on (hashing,
+ * storage) is ours to wait for, not idle. One timer per connection, re-armed at most once per
+ * idleMs: nothing is done per byte or per request. */
 function watchIdle(registry: Registry, connection: Connection): void {
   const { idleMs } = registry.settings;
   const check = () => {
@@ -1122,6 +1235,37 @@ function watchIdle(registry: Registry, connection: Connection): void {
   connection.idleTimer = setTimeout(check, idleMs);
 }
 
+// ---- The registry's own stalls ----
+//
+// The plain sweeper measures silence with performance.now(). But when the registry itself
+// cannot run (SIGSTOP, a VM migrated, a laptop lid, a long garbage collection), the clock goes
+// on: on waking, everyone looks silent, and the hellos sent meanwhile were dropped by a full
+// socket buffer or are still waiting behind the sweeper. So sessions use sessionClock(), which
+// leaves out the time the registry could not run: the sweeper reads it at least every
+// sweepEveryMs, so a gap between two readings much longer than that is a stall. After one, the
+// sweeper also waits two heartbeats, so clients that are alive are heard before it looks.
+
+/** How often the sweeper runs: often enough that a session goes within a second of its
+ * deadline (sooner with short ones). */
+function sweepEveryMs(settings: Settings): number {
+  return Math.max(10, Math.min(1000, Math.floor(settings.timeoutMs / 4)));
+}
+
+/** performance.now(), less the time the registry spent stalled. */
+function sessionClock(registry: Registry): number {
+  const { stall, settings } = registry;
+  const now = performance.now();
+  const lateMs = now - stall.lastReadingAt - sweepEveryMs(settings);
+  stall.lastReadingAt = now;
+  if (lateMs > Math.max(sweepEveryMs(settings), 1000)) {
+    stall.stalledMs += lateMs;
+    stall.graceUntil = now - stall.stalledMs + 2 * settings.heartbeatMs;
+    logEvent(registry, 'stall', `stalled_for=${(lateMs / 1000).toFixed(1)}s ` +
+      `grace_ms=${2 * settings.heartbeatMs}`);
+  }
+  return now - stall.stalledMs;
+}
+
 // ---- The password hasher's line ----
 //
 // scrypt runs on libuv's thread pool (four threads), so a burst of logins could keep every core
@@ -1134,28 +1278,38 @@ function watchIdle(registry: Registry, connection: Connection): void {
 // requests admitted (waiting or hashing); more are answered at once with too_many_attempts. A
 // request whose connection closes while it waits leaves the line unhashed: a flood of requests
 // on connections closed right after writing costs us next to nothing.
+//
+// Logins with a device proof have a lane of their own, served first: right passwords from many
+// addresses (an attacker logging in to their own accounts) would otherwise make everyone wait.
+// What keeps that lane short is that a proof comes only from a login, and the logins to one
+// account are bounded (maxLoginsPerUser); nobody else's request can enter it.
 
 const MAX_HASHES_AT_ONCE = Math.max(1, os.availableParallelism() - 1);
 
 /** A connection's place in the hasher's line; `start(true)` gives it the turn, `start(false)`
  * drops it. */
-type HashTurn = { connection: Connection; start: (go: boolean) => void };
+type HashTurn = { connection: Connection; lane: Lane; start: (go: boolean) => void };
+
+/** Turns waiting, by address; the first address in the Map goes next. At most one turn per
+ * connection, since a connection waits for each answer. */
+type Lane = Map<string, HashTurn[]>;
 
 type Hashing = {
   /** Hashes running now (at most MAX_HASHES_AT_ONCE). */
   running: number;
-  /** Turns waiting, by address; the first address in the Map goes next. At most one turn per
-   * connection, since a connection waits for each answer. */
-  waiting: Map<string, HashTurn[]>;
-  /** Requests admitted (waiting or hashing) per address: what maxHashesPerAddress limits. */
+  /** The device proofs' lane, then everyone's: a lane is served only when those before it are
+   * empty. */
+  lanes: [Lane, Lane];
+  /** Requests admitted without a proof (waiting or hashing) per address: what
+   * maxHashesPerAddress limits. */
   byAddress: Map<string, number>;
 };
 
 /** hashPassword() once the hasher has a turn for this connection, or undefined if the connection
  * closed while it waited: nobody is left to read the answer, so the work is dropped. */
-async function hashInTurn(registry: Registry, connection: Connection, password: string,
-  salt: Buffer): Promise<Buffer | undefined> {
-  if (!(await waitForHashTurn(registry, connection))) return undefined;
+async function hashInTurn(registry: Registry, connection: Connection, lane: Lane,
+  password: string, salt: Buffer): Promise<Buffer | undefined> {
+  if (!(await waitForHashTurn(registry, connection, lane))) return undefined;
   try {
     return await hashPassword(password, salt);
   } finally {
@@ -1164,52 +1318,53 @@ async function hashInTurn(registry: Registry, connection: Connection, password: 
 }
 
 /** Resolves true when this connection may hash, false if it closed while it waited. */
-function waitForHashTurn(registry: Registry, connection: Connection): Promise<boolean> {
+function waitForHashTurn(registry: Registry, connection: Connection, lane: Lane):
+  Promise<boolean> {
   const hashing = registry.hashing;
   if (hashing.running < MAX_HASHES_AT_ONCE) {
     hashing.running += 1;
     return Promise.resolve(true);
   }
   return new Promise((start) => {
-    const turn: HashTurn = { connection, start };
+    const turn: HashTurn = { connection, lane, start };
     connection.hashTurn = turn;
-    const turns = hashing.waiting.get(connection.address);
-    if (turns === undefined) hashing.waiting.set(connection.address, [turn]);
+    const turns = lane.get(connection.address);
+    if (turns === undefined) lane.set(connection.address, [turn]);
     else turns.push(turn);
   });
 }
 
-/** A hash finished: its slot passes straight to the first address in line, which then goes to
- * the back of the line if it has more waiting. */
+/** A hash finished: its slot passes straight to the first address in the first lane with
+ * anyone in it; that address then goes to the back of its lane if it has more waiting. */
 function passHashTurn(registry: Registry): void {
-  const { waiting } = registry.hashing;
-  for (;;) {
-    const next = waiting.entries().next();
-    if (next.done) break;
-    const [address, turns] = next.value;
-    const turn = turns.shift()!;
-    waiting.delete(address);
-    if (turns.length > 0) waiting.set(address, turns);
-    turn.connection.hashTurn = undefined;
-    if (turn.connection.socket.destroyed) {
-      turn.start(false); // closed but not yet counted out: drop it and look again
-      continue;
+  for (const lane of registry.hashing.lanes) {
+    for (;;) {
+      const next = lane.entries().next();
+      if (next.done) break;
+      const [address, turns] = next.value;
+      const turn = turns.shift()!;
+      lane.delete(address);
+      if (turns.length > 0) lane.set(address, turns);
+      turn.connection.hashTurn = undefined;
+      if (turn.connection.socket.destroyed) {
+        turn.start(false); // closed but not yet counted out: drop it and look again
+        continue;
+      }
+      turn.start(true);
+      return;
     }
-    turn.start(true);
-    return;
   }
   registry.hashing.running -= 1;
 }
 
 /** The connection closed: if it was waiting for the hasher, it leaves the line unhashed. */
-function dropHashTurn(registry: Registry, connection: Connection): void {
+function dropHashTurn(connection: Connection): void {
   const turn = connection.hashTurn;
   if (turn === undefined) return;
   connection.hashTurn = undefined;
-  const { waiting } = registry.hashing;
-  const turns = waiting.get(connection.address) ?? [];
+  const turns = turn.lane.get(connection.address) ?? [];
   turns.splice(turns.indexOf(turn), 1);
-  if (turns.length === 0) waiting.delete(connection.address);
+  if (turns.length === 0) turn.lane.delete(connection.address);
   turn.start(false);
 }
 
@@ -1217,8 +1372,11 @@ function dropHashTurn(registry: Registry, connection: Connection): void {
 //
 // Without limits, anyone could try passwords as fast as scrypt allows, or fill our memory with
 // accounts. Each limit is a table of counts; a key whose count reaches its limit waits out a
-// cooldown, refused without hashing. An attempt counts when it is admitted to the hasher, not
-// when it fails, so a burst of guesses sent at once cannot all slip in before the first fails.
+// cooldown, refused without hashing. An attempt counts once its outcome is known (a wrong
+// password counts as a failure, a right one does not). While it is being checked it holds room
+// under its keys: a request that finds no room waits for the checks ahead of it, so a burst of
+// guesses sent at once cannot all slip in before the first fails, and a burst of right
+// passwords all get in, in turn.
 //
 // Failed logins are counted three ways, so that guessing is slowed wherever it comes from while
 // nobody can lock a user out knowing only the name:
@@ -1226,30 +1384,44 @@ function dropHashTurn(registry: Registry, connection: Connection): void {
 //     It does not stop the same user from another address;
 //   - per address (20 per 30 s): one host guessing many names;
 //   - per user over all addresses (100 per 30 s): guessing spread over many hosts.
-// A success gives its own attempt back and clears the user's count at that address, and nothing
-// else: an attacker's correct login to their own account does not clear their failures against
-// other people.
+// A success clears the user's count at that address, and nothing else: an attacker's correct
+// login to their own account does not clear their failures against other people.
+//
+// A login with a device proof (see "Device proofs") is judged by the proof's own failures
+// instead, and does not wait for an address's share of the hasher: a student who has logged in
+// before is not refused because a classmate behind the same address is guessing, nor the owner
+// of an account because a botnet is. Right passwords count against the account's logins per
+// minute: those with a proof, and those without, each on their own (so guesses, which hold room
+// among those without while they are checked, never keep a proof waiting).
 
 /** One key's recent attempts. */
 type AttemptCount = {
-  /** Attempts counted since `since`. */
+  /** Attempts counted since `since` (of the outcomes the table keeps). */
   attempts: number;
+  /** Attempts admitted under this key and not yet settled: they hold room (see waitForRoom). */
+  pending: number;
   /** performance.now() of the first attempt counted; the count is forgotten a window later. */
   since: number;
   /** performance.now() until which attempts are refused, or 0. */
   blockedUntil: number;
+  /** Requests waiting for room under this key: each looks again when an attempt settles. */
+  waiting: Array<() => void>;
 };
 
 /** A table of counts with its limit: at most `limit` attempts per `windowMs` for one key. */
-type AttemptCounts = { entries: Map<string, AttemptCount>; limit: number; windowMs: number };
+type AttemptCounts = { entries: Map<string, AttemptCount>; limit: number; windowMs: number;
+  /** The outcomes that count: failures, successes, or both. */
+  keeps: HashOutcome[];
+  /** What a refusal says, before the wait. */
+  refusal: string };
 
-/** A count to add to when a request is admitted: a table and a key in it. */
+/** A count an admitted request holds room in while it is checked, and settles in: a table and a
+ * key in it. */
 type Charge = [counts: AttemptCounts, key: string];
 
-/** How a handler settles its ticket, once: 'counted' keeps the attempt in the counts (a wrong
- * password; an account created); 'void' gives it back (the client left, or the storage failed);
- * 'passed' gives it back and clears the user's failures at this address (the right password). */
-type HashOutcome = 'counted' | 'void' | 'passed';
+/** How a handler settles its ticket, once: 'failed' (a wrong password; a name taken),
+ * 'succeeded' (logged in; registered) or 'void' (the client left, or the storage failed). */
+type HashOutcome = 'failed' | 'succeeded' | 'void';
 
 /** askToHash()'s answer: a refusal to send back, or the ticket to hash with and then settle. */
 type HashTicket = { refused: ErrorReply } | { refused: undefined;
@@ -1257,92 +1429,189 @@ type HashTicket = { refused: ErrorReply } | { refused: undefined;
   settle(outcome: HashOutcome): void };
 
 /** The one guard in front of the hasher. If a count for this request is at its limit, or its
- * address has its share of the hasher already, the answer is a too_many_attempts refusal (with
- * the wait) and nothing is counted. Otherwise the request is counted in every table it belongs
- * to, and gets a ticket: hash() waits for a turn in the hasher's line; settle() must be called
- * once, when the handler is done (extra calls are ignored). */
-function askToHash(registry: Registry, connection: Connection, purpose: 'login' | 'register',
-  username: string): HashTicket {
+ * address has its share of the hasher already, the answer is a too_many_attempts refusal that
+ * says which (with the wait). Otherwise the request waits for room under its keys and gets a
+ * ticket: hash() waits for a turn in the hasher's line; settle() must be called once, when the
+ * handler is done (extra calls are ignored). */
+async function askToHash(registry: Registry, connection: Connection,
+  purpose: 'login' | 'register', username: string, device?: string): Promise<HashTicket> {
   const { address } = connection;
   const name = normaliseUsername(username);
   const userAtAddress = `${name} ${address}`;
   const charges: Charge[] = purpose === 'register'
     ? [[registry.registrationsByAddress, address]]
+    : device !== undefined
+    ? [[registry.failedLoginsByDevice, device], [registry.loginsByUser, name]]
     : [[registry.failedLoginsByUserAtAddress, userAtAddress],
-      [registry.failedLoginsByAddress, address],
-      [registry.failedLoginsByUser, name]];
-  const now = performance.now();
-  const refused = throttleRefusal(registry, address, charges, purpose, now);
-  if (refused !== undefined) {
+      [registry.failedLoginsByAddress, address], [registry.failedLoginsByUser, name],
+      [registry.loginsByUser, `${name} new-device`]];
+  const share = device === undefined; // a device has its own lane, and no address share
+  const refuse = (refused: ErrorReply) => {
     logEvent(registry, `${purpose}_throttled`, `user=${username} from=${connection.remote}`);
     return { refused };
+  };
+  const refused = throttleRefusal(charges, performance.now()) ??
+    (share ? shareRefusal(registry, address) : undefined);
+  if (refused !== undefined) return refuse(refused);
+  if (share) addToCount(registry.hashing.byAddress, address, +1);
+  const room = await waitForRoom(registry, connection, charges);
+  if (!Array.isArray(room)) {
+    if (share) addToCount(registry.hashing.byAddress, address, -1);
+    return room === CONNECTION_GONE ? { refused: room } : refuse(room);
   }
-  addToCount(registry.hashing.byAddress, address, +1);
-  for (const [counts, key] of charges) countAttempt(registry, counts, key, now);
   let settled = false;
   return {
     refused: undefined,
-    hash: (password, salt) => hashInTurn(registry, connection, password, salt),
+    hash: (password, salt) => hashInTurn(registry, connection,
+      registry.hashing.lanes[share ? 1 : 0], password, salt),
     settle(outcome) {
       if (settled) return;
       settled = true;
-      addToCount(registry.hashing.byAddress, address, -1);
-      if (outcome === 'counted') return;
-      if (outcome === 'passed') registry.failedLoginsByUserAtAddress.entries.delete(userAtAddress);
+      if (share) addToCount(registry.hashing.byAddress, address, -1);
+      for (const entry of room) entry.pending -= 1;
+      const now = performance.now();
       for (const [counts, key] of charges) {
-        const entry = counts.entries.get(key);
-        if (entry === undefined) continue;
-        entry.attempts -= 1;
-        if (entry.attempts < counts.limit) entry.blockedUntil = 0;
-        if (entry.attempts <= 0) counts.entries.delete(key);
+        if (counts.keeps.includes(outcome)) countAttempt(registry, counts, key, now);
       }
+      if (purpose === 'login' && outcome === 'succeeded') {
+        registry.failedLoginsByUserAtAddress.entries.delete(userAtAddress);
+      }
+      room.forEach(wakeWaiting);
     },
   };
 }
 
-/** The too_many_attempts answer for a request that one of its counts or its address's share of
- * the hasher does not let through, or undefined. */
-function throttleRefusal(registry: Registry, address: string, charges: Charge[],
-  purpose: 'login' | 'register', now: number): ErrorReply | undefined {
-  let waitMs = 0;
-  for (const [counts, key] of charges) {
-    waitMs = Math.max(waitMs, (currentCount(counts, key, now)?.blockedUntil ?? 0) - now);
-  }
-  if (waitMs > 0) {
-    const why = purpose === 'login' ? 'too many failed logins'
-      : 'too many registrations from your address';
-    return errorReply('too_many_attempts', `${why}; try again in ${Math.ceil(waitMs / 1000)} s`);
-  }
-  const share = registry.settings.maxHashesPerAddress;
-  if ((registry.hashing.byAddress.get(address) ?? 0) >= share) {
-    return errorReply('too_many_attempts',
-      `the registry is already checking ${share} passwords from your address; try again in 1 s`);
-  }
-  return undefined;
+/** Resolves once every key of this request has room (failures and checks under way below its
+ * limit), with the counts it then holds room in; or with a refusal, if a key became blocked
+ * meanwhile or the connection closed. */
+function waitForRoom(registry: Registry, connection: Connection, charges: Charge[]):
+  Promise<ErrorReply | AttemptCount[]> {
+  return new Promise((resolve) => {
+    const look = () => {
+      const now = performance.now();
+      const refused = connection.socket.destroyed ? CONNECTION_GONE : throttleRefusal(charges, now);
+      if (refused !== undefined) return resolve(refused);
+      const held = charges.map(([counts, key]) => countFor(registry, counts, key, now));
+      const full = held.find((entry, i) => entry.attempts + entry.pending >= charges[i][0].limit);
+      if (full !== undefined) return full.waiting.push(look);
+      for (const entry of held) entry.pending += 1;
+      resolve(held);
+    };
+    look();
+  });
 }
 
-/** The key's count, forgetting it if it is older than the window and not blocking anything. */
+/** Lets the requests waiting under a key look again (those that still find no room wait on). */
+function wakeWaiting(entry: AttemptCount): void {
+  const waiting = entry.waiting;
+  entry.waiting = [];
+  for (const look of waiting) look();
+}
+
+/** The too_many_attempts answer for a request that one of its counts does not let through (the
+ * longest wait, and why), or undefined. */
+function throttleRefusal(charges: Charge[], now: number): ErrorReply | undefined {
+  let waitMs = 0;
+  let why = '';
+  for (const [counts, key] of charges) {
+    const blockedMs = (currentCount(counts, key, now)?.blockedUntil ?? 0) - now;
+    if (blockedMs > waitMs) [waitMs, why] = [blockedMs, counts.refusal];
+  }
+  if (waitMs <= 0) return undefined;
+  return errorReply('too_many_attempts', `${why}; try again in ${Math.ceil(waitMs / 1000)} s`);
+}
+
+/** The too_many_attempts answer for an address that has its share of the hasher, or undefined. */
+function shareRefusal(registry: Registry, address: string): ErrorReply | undefined {
+  const share = registry.settings.maxHashesPerAddress;
+  if ((registry.hashing.byAddress.get(address) ?? 0) < share) return undefined;
+  return errorReply('too_many_attempts',
+    `the registry is already checking ${share} passwords from your address; try again in 1 s`);
+}
+
+/** The key's count, forgetting its attempts if they are older than the window and not blocking
+ * anything (the entry stays while requests hold or wait for room under it). */
 function currentCount(counts: AttemptCounts, key: string, now: number): AttemptCount | undefined {
   const entry = counts.entries.get(key);
   if (entry && now - entry.since > counts.windowMs && now >= entry.blockedUntil) {
-    counts.entries.delete(key); // old attempts are forgiven
-    return undefined;
+    if (entry.pending === 0 && entry.waiting.length === 0) {
+      counts.entries.delete(key); // old attempts are forgiven
+      return undefined;
+    }
+    Object.assign(entry, { attempts: 0, since: now, blockedUntil: 0 });
+  }
+  return entry;
+}
+
+/** The key's count, made if it has none. */
+function countFor(registry: Registry, counts: AttemptCounts, key: string,
+  now: number): AttemptCount {
+  let entry = currentCount(counts, key, now);
+  if (entry === undefined) {
+    // The table is bounded: when full, the oldest key is forgotten to make room (those waiting
+    // under it look again, soon).
+    if (counts.entries.size >= registry.settings.maxThrottleEntries) {
+      const [oldestKey, oldest] = counts.entries.entries().next().value!;
+      counts.entries.delete(oldestKey);
+      queueMicrotask(() => wakeWaiting(oldest));
+    }
+    entry = { attempts: 0, pending: 0, since: now, blockedUntil: 0, waiting: [] };
+    counts.entries.set(key, entry);
   }
   return entry;
 }
 
 function countAttempt(registry: Registry, counts: AttemptCounts, key: string, now: number): void {
-  let entry = currentCount(counts, key, now);
-  if (entry === undefined) {
-    // The table is bounded: when full, the oldest key is forgotten to make room.
-    if (counts.entries.size >= registry.settings.maxThrottleEntries) {
-      counts.entries.delete(counts.entries.keys().next().value as string);
-    }
-    entry = { attempts: 0, since: now, blockedUntil: 0 };
-    counts.entries.set(key, entry);
-  }
+  const entry = countFor(registry, counts, key, now);
   entry.attempts += 1;
   if (entry.attempts >= counts.limit) entry.blockedUntil = now + counts.windowMs;
+}
+
+// ---- Device proofs ----
+//
+// Counting failures per address and per user slows guessing, but it also lets a guesser make
+// the right password wait: anyone behind the same address as you, or a botnet guessing your
+// name. So a login that succeeds gets a proof that this device logged in as this user (the
+// approach OWASP calls device cookies): `<id>.<mac>`, where the mac is an HMAC of the user and
+// the id under a key only the registry knows. The client keeps it and sends it with its next
+// logins, which are then judged by the proof's own failures. Checking one costs an HMAC and
+// keeps nothing; a proof for another user, malformed or forged counts as none, silently. A
+// stolen proof lets its thief past the address and user counts for that one account, still
+// needing the password, at most maxFailedLoginsPerUserAtAddress failures per cooldown.
+
+/** The id of `proof` if it proves a login as `name` here, else undefined. */
+function provenDevice(registry: Registry, name: string, proof: string | undefined):
+  string | undefined {
+  const [id, mac, extra] = (proof ?? '').split('.');
+  if (id === undefined || mac === undefined || extra !== undefined) return undefined;
+  const expected = Buffer.from(deviceMac(registry, name, id), 'base64url');
+  const given = Buffer.from(mac, 'base64url');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+  return id;
+}
+
+/** The proof for `name` on the device `id` (a new device when undefined). */
+function deviceProof(registry: Registry, name: string, id?: string): string {
+  const device = id ?? randomBytes(16).toString('base64url');
+  return `${device}.${deviceMac(registry, name, device)}`;
+}
+
+function deviceMac(registry: Registry, name: string, id: string): string {
+  return createHmac('sha256', registry.deviceSecret).update(`${name}\n${id}`).digest('base64url');
+}
+
+// ---- Look-alike names ----
+//
+// A plain registry would only refuse a name already taken. But `aIice` (a capital i) next to
+// `alice` is taken for her by whoever it calls. So a new name is compared by its skeleton, where
+// letters that look alike are one letter: a name whose skeleton an account has is refused. It
+// also refuses some honest names (`al1` when `ali` exists); a name is cheap to change.
+
+/** The name with case folded, leading and trailing `.`, `_`, `-` dropped, `rn` as `m`, and
+ * I/l/1 and O/0 as one letter each. */
+export function nameSkeleton(name: string): string {
+  return name.toLowerCase().replace(/^[._-]+|[._-]+$/g, '').replace(/rn/g, 'm')
+    .replace(/[il1]/g, 'l').replace(/0/g, 'o');
 }
 
 // ============================================================================================
@@ -1416,18 +1685,31 @@ async function main(): Promise<void> {
       host, mongodbUri, identity: values.plain || keyFile ? undefined : 'database',
       ...readNumberFlags(NUMBER_FLAGS, values), ...readNumberFlags(LIMIT_FLAGS, values),
     };
+    // A timeout no longer than the heartbeat would drop every user between two hellos.
+    const { heartbeatMs, timeoutMs } = given(DEFAULTS, options);
+    if (timeoutMs <= heartbeatMs) {
+      throw new Error(`--timeout-ms (${timeoutMs}) must be longer than --heartbeat-ms ` +
+        `(${heartbeatMs}), or every user is dropped between two hellos`);
+    }
   } catch (error) {
     console.error(`error: ${errorText(error)}\n(see --help)`);
     process.exit(2);
   }
 
-  // Ctrl-C or a service manager's stop: close listeners and storage cleanly, then exit 0. The
-  // handlers go in before start-up, so a signal that arrives while we start is handled too.
+  // Ctrl-C or a service manager's stop: close listeners and storage cleanly, then exit: 130
+  // after Ctrl-C (SIGINT), as shells report a program interrupted (128 + 2); 0 after SIGTERM, a
+  // stop that was asked for. Once: `deno task` and the terminal may each deliver the same
+  // Ctrl-C. The handlers go in before start-up, so a signal that arrives while we start is
+  // handled too.
   let server: RunningServer | undefined;
-  const shutDown = (signal: string) => {
-    if (server === undefined) process.exit(0);
+  let stopping = false;
+  const shutDown = (signal: 'SIGINT' | 'SIGTERM') => {
+    const code = signal === 'SIGINT' ? 130 : 0;
+    if (server === undefined) process.exit(code);
+    if (stopping) return;
+    stopping = true;
     logEvent(server.registry, 'stop', `signal=${signal}`);
-    server.close().then(() => process.exit(0));
+    server.close().then(() => process.exit(code));
   };
   process.on('SIGINT', () => shutDown('SIGINT'));
   process.on('SIGTERM', () => shutDown('SIGTERM'));

@@ -29,7 +29,7 @@ import dgram from 'node:dgram';
 import type net from 'node:net';
 import { after, before, test } from 'node:test';
 import { decodeRequest } from '../protocol.ts';
-import { createMemoryUserStore } from '../server.ts';
+import { createMemoryUserStore, openSession } from '../server.ts';
 import type { UserStore } from '../server.ts';
 import {
   LineClient, memoryMiB, registerAndLogin, sendDatagram, sleep, spawnEval, startTestServer,
@@ -382,9 +382,11 @@ test('abuse: many idle connections are closed after idleMs; an active one stays'
     }
     await sleep(idleMs / 2);
     assert.equal(idle.filter((client) => client.closed).length, 0, 'none closed before idleMs');
-    // The active client talks every 150 ms for a while, well past idleMs.
+    // The active client talks every 150 ms for a while, well past idleMs, with a live token: a
+    // request refused for its token is not activity (issue 17).
+    const token = openSession(server.registry, 'keeper', '127.0.0.1', 7000).token;
     while (performance.now() - started < idleMs * 3) {
-      assert.equal(await listCode(active), 'not_logged_in');
+      assert.equal((await active.request({ type: 'list', token })).type, 'online');
       await sleep(150);
     }
     await waitUntil(() => idle.every((client) => client.closed), idleMs + 5000,
@@ -577,6 +579,7 @@ function breakableStore(): UserStore & { broken: boolean; damaged: boolean } {
       const user = await inner.findUser(name);
       return user && store.damaged ? { ...user, passwordHash: 'abcd' } : user;
     },
+    nameInUse: (name: string) => (store.broken ? failure() : inner.nameInUse(name)),
     close: () => inner.close(),
   };
   return store;

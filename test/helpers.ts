@@ -52,6 +52,22 @@ export async function waitUntil(
   }
 }
 
+/** p95 of a list of milliseconds (nearest rank: of 20 values, the 19th smallest). */
+export function p95(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.ceil(0.95 * sorted.length) - 1];
+}
+
+/** Tallies answers by their code (or type, for answers that are not errors). */
+export function tally(answers: Array<Record<string, unknown>>): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const answer of answers) {
+    const key = String(answer.code ?? answer.type);
+    counts[key] = (counts[key] ?? 0) + 1;
+  }
+  return counts;
+}
+
 export type TestServer = RunningServer & { logLines: string[] };
 
 /** A registry on 127.0.0.1 with ephemeral ports; its event log is kept in `logLines`. */

@@ -447,6 +447,9 @@ describe('storage failure', () => {
         if (!storageWorks) throw new Error('connection lost');
         return users.get(name) ?? null;
       },
+      async nameInUse(name) {
+        return users.has(name) ? 'taken' : 'free';
+      },
       async close() {},
     };
     const server = await startTestServer({ store: flakyStore });
