@@ -1653,8 +1653,8 @@ function registryLink(client: Client, request: Request): SecureLink | undefined 
       if (pinned) return;
       try {
         rememberKey(file, name, key);
-        client.terminal.say(`New registry ${name}: its key is ${fingerprint(key)}, remembered ` +
-          `in ${file}. Compare it with the key the registry printed when it started.`, 'dim');
+        client.terminal.say(`New registry ${name}, key ${fingerprint(key)} (it printed its key ` +
+          `at start: compare), remembered in ${file}.`, 'dim');
       } catch (error) {
         client.terminal.say(`Could not remember the registry's key: ${errorText(error)}`, 'yellow');
       }
@@ -1737,7 +1737,7 @@ function showSafetyNumber(client: Client, peer: string): void {
   const digits = safetyNumber({ name: fileName(you), publicKey: client.identity.publicKey },
     { name: fileName(peer), publicKey: known.publicKey });
   client.terminal.say(`Safety number with ${peer}: ${digits}\nCompare it with theirs, aloud or ` +
-    'in person. The same 60 digits on both screens mean nobody is in between.', 'bold');
+    'in person: the same 60 digits mean nobody is in between.', 'bold');
 }
 
 // === Effects: device proofs ======================================================================

@@ -30,7 +30,10 @@ const BUDGETS: Budget[] = [
   },
   {
     // 1300 → 1330: check_username (a taken name is told before the password is typed).
-    file: 'server.ts', most: 1330, unit: 'lines',
+    // 1330 → 1750: issue 17's limits (device proofs and their lane, logins per account, failures
+    // counted when known, eviction when full, the stall clock, look-alike names in both stores)
+    // and issue 18's wiring (the handshake at accept, signed hellos, keys in found and tickets).
+    file: 'server.ts', most: 1750, unit: 'lines',
     why: 'the registry: sockets, handlers, sessions, sweeper, stores, and its limits section',
   },
   {
@@ -51,7 +54,10 @@ const BUDGETS: Budget[] = [
     why: 'the Noise handshake token by token, sealed frames as a stream, key files and known keys',
   },
   {
-    file: 'README.md', most: 12 * 1024, unit: 'bytes',
+    // 12 → 16 KB: the threats section and the secure link (issue 18: the transcript meets keys,
+    // the protocol tables name session, helloKey, key), and issues 16-17's new messages
+    // (check_username, device, acks). Still about a third of the words it had before issue 15.
+    file: 'README.md', most: 16 * 1024, unit: 'bytes',
     why: 'a first screen for a newcomer: the rest lives one click away in docs/ and bench/',
   },
 ];
