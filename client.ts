@@ -294,7 +294,8 @@ export type Effect =
 export function initialState(settings: ClientSettings, registryUdp: string, chatPort: number) {
   return {
     settings, registryUdp, chatPort, screen: { name: 'login_username' }, session: null,
-    typedAhead: [], lastAttention: 0, listsOnTheWay: 0, pendingPeers: new Map(), seenTickets: new Map(), drops: null,
+    typedAhead: [], lastAttention: 0, listsOnTheWay: 0, pendingPeers: new Map(),
+    seenTickets: new Map(), drops: null,
     lastStorage: null, accountMayBeGone: false, lastCall: 0,
   } as ClientState;
 }
@@ -859,7 +860,7 @@ function onCallingScreen(state: ClientState, event: ScreenEvent, out: Out, now: 
       if (!state.settings.plain && reply.key === undefined) {
         return failed(`The registry gave no key for ${reply.username}; not calling.`);
       }
-      if (reply.key !== undefined) out.push({ do: 'peer_key', peer: reply.username, key: reply.key });
+      if (reply.key) out.push({ do: 'peer_key', peer: reply.username, key: reply.key });
       say(out, `Waiting for ${reply.username}… (/cancel to give up)`, 'yellow');
       out.push({ do: 'connect', call: screen.call, host: reply.host, port: reply.port,
         key: reply.key });

@@ -838,7 +838,8 @@ export class PeerChannel {
       this.listen(socket);
       return;
     }
-    secureSocket(tcp, { initiator: false, prologue: PROLOGUE, ...answerSecurely }).then((sealed) => {
+    const options = { initiator: false, prologue: PROLOGUE, ...answerSecurely };
+    secureSocket(tcp, options).then((sealed) => {
       this.socket = sealed;
       if (this.isOpen) this.listen(sealed);
       else sealed.destroy();

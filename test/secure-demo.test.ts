@@ -215,7 +215,8 @@ test('secure demo: a peer\'s new key is a warning before the y/n question; a reg
     again.type('bob');
     await again.waitFor('password');
     again.type('pw of bob 7Xq');
-    const refused = await again.waitFor(/Login failed: the registry at [^\n]* proved a different key/);
+    const refused =
+      await again.waitFor(/Login failed: the registry at [^\n]* proved a different key/);
     console.log(`secure demo: ${refused[0]}`);
     assert.ok(!server.logLines.some((line) => / login /.test(line)), 'no password was sent');
   } finally {
