@@ -37,9 +37,9 @@ function dataDir(): string {
 
 /** A client on the secure path with its own data folder, logged in at its Search prompt. */
 async function secureClient(spawned: SpawnedProcesses, server: TestServer, username: string,
-  folder = dataDir(), register = true): Promise<ScriptProcess> {
+  folder = dataDir(), register = true, args: string[] = []): Promise<ScriptProcess> {
   const client = await spawned.client(server.tcpPort, server.udpPort,
-    [SECURE_PATH, '--data-dir', folder, '--server', '127.0.0.1']);
+    [SECURE_PATH, '--data-dir', folder, '--server', '127.0.0.1', ...args]);
   if (register) await registerThroughScreens(client, username, `pw of ${username} 7Xq`);
   await loginThroughScreens(client, username, `pw of ${username} 7Xq`);
   return client;
@@ -224,3 +224,26 @@ test('secure demo: a peer\'s new key is a warning before the y/n question; a reg
     await server.close();
   }
 });
+
+test('secure demo: after a restart (same key, same ports) a client hears of it within a ' +
+  'heartbeat or two, and only because the registry confirmed it over the secure link',
+  async () => {
+    const identity = generateKeyPair();
+    let server = await startTestServer({ identity, heartbeatMs: 200 });
+    const spawned = new SpawnedProcesses();
+    try {
+      const alice = await secureClient(spawned, server, 'alice', dataDir(), true, ['--trace']);
+      const { tcpPort, udpPort } = server;
+      await server.close();
+      server = await startTestServer({ identity, heartbeatMs: 200, tcpPort, udpPort });
+      const heard = await alice.waitFor(/← udp \{"type":"session_unknown"\}[^]*?→ registry (.*)/,
+        10_000);
+      assert.match(heard[1], /"type":"list".*"prefix":"alice"/, 'it asked before believing');
+      await alice.waitFor(/no longer knows this session/, 10_000);
+      await alice.waitFor(/Login — username/);
+      console.log(`secure demo: after the restart the client asked ${heard[1]}, then left`);
+    } finally {
+      await spawned.stopAll();
+      await server.close();
+    }
+  });
