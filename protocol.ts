@@ -685,8 +685,9 @@ const SOCKET_ERRORS: Record<string, string> = {
 /** Sends `request` to the registry at `host`:`port` and resolves with its answer, decoded and
  * checked to fit the question (answerFits), or rejects with a sentence that names the registry
  * by `name`. `onTrace` sees each line sent and each valid answer, for --trace. With `secure`,
- * the line crosses a secure link (a handshake per request: about a millisecond, and nothing to
- * keep alive); a failed handshake rejects with the SecureChannelError, whose code says why. */
+ * the line crosses a secure link: a handshake per request, which costs more than keeping one
+ * connection open, but a person asks a few times a minute (bench/README.md has the cost). A failed
+ * handshake rejects with the SecureChannelError, whose code says why. */
 export function askRegistry(
   request: Request,
   registry: { host: string; port: number; name: string },
