@@ -16,6 +16,10 @@
  *   peer calls us ──┘            └─ we call a peer: chat_request → chat_accept | chat_decline,
  *                                   then msg … msg, and bye when one of us leaves
  *
+ * Both TCP links run under a secure channel (secure.ts) unless --plain: a handshake that proves
+ * the registry's key (pinned on first use) or the peer's (named by the registry), then sealed
+ * lines. The keys this client knows live in files: see "Effects: keys".
+ *
  * The program is one event loop, like smallchat's: everything that can happen (a typed line, a
  * registry answer, a peer's message, a timer, a signal) becomes a ClientEvent. dispatch() hands
  * it to transition(), a pure function (state + event → next state + effects), and then runs the
@@ -65,6 +69,8 @@
  *   chat               typed /logout           asking(logout)     leave the chat, then log out
  *   chat               peer bye                search             or the connection ended
  *   chat               session_unknown         chat(lost)         the chat goes on
+ *   (with a registry that has a key, session_unknown first asks it over the secure link,
+ *    and only its answer not_logged_in moves the screen as the two rows above say)
  *   chat(lost)         peer bye                login_username
  *   login_username     signal                  exit               Ctrl-C, SIGTERM, SIGHUP
  *   chat               signal                  quitting           bye to the peer, log out, exit
@@ -72,8 +78,8 @@
  *
  * Layout: settings; state and events; startClient and the effect runner (askRegistry and
  * PeerChannel in protocol.ts turn bytes into checked messages, terminal.ts draws the screen); the
- * dispatcher, one handler per screen; history files; device proofs; the command line. Exported:
- * what test/client-transitions.test.ts and test/client-ux.test.ts need.
+ * dispatcher, one handler per screen; history files; keys; device proofs; the command line.
+ * Exported: what test/client-transitions.test.ts and test/client-ux.test.ts need.
  */
 
 import { Buffer } from 'node:buffer';

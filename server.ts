@@ -8,14 +8,18 @@
  *   client ─────▶ register · login · search · list · logout ──▶ ┌────────────────────────┐
  *                                                              │ registry               │
  *                 UDP :5001  (one JSON object per datagram)    │  accounts: UserStore   │─▶ MongoDB
- *   client ─────▶ hello {username, token}  every heartbeatMs ─▶ │  sessions: Maps        │ (or RAM)
- *          ◀───── session_unknown  (if the token is not live)  │  sweeper: every ≤ 1 s  │
+ *   client ─────▶ hello {username, session, counter, mac}  ──▶ │  sessions: Maps        │ (or RAM)
+ *          ◀───── session_unknown  (if the session is unknown) │  sweeper: every ≤ 1 s  │
  *                                                              └────────────────────────┘
  *
  * A session is born at login, kept alive by hellos, and dies at logout, when the sweeper finds
  * it silent for timeoutMs (the client crashed, lost its network, or was closed without logging
  * out), or when the same user logs in again somewhere else. The online list is simply the set of
  * live sessions.
+ *
+ * Unless started with --plain, the registry has a long-term key and every TCP connection opens
+ * with a handshake (secure.ts) that proves it; the lines then travel sealed. Hellos travel in
+ * clear but signed, with a key the client got over that secure link.
  *
  * Where a request goes, in the order of this file:
  *
