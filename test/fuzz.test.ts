@@ -71,7 +71,7 @@ function makeRng(seed: number): Rng {
 
 type Kind =
   | 'string' | 'text' | 'username' | 'usernames' | 'host' | 'port' | 'positive' | 'count' | 'time'
-  | 'true' | 'storage' | 'replaced' | 'error_code' | 'decline_reason';
+  | 'true' | 'storage' | 'replaced' | 'error_code' | 'decline_reason' | 'key';
 /** A kind ending in "?" marks a field that may be left out. */
 type Field = Kind | `${Kind}?`;
 type Channel = {
@@ -95,7 +95,8 @@ const CHANNELS: Channel[] = [
     decode: decodeRequest,
     schemas: {
       register: { username: 'string', password: 'string' },
-      login: { username: 'string', password: 'string', chatPort: 'port' },
+      check_username: { username: 'string' },
+      login: { username: 'string', password: 'string', chatPort: 'port', device: 'string?' },
       search: { token: 'string', username: 'string' },
       list: { token: 'string', prefix: 'string?' },
       logout: { token: 'string' },
@@ -106,11 +107,13 @@ const CHANNELS: Channel[] = [
     decode: decodeReply,
     schemas: {
       registered: { username: 'username' },
+      username_free: { username: 'username' },
       logged_in: {
         username: 'username', token: 'text', heartbeatMs: 'positive', timeoutMs: 'positive',
-        storage: 'storage', replaced: 'true?',
+        storage: 'storage', replaced: 'true?', device: 'text?', session: 'text?',
+        helloKey: 'key?',
       },
-      found: { username: 'username', host: 'host', port: 'port', ticket: 'text' },
+      found: { username: 'username', host: 'host', port: 'port', ticket: 'text', key: 'key?' },
       online: { users: 'usernames', total: 'count' },
       logged_out: {},
       error: { code: 'error_code', message: 'string' },
@@ -120,7 +123,10 @@ const CHANNELS: Channel[] = [
     name: 'decodeDatagram',
     decode: decodeDatagram,
     schemas: {
-      hello: { username: 'string', token: 'string' },
+      hello: {
+        username: 'string', token: 'string?', session: 'string?', counter: 'positive?',
+        mac: 'string?',
+      },
       session_unknown: { reason: 'replaced?' },
     },
   },
@@ -128,10 +134,11 @@ const CHANNELS: Channel[] = [
     name: 'decodePeerMessage',
     decode: decodePeerMessage,
     schemas: {
-      chat_request: { from: 'username', ticket: 'string' },
-      chat_accept: {},
+      chat_request: { from: 'username', ticket: 'string', acks: 'true?' },
+      chat_accept: { acks: 'true?' },
       chat_decline: { reason: 'decline_reason' },
-      msg: { text: 'string', at: 'time' },
+      msg: { text: 'string', at: 'time', id: 'positive?' },
+      ack: { id: 'positive' },
       bye: {},
     },
   },
@@ -160,6 +167,8 @@ function kindHolds(kind: Kind, value: unknown): boolean {
     case 'replaced': return value === 'replaced';
     case 'error_code': return typeof value === 'string' && ERROR_CODES.includes(value);
     case 'decline_reason': return typeof value === 'string' && DECLINE_REASONS.includes(value);
+    case 'key': // 32 bytes in base64url, unpadded: 43 characters
+      return typeof value === 'string' && /^[A-Za-z0-9_-]{43}$/.test(value);
   }
 }
 
@@ -243,6 +252,7 @@ function goodValue(field: Field, rng: Rng): unknown {
     case 'replaced': return 'replaced';
     case 'error_code': return rng.pick(ERROR_CODES);
     case 'decline_reason': return rng.pick(DECLINE_REASONS);
+    case 'key': return rng.pick(['A'.repeat(43), 'q-_9'.repeat(10) + 'xyz']);
   }
 }
 
