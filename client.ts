@@ -1658,6 +1658,13 @@ function registryLink(client: Client, request: Request): SecureLink | undefined 
     staticKey: client.identity, expectedRemoteKey: pinned?.publicKey,
     onRemoteKey: (key) => {
       if (pinned) return;
+      // A request that ran alongside this one (the check at start, say) may have pinned it.
+      const pinnedMeanwhile = readKnownKeys(file).get(name)?.publicKey;
+      if (pinnedMeanwhile?.equals(key)) return;
+      if (pinnedMeanwhile) {
+        throw new SecureChannelError('wrong_key', `expected ${fingerprint(pinnedMeanwhile)}, ` +
+          `got ${fingerprint(key)}`);
+      }
       try {
         rememberKey(file, name, key);
         client.terminal.say(`New registry ${name}, key ${fingerprint(key)} (it printed its key ` +

@@ -655,7 +655,8 @@ export const PROLOGUE = 'p2p-chat secure 1';
 
 /** How to open a secure link (secure.ts): our long-term key, and the key the other side must
  * prove, if we know it (a pinned registry, the callee from `found`). `onRemoteKey` learns the
- * key the other side proved, before any line is sent: the place to pin a registry on first use. */
+ * key the other side proved, before any line is sent: the place to pin a registry on first use,
+ * or to refuse the key by throwing. */
 export type SecureLink = {
   staticKey: KeyPair;
   expectedRemoteKey?: Uint8Array;
@@ -726,7 +727,11 @@ export function askRegistry(
         sealed.on('error', (error: Error) => finish(`the link to the registry at ${name} ` +
           `failed: ${error.message}`));
         sealed.on('close', () => finish('the registry closed the connection without answering'));
-        secure.onRemoteKey?.(sealed.remoteStaticKey);
+        try {
+          secure.onRemoteKey?.(sealed.remoteStaticKey); // may refuse the key by throwing
+        } catch (error) {
+          return finish(error as Error);
+        }
         talk(sealed);
       }, (error: SecureChannelError) => {
         finish(new SecureChannelError(error.code, `registry at ${name}: ${error.message}`));
@@ -887,7 +892,10 @@ export class PeerChannel {
         openSecure(socket, secure, timeoutMs).then((sealed) => {
           secure.onRemoteKey?.(sealed.remoteStaticKey);
           resolve(new PeerChannel(sealed, handlers));
-        }, (error: Error) => reject(new Error(`secure link failed: ${error.message}`)));
+        }).catch((error: Error) => {
+          socket.destroy();
+          reject(new Error(`secure link failed: ${error.message}`));
+        });
       });
     });
   }
