@@ -69,12 +69,13 @@
  *   chat               typed /logout           asking(logout)     leave the chat, then log out
  *   chat               peer bye                search             or the connection ended
  *   chat               session_unknown         chat(lost)         the chat goes on
- *   (with a registry that has a key, session_unknown first asks it over the secure link,
- *    and only its answer not_logged_in moves the screen as the two rows above say)
  *   chat(lost)         peer bye                login_username
  *   login_username     signal                  exit               Ctrl-C, SIGTERM, SIGHUP
  *   chat               signal                  quitting           bye to the peer, log out, exit
  *   quitting           answer logged_out       exit
+ *
+ * With a registry that has a key, a session_unknown first asks the registry over the secure link,
+ * and only its answer not_logged_in moves the screen as the session_unknown rows say.
  *
  * Layout: settings; state and events; startClient and the effect runner (askRegistry and
  * PeerChannel in protocol.ts turn bytes into checked messages, terminal.ts draws the screen); the
