@@ -354,7 +354,8 @@ function acceptConnection(registry: Registry, socket: net.Socket): void {
 
 /** What a secure registry writes, in clear, to one who speaks JSON to it (nc), then hangs up. */
 const PLAIN_REFUSAL = encodeLine(errorReply('bad_request', 'this registry speaks only through a ' +
-  'secure link (use client.ts); a registry started with --plain speaks JSON in clear')).trimEnd();
+  'secure link: use client.ts without --plain, or start the registry with --plain to speak JSON ' +
+  'with nc')).trimEnd();
 
 const PLAIN_REGISTRY = 'this registry was started with --plain: it speaks JSON in clear';
 
