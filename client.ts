@@ -262,7 +262,8 @@ export type ClientEvent =
   | { type: 'input_ended' } // Ctrl-D, end of a pipe, or the terminal went away
   | { type: 'signal'; name: string } // SIGINT, SIGTERM, SIGHUP
   | { type: 'answer'; request: Request; reply: Reply; tag: number } // a reply that fits request
-  | { type: 'answer_failed'; request: Request; why: string; tag: number }
+  /** `refused`: the registry is there, but its link was refused (a changed key, or --plain). */
+  | { type: 'answer_failed'; request: Request; why: string; tag: number; refused?: boolean }
   | { type: 'datagram'; sender: string; message: Hello | SessionUnknown | null }
   | { type: 'heartbeat_due' }
   | { type: 'peer_arrived'; conn: number; address: string; remote: string }
@@ -416,8 +417,10 @@ function run(client: Client, effect: Effect): void {
       const { tag } = effect;
       const request = effect.request.type === 'login' ? withProof(client, effect.request)
         : effect.request;
-      const failed = (error: unknown) => dispatch(client,
-        { type: 'answer_failed', request, why: registryFailure(client, error), tag });
+      const refused = (error: unknown) => error instanceof SecureChannelError &&
+        (error.code === 'wrong_key' || error.code === 'plain');
+      const failed = (error: unknown) => dispatch(client, { type: 'answer_failed', request,
+        why: registryFailure(client, error), tag, ...(refused(error) ? { refused: true } : {}) });
       let link: SecureLink | undefined;
       try {
         link = registryLink(client, request);
@@ -752,7 +755,8 @@ function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out:
 /** The check at start: any answer at all (even "not logged in") means the registry is there. */
 function onProbe(state: ClientState, event: AnswerEvent, out: Out): ClientState {
   const registry = `p2p-chat — registry ${state.settings.server}:${state.settings.tcpPort}`;
-  return sayAgain(state, out, event.type === 'answer' ? `${registry}: reachable`
+  if (event.type === 'answer') return sayAgain(state, out, `${registry}: reachable`, 'bold');
+  return sayAgain(state, out, event.refused ? `${registry}: refused — ${event.why}.`
     : `${registry}: not reachable yet — ${event.why}. Log in once it is up.`, 'bold');
 }
 

@@ -22,7 +22,7 @@ import { generateKeyPair } from '../secure.ts';
 import { captureUnavailable, secretsSeen, startCapture } from './capture.ts';
 import {
   SECURE_PATH, SpawnedProcesses, loginThroughScreens, registerThroughScreens, startChat,
-  startTestServer,
+  startTestServer, waitUntil,
 } from './helpers.ts';
 import type { ScriptProcess, TestServer } from './helpers.ts';
 
@@ -212,6 +212,8 @@ test('secure demo: a peer\'s new key is a warning before the y/n question; a reg
     await server.close();
     server = await startTestServer({ identity: generateKeyPair(), tcpPort, udpPort });
     const again = await spawned.client(tcpPort, udpPort, [SECURE_PATH, '--data-dir', bobFolder]);
+    await waitUntil(() => /registry [^\n]*: refused — [^\n]*proved a different key/
+      .test(again.stdout), 5000, 'the banner to say the registry was refused');
     again.type('bob');
     await again.waitFor('password');
     again.type('pw of bob 7Xq');
@@ -245,5 +247,20 @@ test('secure demo: after a restart (same key, same ports) a client hears of it w
     } finally {
       await spawned.stopAll();
       await server.close();
+    }
+  });
+
+test('secure demo: a client on the secure path tells a --plain registry apart from a missing one',
+  async () => {
+    const spawned = new SpawnedProcesses();
+    try {
+      const { tcpPort, udpPort } = await spawned.server(); // --plain, as spawned for tests
+      const client = await spawned.client(tcpPort, udpPort, [SECURE_PATH, '--data-dir',
+        dataDir()]);
+      const banner = /registry [^\n]*: refused — [^\n]*speaks in clear[^\n]*/;
+      await waitUntil(() => banner.test(client.stdout), 5000, 'the banner to say why');
+      console.log(`secure demo: ${banner.exec(client.stdout)![0]}`);
+    } finally {
+      await spawned.stopAll();
     }
   });
