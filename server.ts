@@ -592,7 +592,7 @@ async function handleLogin(registry: Registry, request: LoginRequest,
   const name = normaliseUsername(username);
   // A proof that this device logged in as this user before: such a login is judged by its own
   // count and has its own lane to the hasher (see "Device proofs", in "Limits").
-  const device = provenDevice(registry, name, request.device);
+  const device = provenDevice(registry, name, request.device, connection.remoteKey);
   const ticket = await askToHash(registry, connection, 'login', username, device);
   if (ticket.refused) return ticket.refused;
   let outcome: HashOutcome = 'void'; // the client left, or the storage failed
@@ -622,7 +622,7 @@ async function handleLogin(registry: Registry, request: LoginRequest,
     const { heartbeatMs, timeoutMs } = registry.settings;
     return { type: 'logged_in', username: session.username, token: session.token, heartbeatMs,
       timeoutMs, storage: registry.store.storage, ...(replaced ? { replaced: true } : {}),
-      device: deviceProof(registry, name, device),
+      device: deviceProof(registry, name, connection.remoteKey, device),
       ...(registry.identity ? { session: session.id, helloKey: session.helloKey.toString(
         'base64url') } : {}) };
   } catch (error) {
@@ -1583,26 +1583,32 @@ function countAttempt(registry: Registry, counts: AttemptCounts, key: string, no
 // keeps nothing; a proof for another user, malformed or forged counts as none, silently. A
 // stolen proof lets its thief past the address and user counts for that one account, still
 // needing the password, at most maxFailedLoginsPerUserAtAddress failures per cooldown.
+//
+// On a registry with a key, the login's handshake proved the user's identity key, and the
+// proof is bound to it too: one mechanism for both, and a proof copied without the key file
+// that goes with it counts as none.
 
-/** The id of `proof` if it proves a login as `name` here, else undefined. */
-function provenDevice(registry: Registry, name: string, proof: string | undefined):
-  string | undefined {
+/** The id of `proof` if it proves a login as `name` here (with the identity key `key`, on a
+ * registry with a key), else undefined. */
+function provenDevice(registry: Registry, name: string, proof: string | undefined,
+  key = ''): string | undefined {
   const [id, mac, extra] = (proof ?? '').split('.');
   if (id === undefined || mac === undefined || extra !== undefined) return undefined;
-  const expected = Buffer.from(deviceMac(registry, name, id), 'base64url');
+  const expected = Buffer.from(deviceMac(registry, name, id, key), 'base64url');
   const given = Buffer.from(mac, 'base64url');
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
   return id;
 }
 
 /** The proof for `name` on the device `id` (a new device when undefined). */
-function deviceProof(registry: Registry, name: string, id?: string): string {
+function deviceProof(registry: Registry, name: string, key = '', id?: string): string {
   const device = id ?? randomBytes(16).toString('base64url');
-  return `${device}.${deviceMac(registry, name, device)}`;
+  return `${device}.${deviceMac(registry, name, device, key)}`;
 }
 
-function deviceMac(registry: Registry, name: string, id: string): string {
-  return createHmac('sha256', registry.deviceSecret).update(`${name}\n${id}`).digest('base64url');
+function deviceMac(registry: Registry, name: string, id: string, key: string): string {
+  return createHmac('sha256', registry.deviceSecret).update(`${name}\n${id}\n${key}`)
+    .digest('base64url');
 }
 
 // ---- Look-alike names ----

@@ -150,3 +150,22 @@ test('secure registry: found names the callee\'s proven key and the ticket binds
     await server.close();
   }
 });
+
+test('secure registry: a device proof is bound to the identity key that earned it: copied ' +
+  'without the key it counts as none', async () => {
+  const server = await secureRegistry();
+  try {
+    const key = generateKeyPair();
+    const first = await login(server, 'alice', key);
+    const proof = first.device!;
+    const [id] = proof.split('.');
+    const again = (with_: KeyPair) => ask(server, { type: 'login', username: 'alice',
+      password: 'correct horse', chatPort: 7000, device: proof }, with_) as Promise<LoggedIn>;
+    assert.equal((await again(key)).device!.split('.')[0], id, 'the same device, recognised');
+    const thief = await again(generateKeyPair());
+    assert.notEqual(thief.device!.split('.')[0], id, 'another key: a new device, not this one');
+    console.log('device proof: recognised with its key, counted as none with another');
+  } finally {
+    await server.close();
+  }
+});
