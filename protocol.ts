@@ -11,7 +11,9 @@
  *     └───────────── chat_request → chat_accept | chat_decline, then msg … bye ──▶ peer
  *
  * Every message is one JSON object. On TCP each object is one line ending in "\n", so a person
- * can type the protocol into `nc`; on UDP each object is one datagram.
+ * can type the protocol into `nc`; on UDP each object is one datagram. Unless a registry runs with
+ * --plain, the TCP lines travel inside a secure channel (secure.ts: TCP → secure channel → lines
+ * → JSON), and hellos are signed instead of carrying the session's token.
  *
  * The client's two sockets that speak it live here too: askRegistry (one request, one answer)
  * and PeerChannel (one chat connection). They turn bytes into checked messages and nothing more,
@@ -24,7 +26,8 @@
  *   - the line splitter that cuts a TCP byte stream into lines, with a length limit
  *   - tickets: how the registry vouches for a caller to the peer being called
  *   - showing a stranger's text: what a program does before a screen shows it
- *   - askRegistry and PeerChannel: conversations (1) and (3) on a socket, from a client's side
+ *   - askRegistry and PeerChannel: conversations (1) and (3) on a socket, from a client's side,
+ *     in clear or over a SecureLink
  *   - small command-line helpers that server.ts and client.ts share
  */
 

@@ -38,9 +38,9 @@ const BUDGETS: Budget[] = [
   },
   {
     // 850 → 870: check_username / username_free, and the device proof on login and logged_in.
-    // 870 → 1040: acks, words for socket errors, the bound on a peer's queue (issues 16, 17);
+    // 870 → 1050: acks, words for socket errors, the bound on a peer's queue (issues 16, 17);
     // signed hellos, tickets bound to a key, askRegistry and PeerChannel over a secure link (18).
-    file: 'protocol.ts', most: 1040, unit: 'lines',
+    file: 'protocol.ts', most: 1050, unit: 'lines',
     why: 'message shapes, the decoder, framing, tickets and the client\'s two socket helpers',
   },
   {
