@@ -337,7 +337,8 @@ export function spawnScript(
 ): ScriptProcess {
   const runtimeArgs = UNDER_DENO ? ['run', '-A', script] : ['--import', 'tsx', script];
   if (script === 'client.ts') args = clientArgs(args);
-  const home = script === 'client.ts' ? { P2P_CHAT_HOME: freshDataDir() } : {};
+  // Keys, known keys and device proofs go to a temporary folder, never the tester's home.
+  const home = script.endsWith('.ts') ? { P2P_CHAT_HOME: freshDataDir() } : {};
   const child = spawn(process.execPath, [...runtimeArgs, ...args], {
     cwd: ROOT,
     env: { ...process.env, NO_COLOR: '1', ...home, ...env },
