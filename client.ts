@@ -1653,10 +1653,9 @@ function checkHistoryDir(dir: string): void {
 /** How one request reaches the registry, or undefined with --plain. A login proves the user's
  * identity key (the registry gives it to whoever calls them); other requests, the key we hold. */
 function registryLink(client: Client, request: Request): SecureLink | undefined {
-  const { settings } = client.state;
-  if (settings.plain) return undefined;
+  if (client.state.settings.plain) return undefined;
   if (request.type === 'login') client.identity = identityKey(client, request.username);
-  const file = path.join(settings.dataDir, 'known_registries');
+  const file = knownRegistriesFile(client);
   const { name } = client.registry;
   const pinned = readKnownKeys(file).get(name);
   return {
@@ -1698,7 +1697,7 @@ function registryFailure(client: Client, error: unknown): string {
   const { name } = client.registry;
   if (!(error instanceof SecureChannelError)) return errorText(error);
   if (error.code === 'wrong_key') {
-    const file = path.join(client.state.settings.dataDir, 'known_registries');
+    const file = knownRegistriesFile(client);
     return `the registry at ${name} proved a different key from the one remembered for it ` +
       `(${error.message}). Someone may be pretending to be it, so nothing was sent. If its key ` +
       `was replaced on purpose, delete the line for ${name} from ${file}`;
@@ -1710,9 +1709,10 @@ function registryFailure(client: Client, error: unknown): string {
   return errorText(error);
 }
 
-function knownPeersFile(client: Client, you: string): string {
-  return path.join(client.state.settings.dataDir, 'known_peers', fileName(you));
-}
+const knownRegistriesFile = (client: Client) =>
+  path.join(client.state.settings.dataDir, 'known_registries');
+const knownPeersFile = (client: Client, you: string) =>
+  path.join(client.state.settings.dataDir, 'known_peers', fileName(you));
 
 /** A peer proved `key` (base64url): remember it if it is new, and warn if it changed. */
 function notePeerKey(client: Client, peer: string, key: string): void {

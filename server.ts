@@ -183,9 +183,10 @@ type Registry = LimitState & {
    * (see "Sessions and the sweeper" for why not a Map). */
   oldestSession: LiveSession | undefined;
   newestSession: LiveSession | undefined;
-  /** Tokens of sessions ended by a login elsewhere → performance.now() when that happened. Kept
-   * for two timeouts (and at most maxThrottleEntries), so the old client's next hello is told
-   * `session_unknown` with reason "replaced" and can say why. Oldest first. */
+  /** Sessions ended by a login elsewhere, by token and by session name (what a signed hello
+   * carries) → sessionClock() when that happened. Kept for two timeouts (and at most
+   * maxThrottleEntries entries), so the old client's next hello is told `session_unknown` with
+   * reason "replaced" and can say why. Oldest first. */
   replacedTokens: Map<string, number>;
   /** Open TCP connections, so shutdown can close them all. */
   connections: Set<Connection>;
