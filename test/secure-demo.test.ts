@@ -235,6 +235,9 @@ test('secure demo: after a restart (same key, same ports) a client hears of it w
     const spawned = new SpawnedProcesses();
     try {
       const alice = await secureClient(spawned, server, 'alice', dataDir(), true, ['--trace']);
+      // The login's own "who is online" question must be answered by the first registry: asked
+      // of the restarted one, its refusal (not the hello path) would send alice back to Login.
+      await alice.waitFor(/Online now \(1\)/);
       const { tcpPort, udpPort } = server;
       await server.close();
       server = await startTestServer({ identity, heartbeatMs: 200, tcpPort, udpPort });
