@@ -80,7 +80,7 @@
  * Layout: settings; state and events; startClient and the effect runner (askRegistry and
  * PeerChannel in protocol.ts turn bytes into checked messages, terminal.ts draws the screen); the
  * dispatcher, one handler per screen; history files; keys; device proofs; the command line.
- * Exported: what test/client-transitions.test.ts and test/client-ux.test.ts need.
+ * Exported: what test/client-transitions.test.ts, client-ux and client-input need.
  */
 
 import { Buffer } from 'node:buffer';
@@ -158,10 +158,11 @@ const MAX_PASTED_LINES_UNASKED = 3;
 /** A line the peer has not acknowledged this long after we sent it is marked "not delivered
  * yet". Acknowledgements take a round trip, milliseconds on any working network. */
 const ACK_WAIT_MS = 3000;
-/** The tags of requests no screen waits for: the check at start, the list after login, and
- * the check of a session_unknown on a secure registry (see onDatagram). Calls count from 1. */
+/** The tags of requests that are no screen's own: the check at start, the list after login
+ * (a script's next line waits for these two), and the check of a session_unknown on a secure
+ * registry (see onDatagram). /list asks with tag 0; calls count from 1. */
 const PROBE_TAG = -1;
-const LOGIN_LIST_TAG = -2;
+export const LOGIN_LIST_TAG = -2;
 const CHECK = -3;
 const CHECK_REPLACED = -4;
 /** How many names the line after login shows. */
@@ -241,7 +242,7 @@ export type ClientState = {
    * waiting screen leaves them here, so a script that types ahead loses nothing. */
   typedAhead: ReadonlyArray<string | null>;
   lastAttention: number; // when the user last typed, or the bell last rang
-  listsOnTheWay: number; // /list answers not yet here (a chat's /list leaves the screen as it is)
+  listsOnTheWay: number; // lists asked (/list, at start, at login) whose answers are not yet here
   pendingPeers: ReadonlyMap<number, string>; // not yet sent their chat_request: conn → address
   seenTickets: ReadonlyMap<string, number>; // used tickets → expiry; a replay gets bad_ticket
   /** Drops counted since the last report ("dropped %d … from 10.0.0.7" → count), or null when
@@ -606,7 +607,7 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
         'only sent in a chat, as text).', 'yellow');
     case 'started': // is the registry there? The banner says, once the answer is in
       ask(out, { type: 'list', token: '' }, PROBE_TAG);
-      return state;
+      return { ...state, listsOnTheWay: state.listsOnTheWay + 1 };
     case 'signal': return quit(state, out);
     case 'datagram': return onDatagram(state, event, out);
     case 'heartbeat_due': { // no hellos once the registry has forgotten us
@@ -626,8 +627,10 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
       }
       break;
     case 'answer': case 'answer_failed': {
-      // Only /list's own questions (tag 0) count; the start, login and session checks do not.
-      const ownList = event.request.type === 'list' && event.tag === 0;
+      // /list's own questions (tag 0), the check at start and the login's list count; the
+      // session checks do not (no line waits for them).
+      const tags = [0, PROBE_TAG, LOGIN_LIST_TAG];
+      const ownList = event.request.type === 'list' && tags.includes(event.tag);
       const listsOnTheWay = state.listsOnTheWay - (ownList ? 1 : 0);
       state = { ...state, listsOnTheWay };
       const reply = event.type === 'answer' ? event.reply : null;
@@ -651,13 +654,21 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
 
 /** A typed line (null: the end of input). /quit, /help and the end of input mean the same on
  * every screen, so they are answered here; a password, though, may be anything. A script's
- * lines wait while the registry's answer to the line before them is on its way. */
+ * lines wait while an answer is on its way: the registry's, or a called peer's. */
 function offerLine(state: ClientState, line: string | null, out: Out, now: number,
   fromScript: boolean): Next {
-  const waiting = ['logging_in', 'registering', 'asking'].includes(state.screen.name);
+  const command = line === null || isSecret(state.screen) ? null
+    : commandOf(line.trim().split(/\s+/)[0]);
+  // A call's "Waiting for…" screen takes its own commands at once. A script's other lines wait
+  // for the call's outcome (they are meant for the chat); its end, or /quit, only for the
+  // registry's answer, then leaves: no point ringing a peer for a chat that ends at once.
+  const screen = state.screen;
+  const leaving = line === null || command === '/quit';
+  const waiting = ['logging_in', 'checking_name', 'registering', 'asking'].includes(screen.name)
+    || (screen.name === 'calling' && !['/help', '/list', '/cancel'].includes(command ?? '') &&
+      !(leaving && screen.ticket !== ''));
   if (fromScript && (waiting || state.listsOnTheWay > 0)) return NOT_NOW;
   if (line === null) return quit(state, out);
-  const command = isSecret(state.screen) ? null : commandOf(line.trim().split(/\s+/)[0]);
   const help = command === '/help' ? textOf(state)[1] : '';
   if (command === '/quit') return quit(state, out);
   if (help !== '') return sayAgain(state, out, help);
@@ -748,7 +759,8 @@ function loggedIn(state: ClientState, reply: Reply & { type: 'logged_in' }, out:
   ask(out, { type: 'list', token }, LOGIN_LIST_TAG); // whom to call: the next line says
   const session = { username, token, session: reply.session, helloKey: reply.helloKey,
     lostBecause: null, timeoutMs, lastHelloAt: now, helloGapMs: 0 };
-  const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false };
+  const next = { ...state, session, lastStorage: reply.storage, accountMayBeGone: false,
+    listsOnTheWay: state.listsOnTheWay + 1 };
   return show(next, { name: 'search' }, out);
 }
 
@@ -947,9 +959,11 @@ function callFailed(state: ClientState, why: string, out: Out, now: number): Cli
     return acceptRequest(state, screen.peer, screen.crossing, screen.crossingAcks, out, now);
   }
   // A script's lines behind the call were meant for the chat: Search must not take them as names.
-  const queued = state.typedAhead.filter((line) => line !== null).length;
+  // Only its end, or a /quit, means the same on every screen.
+  const typedAhead = state.typedAhead.filter((line) =>
+    line === null || commandOf(line.trim().split(/\s+/)[0]) === '/quit');
+  const queued = state.typedAhead.length - typedAhead.length;
   if (queued > 0) say(out, `Not sent: ${queued} line(s) meant for the chat.`, 'yellow');
-  const typedAhead = state.typedAhead.filter((line) => line === null);
   return show({ ...state, typedAhead }, { name: 'search' }, out);
 }
 
@@ -1867,6 +1881,12 @@ function parseCommandLine(args: string[]): ClientSettings | null {
   }
   for (const flag of ['server', 'history', 'data-dir'] as const) {
     if (values[flag] === '') throw new UsageError(`--${flag} needs a value, not ""`);
+  }
+  const hostAndPort = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(String(values.server ?? ''));
+  if (hostAndPort) {
+    const host = hostAndPort[1].replace(/^\[(.*)\]$/, '$1');
+    throw new UsageError(`--server takes a host, without a port: --server ${host} --tcp-port ` +
+      `${hostAndPort[2]} (and --udp-port, if the registry's is not ${DEFAULT_UDP_PORT})`);
   }
   const home = process.env.P2P_CHAT_HOME || path.join(os.homedir(), '.p2p-chat');
   return {

@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { initialState, transition } from '../client.ts';
+import { LOGIN_LIST_TAG, initialState, transition } from '../client.ts';
 import type { ClientEvent, ClientSettings, ClientState, Effect } from '../client.ts';
 import { makeTicket } from '../protocol.ts';
 import {
@@ -80,6 +80,21 @@ test('item 1: without /quit, the answer to the last /list is printed before the 
     assert.equal(await exitCode(client, STARTUP_MS), 0);
     assert.match(client.stdout, /Online \(1\): pipe-bea\n[^]*Bye\./, client.stdout);
     await server.waitFor(/ logout user=pipe-bea /, 5000);
+  });
+
+test('item 1: a script sees every answer in order: the check at start, the login\'s list, a ' +
+  'lookup of someone offline, then Bye (the /quit behind the lookup waits for its answer)',
+  async () => {
+    const { tcpPort } = await theRegistry();
+    await registerAccount(tcpPort, 'pipe-eli', 'pw-eli');
+    const client = await pipedClient(['pipe-eli', 'pw-eli', '/search pipe-nobody', 'hi', '/quit']);
+    assert.equal(await exitCode(client, STARTUP_MS), 0);
+    const out = client.stdout;
+    const order = [': reachable', 'Login —', 'Logged in as pipe-eli', 'Online now (',
+      'Looking up pipe-nobody', 'pipe-nobody is not online.', 'Not sent: 1 line', 'Bye.']
+      .map((text) => out.indexOf(text));
+    console.log(`piped lookup: ${order.join(' < ')} (positions in stdout)`);
+    assert.ok(order.every((at, i) => at >= 0 && (i === 0 || at > order[i - 1])), out);
   });
 
 test('item 1: lines behind a call wait for the peer\'s answer, then go to that chat in order; ' +
@@ -184,6 +199,8 @@ function annChattingWithBob(settings = SETTINGS): ClientState {
   const ticket = makeTicket('tok-ann', 'bob', 'ann', T0 + 60_000);
   return feed(initialState(settings, '127.0.0.1:5001', 7000), typed('ann'), typed('pw'),
     [{ type: 'answer', request: login, reply, tag: 0 }],
+    [{ type: 'answer', request: { type: 'list', token: 'tok-ann' },
+      reply: { type: 'online', users: ['ann'], total: 1 }, tag: LOGIN_LIST_TAG }],
     [{ type: 'peer_arrived', conn: 1, address: '127.0.0.1', remote: '127.0.0.1:4000' }],
     [{ type: 'peer_said', conn: 1, remote: 'x', message: { type: 'chat_request', from: 'bob',
       ticket } }], typed('y')).state;

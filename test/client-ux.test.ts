@@ -255,12 +255,19 @@ test('the banner says whether the registry answers, in words (item 15)', () => {
 
 // ---- Real processes through pipes ----
 
-test('empty --server, --history, --data-dir: one line and exit 2; a leading "--" is fine',
+test('empty --server, --history, --data-dir, or --server HOST:PORT: one line and exit 2; a ' +
+  'leading "--" is fine',
   async () => {
     for (const args of [['--server', ''], ['--server='], ['--history', ''], ['--data-dir=']]) {
       const client = spawnScript('client.ts', args);
       assert.equal(await client.exited, 2, args.join(' '));
       assert.match(client.stderr, /^error: --[a-z-]+ needs a value, not ""\n(\(see --help\)\n)?$/);
+    }
+    for (const server of ['127.0.0.1:5100', '[::1]:5100']) { // host:port, as many tools take
+      const client = spawnScript('client.ts', ['--server', server]);
+      assert.equal(await client.exited, 2, server);
+      assert.match(client.stderr,
+        /^error: --server takes a host, without a port: --server [:.\d]+ --tcp-port 5100 /);
     }
     const help = spawnScript('client.ts', ['--', '--help']);
     assert.equal(await help.exited, 0);
