@@ -105,8 +105,8 @@ import type {
   PeerMessage, Reply, Request, SecureLink, SessionUnknown, Storage,
 } from './protocol.ts';
 import {
-  SecureChannelError, fingerprint, generateKeyPair, loadOrCreateKeyFile, readKnownKeys,
-  rememberKey, safetyNumber,
+  SecureChannelError, fingerprint, generateKeyPair, loadKeyFile, readKnownKeys,
+  rememberKey, safetyNumber, saveKeyFile,
 } from './secure.ts';
 import type { KeyPair, KnownKey } from './secure.ts';
 import { createTerminal, redactSecrets } from './terminal.ts';
@@ -331,6 +331,7 @@ type Client = {
   /** The key our secure links prove: the user's identity key from their login on (see
    * "Effects: keys"), a throwaway one before. */
   identity: KeyPair;
+  newIdentityFile: string | null; // where `identity` goes if the login it was made for succeeds
   helloCounter: number; // the last signed hello's counter: only ever grows
 };
 
@@ -363,7 +364,7 @@ async function startClient(settings: ClientSettings): Promise<Client> {
     chatListener, heartbeatSocket: dgram.createSocket(family === 6 ? 'udp6' : 'udp4'),
     registry: { host, port: tcpPort, name: `${server}:${tcpPort}` },
     channels: new Map(), nextConn: 1, timers: new Map(), heartbeat: undefined,
-    lastHello: undefined, identity: generateKeyPair(), helloCounter: 0,
+    lastHello: undefined, identity: generateKeyPair(), newIdentityFile: null, helloCounter: 0,
   };
   chatListener.on('connection', (socket) => {
     const conn = client.nextConn++;
@@ -430,7 +431,10 @@ function run(client: Client, effect: Effect): void {
       }
       askRegistry(request, client.registry, settings.registryTimeoutMs, (direction, line) =>
         traceOnScreen(client, `${arrow(direction)} registry ${redactSecrets(line)}`), link).then(
-        (reply) => dispatch(client, { type: 'answer', request, reply, tag }), failed);
+        (reply) => {
+          if (reply.type === 'logged_in') keepNewIdentity(client, reply.username);
+          dispatch(client, { type: 'answer', request, reply, tag });
+        }, failed);
       return;
     }
     case 'connect': {
@@ -1657,7 +1661,7 @@ function checkHistoryDir(dir: string): void {
 //
 // Unless --plain, every link is a handshake (secure.ts) in which each side proves a long-term
 // key. What the client knows of keys lives in files under the data folder (settings.dataDir):
-//   keys/<you>.key         your identity key, made at your first login; only you may read it
+//   keys/<you>.key         your identity key, saved at your first login; only you may read it
 //   known_registries       each registry's key, pinned at first contact, as ssh's known_hosts
 //   known_peers/<you>      the key of each peer you have talked to
 // A key seen for the first time is taken on trust and shown; a changed one is the news worth a
@@ -1694,16 +1698,27 @@ function registryLink(client: Client, request: Request): SecureLink | undefined 
   };
 }
 
-/** The user's identity key: --key-file, or DIR/keys/<user>.key, made on first use. */
+/** The user's identity key: --key-file, or DIR/keys/<user>.key. A new one is made for a first
+ * login and saved only if it succeeds (keepNewIdentity), so a mistyped name leaves no file. */
 function identityKey(client: Client, username: string): KeyPair {
   const { dataDir, keyFile } = client.state.settings;
   const file = keyFile ?? path.join(dataDir, 'keys', `${fileName(username)}.key`);
-  const { pair, created } = loadOrCreateKeyFile(file);
-  if (created) {
-    client.terminal.say(`Made an identity key for ${username}: ${fingerprint(pair.publicKey)} ` +
-      `(in ${file}).`, 'dim');
+  client.newIdentityFile = existsSync(file) ? null : file;
+  return client.newIdentityFile === null ? loadKeyFile(file) : generateKeyPair();
+}
+
+function keepNewIdentity(client: Client, username: string): void {
+  const file = client.newIdentityFile;
+  if (file === null) return;
+  client.newIdentityFile = null;
+  const key = fingerprint(client.identity.publicKey);
+  try {
+    saveKeyFile(file, client.identity);
+    client.terminal.say(`Made an identity key for ${username}: ${key} (in ${file}).`, 'dim');
+  } catch (error) {
+    client.terminal.say(`Could not save your identity key ${key} (${errorText(error)}): the ` +
+      'next login makes another, and peers will be warned that your key changed.', 'yellow');
   }
-  return pair;
 }
 
 /** Why a request failed, in words; a secure link's failure says what it means and what to do. */

@@ -7,11 +7,12 @@
  *   - a copied ticket, a forged one and a plain-text caller get nowhere
  *   - one changed byte on the peer link ends the chat with a clear message
  *   - a peer's new key is a warning before the y/n question; a registry's new key is refused
+ *   - an identity key is saved only when the login it was made for succeeds
  */
 
 import assert from 'node:assert/strict';
 import { Buffer } from 'node:buffer';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -252,6 +253,33 @@ test('secure demo: after a restart (same key, same ports) a client hears of it w
       await server.close();
     }
   });
+
+test('secure demo: a login under a mistyped name leaves no key file; the first good login ' +
+  'saves one, owner-only, and later logins use it', async () => {
+  const server = await startTestServer({ identity: generateKeyPair() });
+  const spawned = new SpawnedProcesses();
+  const folder = dataDir();
+  try {
+    const client = await secureClient(spawned, server, 'erin', folder, true);
+    client.type('/logout');
+    await client.waitFor(/Login — username/);
+    client.type('eirn');
+    await client.waitFor('password');
+    client.type('pw of erin 7Xq');
+    await client.waitFor('Login failed: wrong username or password.');
+    assert.equal(existsSync(path.join(folder, 'keys', 'eirn.key')), false, 'a key for a typo');
+    const saved = path.join(folder, 'keys', 'erin.key');
+    assert.equal(statSync(saved).mode & 0o777, 0o600);
+    assert.match(client.stdout, /Made an identity key for erin: [^\n]*\nLogged in as erin/);
+    await loginThroughScreens(client, 'erin', 'pw of erin 7Xq');
+    assert.equal(client.stdout.match(/Made an identity key/g)?.length, 1, 'made once');
+    console.log('secure demo: keys after a typo and two logins: ' +
+      `${JSON.stringify(readdirSync(path.join(folder, 'keys')))}`);
+  } finally {
+    await spawned.stopAll();
+    await server.close();
+  }
+});
 
 test('secure demo: a client on the secure path tells a --plain registry apart from a missing one',
   async () => {
