@@ -90,7 +90,6 @@ import {
 } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import process from 'node:process';
 import { parseArgs } from 'node:util';
@@ -105,7 +104,7 @@ import type {
   PeerMessage, Reply, Request, SecureLink, SessionUnknown, Storage,
 } from './protocol.ts';
 import {
-  SecureChannelError, fingerprint, generateKeyPair, loadKeyFile, readKnownKeys,
+  SecureChannelError, defaultDataDir, fingerprint, generateKeyPair, loadKeyFile, readKnownKeys,
   rememberKey, safetyNumber, saveKeyFile,
 } from './secure.ts';
 import type { KeyPair, KnownKey } from './secure.ts';
@@ -661,8 +660,7 @@ function applyEvent(state: ClientState, event: ClientEvent, out: Out, now: numbe
  * lines wait while an answer is on its way: the registry's, or a called peer's. */
 function offerLine(state: ClientState, line: string | null, out: Out, now: number,
   fromScript: boolean): Next {
-  const command = line === null || isSecret(state.screen) ? null
-    : commandOf(line.trim().split(/\s+/)[0]);
+  const command = line === null || isSecret(state.screen) ? null : commandIn(line);
   // A call's "Waiting for…" screen takes its own commands at once. A script's other lines wait
   // for the call's outcome (they are meant for the chat); its end, or /quit, only for the
   // registry's answer, then leaves: no point ringing a peer for a chat that ends at once.
@@ -965,7 +963,7 @@ function callFailed(state: ClientState, why: string, out: Out, now: number): Cli
   // A script's lines behind the call were meant for the chat: Search must not take them as names.
   // Only its end, or a /quit, means the same on every screen.
   const typedAhead = state.typedAhead.filter((line) =>
-    line === null || commandOf(line.trim().split(/\s+/)[0]) === '/quit');
+    line === null || commandIn(line) === '/quit');
   const queued = state.typedAhead.length - typedAhead.length;
   if (queued > 0) say(out, `Not sent: ${queued} line(s) meant for the chat.`, 'yellow');
   return show({ ...state, typedAhead }, { name: 'search' }, out);
@@ -1541,6 +1539,7 @@ function isSecret(screen: Screen): boolean {
 function commandOf(word: string): string | null {
   return word.startsWith('/') ? word.toLowerCase() : null;
 }
+const commandIn = (line: string) => commandOf(line.trim().split(/\s+/)[0]);
 
 function unknownCommand(state: ClientState, line: string, out: Out): ClientState {
   const shown = quoteSafely(line);
@@ -1903,14 +1902,13 @@ function parseCommandLine(args: string[]): ClientSettings | null {
     throw new UsageError(`--server takes a host, without a port: --server ${host} --tcp-port ` +
       `${hostAndPort[2]} (and --udp-port, if the registry's is not ${DEFAULT_UDP_PORT})`);
   }
-  const home = process.env.P2P_CHAT_HOME || path.join(os.homedir(), '.p2p-chat');
   return {
     ...DEFAULT_CLIENT_SETTINGS, ...readNumberFlags(NUMBER_FLAGS, values),
     server: (values.server as string | undefined) ?? DEFAULT_CLIENT_SETTINGS.server,
     historyDir: values.history as string | undefined, trace: values.trace === true,
     bell: values['no-bell'] !== true, plain: values.plain === true,
     keyFile: values['key-file'] as string | undefined,
-    dataDir: (values['data-dir'] as string | undefined) ?? home,
+    dataDir: (values['data-dir'] as string | undefined) ?? defaultDataDir(),
   };
 }
 

@@ -158,8 +158,8 @@ export type Reply = Registered | UsernameFree | LoggedIn | Found | Online | Logg
 // ---- (2) Presence, over UDP ----
 
 /** Two forms. A secure registry's: `session` names the session, `counter` only grows, and `mac`
- * is helloMac() under the helloKey that crossed the secure link, so a hello gives nothing away
- * and a copied one is stale. A plain registry's (the nc lesson): the session `token` itself. */
+ * is signedHello()'s MAC under the helloKey that crossed the secure link, so a hello shows no
+ * secret and a copied one is stale. A plain registry's (the nc lesson): the session `token`. */
 export type Hello = {
   type: 'hello'; username: string; token?: string; session?: string; counter?: number;
   mac?: string;

@@ -41,7 +41,8 @@ import {
   chmodSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync,
 } from 'node:fs';
 import type net from 'node:net';
-import { dirname } from 'node:path';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
 import process from 'node:process';
 import { Duplex } from 'node:stream';
 
@@ -619,6 +620,11 @@ export function loadOrCreateKeyFile(path: string): { pair: KeyPair; created: boo
     return { pair, created: true };
   }
   return { pair: loadKeyFile(path), created: false };
+}
+
+/** Where the programs keep keys unless told otherwise: $P2P_CHAT_HOME, else ~/.p2p-chat. */
+export function defaultDataDir(): string {
+  return process.env.P2P_CHAT_HOME || join(homedir(), '.p2p-chat');
 }
 
 // Keys remembered on first contact, as ssh's known_hosts: one file for registries (by address),

@@ -63,7 +63,8 @@ import type {
   Hello, NumberFlag, RegisterRequest, Reply, SearchRequest, SessionUnknown, Storage,
 } from './protocol.ts';
 import {
-  fingerprint, generateKeyPair, keyPairFromPrivate, loadOrCreateKeyFile, secureSocket,
+  defaultDataDir, fingerprint, generateKeyPair, keyPairFromPrivate, loadOrCreateKeyFile,
+  secureSocket,
 } from './secure.ts';
 import type { KeyPair, SecureChannelError, SecureSocket } from './secure.ts';
 
@@ -1689,8 +1690,7 @@ async function main(): Promise<void> {
     if (values.plain && keyFile) throw new Error('--plain has no key: leave out --key-file');
     // The key lives in a file, or with the accounts in MongoDB; a plain registry has none.
     if (!values.plain && !mongodbUri) {
-      keyFile ??= path.join(process.env.P2P_CHAT_HOME || path.join(os.homedir(), '.p2p-chat'),
-        'registry.key');
+      keyFile ??= path.join(defaultDataDir(), 'registry.key');
     }
     // Settings not given are left to startServer(), which fills in the defaults.
     options = {
