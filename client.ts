@@ -1893,7 +1893,7 @@ function parseCommandLine(args: string[]): ClientSettings | null {
     console.log(USAGE);
     return null;
   }
-  for (const flag of ['server', 'history', 'data-dir'] as const) {
+  for (const flag of ['server', 'history', 'data-dir', 'key-file'] as const) {
     if (values[flag] === '') throw new UsageError(`--${flag} needs a value, not ""`);
   }
   const hostAndPort = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(String(values.server ?? ''));

@@ -762,12 +762,13 @@ function closeSession(registry: Registry, session: LiveSession): void {
   removeFromQueue(registry, session);
 }
 
-/** A login elsewhere ends `session`. Its token is remembered for a while, so the old client is
- * told why (at most maxThrottleEntries: the oldest is forgotten first). */
+/** A login elsewhere ends `session`. Its token and its name are remembered for a while, so the
+ * old client is told why (at most maxThrottleEntries, or the two of one session: the oldest are
+ * forgotten first). */
 function endReplacedSession(registry: Registry, session: LiveSession): void {
   closeSession(registry, session);
   const remembered = registry.replacedTokens;
-  while (remembered.size >= registry.settings.maxThrottleEntries - 1) {
+  while (remembered.size > 0 && remembered.size + 2 > registry.settings.maxThrottleEntries) {
     remembered.delete(remembered.keys().next().value as string);
   }
   remembered.set(session.token, sessionClock(registry));

@@ -551,6 +551,21 @@ test('attack 6: a replaced token is told "replaced" past timeoutMs; at most maxT
   }
 });
 
+test('attack 6: with room for a single replaced token, logins that replace sessions still ' +
+  'answer (each ended session leaves two names: its token and its hellos\' name)', async () => {
+  const server = await startTestServer({ maxThrottleEntries: 1 });
+  try {
+    assert.equal((await register(server, 'hopper', 'pw')).type, 'registered');
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await timedLogin(server, 'hopper', 'pw')).answer.type, 'logged_in');
+    }
+    console.log(`attack 6: cap 1 → ${server.registry.replacedTokens.size} names kept`);
+    assert.ok(server.registry.replacedTokens.size <= 2);
+  } finally {
+    await server.close();
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // 7. The online list always fits in a line
 // ---------------------------------------------------------------------------------------------

@@ -255,10 +255,12 @@ test('the banner says whether the registry answers, in words (item 15)', () => {
 
 // ---- Real processes through pipes ----
 
-test('empty --server, --history, --data-dir, or --server HOST:PORT: one line and exit 2; a ' +
-  'leading "--" is fine',
+test('empty --server, --history, --data-dir, --key-file, or --server HOST:PORT: one line and ' +
+  'exit 2; a leading "--" is fine',
   async () => {
-    for (const args of [['--server', ''], ['--server='], ['--history', ''], ['--data-dir=']]) {
+    const empty = [['--server', ''], ['--server='], ['--history', ''], ['--data-dir='],
+      ['--key-file', '']];
+    for (const args of empty) {
       const client = spawnScript('client.ts', args);
       assert.equal(await client.exited, 2, args.join(' '));
       assert.match(client.stderr, /^error: --[a-z-]+ needs a value, not ""\n(\(see --help\)\n)?$/);
